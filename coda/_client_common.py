@@ -1,0 +1,63 @@
+"""What the blocking and the asyncio client share: building requests and
+reading outcomes. Neither does I/O here."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from . import registry
+from ._outcome import decode_payload, encode_value, error_from_failure
+from .errors import ConfigurationError, RequestRefusedError, UnknownNameError
+from .messages import Error, Finished, Submit
+
+__all__ = ["DEFAULT_ADDRESS", "build_submit", "default_address", "outcome", "refusal"]
+
+DEFAULT_ADDRESS = "127.0.0.1:42069"
+
+
+def default_address(address: str | None) -> str:
+    return address or os.environ.get("CODA_SUPERVISOR") or DEFAULT_ADDRESS
+
+
+def build_submit(
+    req_id: int,
+    target: object,
+    args: Mapping[str, Any] | None,
+    *,
+    serializer: str,
+    run_id: str | None,
+    queue: str | None,
+    wait: bool,
+) -> Submit:
+    name = registry.resolve_name(target)
+    spec = getattr(target, "spec", None)
+    serializer = getattr(spec, "serializer", None) or serializer
+    if args is None:
+        args = {}
+    if not isinstance(args, Mapping):
+        raise ConfigurationError(
+            f"args must be a mapping of keyword arguments, got {type(args).__name__}"
+        )
+    return Submit(
+        req_id=req_id,
+        name=name,
+        args=encode_value(dict(args), serializer),
+        run_id=run_id,
+        queue=queue,
+        wait=wait,
+    )
+
+
+def outcome(message: Finished, accept: frozenset[str] | None = None) -> Any:
+    """The run's value, or its failure raised as TaskFailed / WorkflowFailed."""
+    if message.failure is not None:
+        raise error_from_failure(message.failure, message.kind)
+    return decode_payload(message.result, accept)
+
+
+def refusal(message: Error, name: str | None = None) -> Exception:
+    if message.code == "unknown_name" and name is not None:
+        return UnknownNameError(name)
+    return RequestRefusedError(message.code, message.message)

@@ -1,0 +1,146 @@
+"""asyncio edge of the protocol: frames in, messages out, writes batched.
+
+``FramedProtocol`` owns one connection. Incoming bytes go through the pure
+``FrameDecoder``; each decoded message is handed to ``message_received``.
+Outgoing messages are encoded at once but written together at the end of the
+event-loop turn (one ``writelines`` per turn), so a burst of replies costs
+one system call instead of one each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from typing import Any, cast
+
+from .errors import ConfigurationError, ProtocolError
+from .messages import Error, Message
+from .protocol import DEFAULT_FRAME_LIMIT, FrameDecoder, decode_message, encode_message
+
+__all__ = ["FramedProtocol", "parse_address"]
+
+log = logging.getLogger("coda.wire")
+
+
+class FramedProtocol(asyncio.Protocol):
+    """Base for every Coda connection (supervisor, worker and client side)."""
+
+    def __init__(self, frame_limit: int = DEFAULT_FRAME_LIMIT) -> None:
+        self.decoder = FrameDecoder(frame_limit)
+        self.transport: asyncio.Transport | None = None
+        self.closed = asyncio.Event()
+        self._outbox: list[bytes] = []
+        self._write_paused = False
+        self._writable = asyncio.Event()
+        self._writable.set()
+
+    # -- asyncio callbacks ------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.on_connected()
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            frames = self.decoder.feed(data)
+        except ProtocolError as exc:
+            self.fail(exc, code="bad_frame")
+            return
+        for frame in frames:
+            if self.transport is None or self.transport.is_closing():
+                return
+            try:
+                message = decode_message(frame)
+            except ProtocolError as exc:
+                self.on_bad_message(exc)
+                continue
+            self.message_received(message)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        self._outbox.clear()
+        self.closed.set()
+        self._writable.set()
+        self.on_closed(exc)
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+        self._writable.clear()
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        self._writable.set()
+
+    # -- for subclasses ---------------------------------------------------
+
+    def on_connected(self) -> None:
+        """The connection is up."""
+
+    def message_received(self, message: Message) -> None:
+        raise NotImplementedError
+
+    def on_bad_message(self, exc: ProtocolError) -> None:
+        """A frame arrived whole but is not a valid message: the stream is
+        still in sync, so refuse the message and keep the connection."""
+        self.send(Error(code="bad_message", message=str(exc)))
+
+    def on_closed(self, exc: Exception | None) -> None:
+        """The connection is gone."""
+
+    # -- sending ----------------------------------------------------------
+
+    @property
+    def is_open(self) -> bool:
+        return self.transport is not None and not self.transport.is_closing()
+
+    @property
+    def write_paused(self) -> bool:
+        return self._write_paused
+
+    def send(self, message: Message) -> None:
+        """Queue a message; it is written at the end of this loop turn."""
+        if self.transport is None:
+            return
+        if not self._outbox:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._outbox.append(encode_message(message))
+
+    def _flush(self) -> None:
+        if self.transport is not None and self._outbox:
+            self.transport.writelines(self._outbox)
+        self._outbox = []
+
+    async def wait_writable(self) -> None:
+        await self._writable.wait()
+
+    def fail(self, exc: Exception, code: str) -> None:
+        """Tell the peer what went wrong, then close: the stream is unusable."""
+        log.warning("closing connection: %s", exc)
+        self.send(Error(code=code, message=str(exc)))
+        self._flush()
+        if self.transport is not None:
+            self.transport.close()
+
+    def close(self) -> None:
+        self._flush()
+        if self.transport is not None:
+            self.transport.close()
+
+
+def parse_address(address: str) -> tuple[str, Any]:
+    """``host:port`` → ("tcp", (host, port)); a path → ("unix", path).
+
+    A path is anything containing a slash or starting with ``unix:``.
+    """
+    if address.startswith("unix:"):
+        return "unix", address[5:]
+    if "/" in address:
+        return "unix", address
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ConfigurationError(f"address {address!r} is neither host:port nor a Unix socket path")
+    return "tcp", (host.strip("[]") or "127.0.0.1", int(port))

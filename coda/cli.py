@@ -1,0 +1,284 @@
+"""The ``coda`` command: ``supervisor``, ``run`` and ``status``."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from typing import Any
+
+import click
+
+from ._client_common import DEFAULT_ADDRESS
+from .client import Client
+from .errors import CodaError, RemoteError, ResultTimeoutError
+
+__all__ = ["main"]
+
+SUPERVISOR_HELP = (
+    "Supervisor address (host:port or socket path). "
+    f"Default: $CODA_SUPERVISOR, else {DEFAULT_ADDRESS}."
+)
+
+
+@click.group()
+@click.version_option(package_name="coda")
+def main() -> None:
+    """Coda: durable workflows and tasks, run by a supervisor and its workers."""
+
+
+def _split_queues(values: tuple[str, ...]) -> tuple[str, ...]:
+    queues = tuple(q.strip() for value in values for q in value.split(",") if q.strip())
+    return queues or ("default",)
+
+
+@main.command()
+@click.option(
+    "-A",
+    "--app",
+    "modules",
+    multiple=True,
+    metavar="MODULE",
+    help="Module defining tasks and workflows (repeatable).",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=0),
+    default=os.cpu_count() or 1,
+    show_default=True,
+    help="Worker processes to run (0: no workers).",
+)
+@click.option(
+    "--listen",
+    default="127.0.0.1:42069",
+    show_default=True,
+    help="TCP address for clients; 'none' to disable TCP.",
+)
+@click.option("--unix", "unix_socket", metavar="PATH", help="Also listen on this Unix socket.")
+@click.option(
+    "--queues",
+    multiple=True,
+    metavar="Q1,Q2",
+    help="Queues this supervisor's workers consume. Default: default.",
+)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Tasks each worker runs at once.",
+)
+@click.option(
+    "--workflow-slots",
+    type=click.IntRange(min=1),
+    default=100,
+    show_default=True,
+    help="Workflows each worker drives at once.",
+)
+@click.option(
+    "--token",
+    envvar="CODA_TOKEN",
+    help="Shared secret clients must present. Required to listen on a non-loopback address.",
+)
+@click.option(
+    "--accept-pickle",
+    is_flag=True,
+    help="Accept pickle payloads (runs code from whoever can connect: trusted setups only).",
+)
+@click.option(
+    "--result-ttl",
+    type=click.FloatRange(min=1),
+    default=86400.0,
+    show_default=True,
+    help="Seconds to keep finished runs and results.",
+)
+@click.option("--store", default="memory://", show_default=True, help="Where state is kept.")
+@click.option(
+    "--log-level",
+    default="INFO",
+    show_default=True,
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+)
+def supervisor(
+    modules: tuple[str, ...],
+    workers: int,
+    listen: str,
+    unix_socket: str | None,
+    queues: tuple[str, ...],
+    concurrency: int,
+    workflow_slots: int,
+    token: str | None,
+    accept_pickle: bool,
+    result_ttl: float,
+    store: str,
+    log_level: str,
+) -> None:
+    """Run a supervisor and its worker processes until SIGINT/SIGTERM."""
+    from .supervisor import Supervisor, SupervisorConfig
+
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s supervisor %(levelname)s %(name)s: %(message)s"
+    )
+    os.environ.setdefault("CODA_LOG_LEVEL", log_level.upper())
+    sys.path.insert(0, os.getcwd())
+    config = SupervisorConfig(
+        modules=modules,
+        workers=workers,
+        listen=None if listen.lower() == "none" else listen,
+        unix_socket=unix_socket,
+        queues=_split_queues(queues),
+        concurrency=concurrency,
+        workflow_slots=workflow_slots,
+        token=token,
+        accept_pickle=accept_pickle,
+        result_ttl=result_ttl,
+        store=store,
+    )
+    try:
+        Supervisor(config).run()
+    except CodaError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def _parse_args(value: str) -> dict[str, Any]:
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"not valid JSON: {exc}") from exc
+    if not isinstance(parsed, dict):
+        raise click.BadParameter("must be a JSON object of keyword arguments, e.g. '{\"x\": 1}'")
+    return parsed
+
+
+@main.command()
+@click.argument("name")
+@click.option(
+    "--args",
+    "args_json",
+    default="{}",
+    show_default=True,
+    help="Keyword arguments as a JSON object.",
+)
+@click.option(
+    "--supervisor",
+    "address",
+    envvar="CODA_SUPERVISOR",
+    default=DEFAULT_ADDRESS,
+    show_default=True,
+    help=SUPERVISOR_HELP,
+)
+@click.option("--token", envvar="CODA_TOKEN", help="Token, if the supervisor requires one.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Give up waiting after this many seconds (the run goes on).",
+)
+@click.option("--no-wait", is_flag=True, help="Print the run id and return at once.")
+def run(
+    name: str, args_json: str, address: str, token: str | None, timeout: float | None, no_wait: bool
+) -> None:
+    """Run the task or workflow registered as NAME; print its result as JSON."""
+    try:
+        args = _parse_args(args_json)
+    except click.BadParameter as exc:
+        raise click.BadParameter(str(exc), param_hint="--args") from None
+    try:
+        with Client(address, token=token) as client:
+            handle = client.submit(name, args)
+            if no_wait:
+                click.echo(handle.run_id)
+                return
+            result = _wait_with_progress(handle, timeout)
+    except RemoteError as exc:
+        if exc.remote_traceback:
+            click.echo(exc.remote_traceback.rstrip(), err=True)
+        raise click.ClickException(f"run failed: {exc}") from None
+    except CodaError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(json.dumps(result, default=str))
+
+
+def _wait_with_progress(handle: Any, timeout: float | None) -> Any:
+    """Wait in short slices so a long wait shows it is alive (on stderr)."""
+    started = time.monotonic()
+    interactive = sys.stderr.isatty()
+    next_report = 5.0
+    while True:
+        elapsed = time.monotonic() - started
+        if timeout is not None and elapsed >= timeout:
+            raise ResultTimeoutError(f"run {handle.run_id} did not finish within {timeout}s")
+        slice_ = 1.0 if timeout is None else min(1.0, timeout - elapsed)
+        try:
+            return handle.result(timeout=slice_)
+        except ResultTimeoutError:
+            elapsed = time.monotonic() - started
+            if interactive:
+                click.echo(f"\rwaiting for run {handle.run_id}… {elapsed:.0f}s", nl=False, err=True)
+            elif elapsed >= next_report:
+                click.echo(f"still waiting for run {handle.run_id} ({elapsed:.0f}s)", err=True)
+                next_report *= 2
+
+
+@main.command()
+@click.option(
+    "--supervisor",
+    "address",
+    envvar="CODA_SUPERVISOR",
+    default=DEFAULT_ADDRESS,
+    show_default=True,
+    help=SUPERVISOR_HELP,
+)
+@click.option("--token", envvar="CODA_TOKEN", help="Token, if the supervisor requires one.")
+@click.option("--json", "as_json", is_flag=True, help="Print the raw status as JSON.")
+def status(address: str, token: str | None, as_json: bool) -> None:
+    """Show workers, queues, runs in flight and per-name counts."""
+    try:
+        with Client(address, token=token) as client:
+            data = client.status()
+    except CodaError as exc:
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        click.echo(json.dumps(data, indent=2, default=str))
+        return
+    click.echo(_format_status(data))
+
+
+def _format_status(data: dict[str, Any]) -> str:
+    sup = data.get("supervisor", {})
+    addresses = ", ".join(sup.get("addresses", []))
+    lines = [
+        f"supervisor {sup.get('id')} (pid {sup.get('pid')}) on {addresses}, "
+        f"up {sup.get('uptime')}s, {sup.get('worker_restarts', 0)} worker restarts",
+        "",
+        "workers:",
+    ]
+    for w in data.get("workers", []):
+        lines.append(
+            f"  #{w['id']:<4} pid {w['pid']:<8} tasks {w['tasks']:<6} "
+            f"workflows {w['workflows']:<8} queues {','.join(w['queues'])}"
+        )
+    if not data.get("workers"):
+        lines.append("  (none)")
+    lines += ["", "queues:"]
+    for name, counts in data.get("queues", {}).items():
+        tasks, workflows = counts.get("tasks", 0), counts.get("workflows", 0)
+        lines.append(f"  {name:<20} {tasks} tasks, {workflows} workflows waiting")
+    lines.append(f"  delayed (retry wait): {data.get('delayed', 0)}")
+    lines += [
+        "",
+        f"in flight: {data.get('runs_in_flight', 0)} runs, {data.get('jobs_in_flight', 0)} jobs",
+        "",
+    ]
+    names = data.get("names", {})
+    if names:
+        header = f"  {'name':<48} {'succeeded':>9} {'failed':>7} {'retried':>8} {'cache hits':>10}"
+        lines += ["per name:", header]
+        for name, c in names.items():
+            lines.append(
+                f"  {name:<48} {c.get('succeeded', 0):>9} {c.get('failed', 0):>7} "
+                f"{c.get('retried', 0):>8} {c.get('cache_hits', 0):>10}"
+            )
+    return "\n".join(lines)

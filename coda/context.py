@@ -1,0 +1,96 @@
+"""Functions a running workflow calls: ``spawn_task``, ``spawn_workflow``, ``info``.
+
+Each is a one-liner that finds the runtime of the workflow being executed
+through a ``ContextVar`` (as Temporal's ``workflow.*`` functions do), so the
+same code works whichever worker runs it and raises a clear error outside a
+workflow.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Mapping
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from .errors import NotInWorkflowError
+
+__all__ = ["RunInfo", "in_workflow", "info", "spawn_task", "spawn_workflow"]
+
+
+@dataclass(frozen=True, slots=True)
+class RunInfo:
+    """Which run this is: its id, the workflow's name and the attempt (1-based)."""
+
+    run_id: str
+    name: str
+    attempt: int
+
+
+class WorkflowRuntime(Protocol):
+    info: RunInfo
+
+    def spawn(
+        self,
+        kind: str,
+        target: object,
+        args: Mapping[str, Any] | None,
+        cache_key: object,
+        queue: str | None,
+    ) -> Awaitable[Any]: ...
+
+
+current_runtime: ContextVar[WorkflowRuntime | None] = ContextVar("coda_workflow", default=None)
+
+
+def _runtime(what: str) -> WorkflowRuntime:
+    runtime = current_runtime.get()
+    if runtime is None:
+        raise NotInWorkflowError(
+            f"coda.context.{what}() can only be called inside a running @coda.workflow"
+        )
+    return runtime
+
+
+def spawn_task(
+    task: object,
+    args: Mapping[str, Any] | None = None,
+    *,
+    cache_key: object = None,
+    queue: str | None = None,
+) -> Awaitable[Any]:
+    """Run a task and return an awaitable of its result.
+
+    The request leaves at once, so several spawns awaited together (e.g. with
+    ``asyncio.gather``) run in parallel. With a ``cache_key`` (a list of
+    values) the result is stored for this workflow run: spawning the same
+    task with the same key again, in this attempt or a rerun, returns the
+    stored result without running the task. A failure is raised as
+    ``coda.TaskFailed`` when awaited.
+    """
+    return _runtime("spawn_task").spawn("task", task, args, cache_key, queue)
+
+
+def spawn_workflow(
+    workflow: object,
+    args: Mapping[str, Any] | None = None,
+    *,
+    cache_key: object = None,
+    queue: str | None = None,
+) -> Awaitable[Any]:
+    """Run a child workflow and return an awaitable of its result.
+
+    With a ``cache_key`` a rerun of this workflow attaches to the same child
+    run instead of starting another. A failure is raised as
+    ``coda.WorkflowFailed`` when awaited.
+    """
+    return _runtime("spawn_workflow").spawn("workflow", workflow, args, cache_key, queue)
+
+
+def info() -> RunInfo:
+    """The current workflow run's id, name and attempt."""
+    return _runtime("info").info
+
+
+def in_workflow() -> bool:
+    return current_runtime.get() is not None

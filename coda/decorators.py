@@ -1,0 +1,212 @@
+"""``@coda.task`` and ``@coda.workflow``: turn functions into registered units.
+
+A decorated function stays an ordinary callable (so unit tests of user code
+need no supervisor); it gains a ``spec`` describing how Coda runs it. Options
+are keyword-only and checked at import time: a typo fails when the module is
+imported, not when the first task runs.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Generic, Literal, ParamSpec, TypeVar
+
+from .errors import ConfigurationError
+from .registry import register
+from .retry import RetryPolicy
+
+__all__ = ["Spec", "TaskFunction", "WorkflowFunction", "task", "workflow"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+DEFAULT_QUEUE = "default"
+MAX_NAME_LENGTH = 200
+
+
+@dataclass(frozen=True, slots=True)
+class Spec:
+    """How Coda runs one task or workflow."""
+
+    name: str
+    kind: Literal["task", "workflow"]
+    fn: Callable[..., Any]
+    is_async: bool
+    queue: str = DEFAULT_QUEUE
+    timeout: float | None = None
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    retry_on: tuple[type[BaseException], ...] = ()
+    serializer: str | None = None
+
+    def retry_in(self, exc: BaseException, attempt: int) -> float | None:
+        """The wait before another attempt after ``exc``, or None to fail now."""
+        if self.kind == "task" and not isinstance(exc, self.retry_on):
+            return None
+        return self.retry.retry_in(attempt)
+
+
+class _Decorated(Generic[P, R]):
+    """A registered function that is still callable as itself."""
+
+    spec: Spec
+
+    def __init__(self, fn: Callable[P, R], spec: Spec) -> None:
+        functools.update_wrapper(self, fn)
+        self.fn = fn
+        self.spec = spec
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        return self.fn(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<coda {self.spec.kind} {self.spec.name}>"
+
+
+class TaskFunction(_Decorated[P, R]):
+    """What ``@coda.task`` returns."""
+
+
+class WorkflowFunction(_Decorated[P, R]):
+    """What ``@coda.workflow`` returns."""
+
+
+def task(
+    name: str | None = None,
+    *,
+    retry_on: tuple[type[BaseException], ...] | type[BaseException] = (),
+    max_retries: int = 0,
+    retry_delay: float = 1.0,
+    retry_backoff: float = 1.0,
+    retry_delay_max: float = 600.0,
+    retry_jitter: bool = False,
+    queue: str | None = None,
+    timeout: float | None = None,
+    serializer: str | None = None,
+) -> Callable[[Callable[P, R]], TaskFunction[P, R]]:
+    """Register a sync or async function as a task.
+
+    A task raising one of ``retry_on`` is retried up to ``max_retries`` times,
+    waiting ``retry_delay * retry_backoff ** n`` seconds (capped at
+    ``retry_delay_max``, randomised with ``retry_jitter``); any other
+    exception fails it at once. ``timeout`` bounds one attempt: an async task
+    is cancelled, a sync task's worker process is replaced.
+    """
+    retry_types = retry_on if isinstance(retry_on, tuple) else (retry_on,)
+    _check_exception_types(retry_types)
+    policy = _policy(max_retries, retry_delay, retry_backoff, retry_delay_max, retry_jitter)
+    _check_timeout(timeout)
+
+    def decorate(fn: Callable[P, R]) -> TaskFunction[P, R]:
+        spec = Spec(
+            name=_name_for(fn, name),
+            kind="task",
+            fn=fn,
+            is_async=inspect.iscoroutinefunction(fn),
+            queue=_check_queue(queue),
+            timeout=timeout,
+            retry=policy,
+            retry_on=retry_types,
+            serializer=serializer,
+        )
+        decorated: TaskFunction[P, R] = TaskFunction(fn, spec)
+        register(spec)
+        return decorated
+
+    return decorate
+
+
+def workflow(
+    name: str | None = None,
+    *,
+    max_retries: int = 3,
+    retry_delay: float = 0.0,
+    queue: str | None = None,
+    serializer: str | None = None,
+) -> Callable[[Callable[P, R]], WorkflowFunction[P, R]]:
+    """Register an async function as a workflow.
+
+    A workflow that raises is rerun from the top up to ``max_retries`` times;
+    the tasks it spawned with a ``cache_key`` return their stored results
+    instead of running again.
+    """
+    policy = _policy(max_retries, retry_delay, 1.0, 600.0, False)
+
+    def decorate(fn: Callable[P, R]) -> WorkflowFunction[P, R]:
+        if not inspect.iscoroutinefunction(fn):
+            raise ConfigurationError(
+                f"@coda.workflow needs an 'async def' function; {fn.__qualname__} is not one"
+            )
+        spec = Spec(
+            name=_name_for(fn, name),
+            kind="workflow",
+            fn=fn,
+            is_async=True,
+            queue=_check_queue(queue),
+            retry=policy,
+            serializer=serializer,
+        )
+        decorated: WorkflowFunction[P, R] = WorkflowFunction(fn, spec)
+        register(spec)
+        return decorated
+
+    return decorate
+
+
+def _name_for(fn: Callable[..., Any], name: str | None) -> str:
+    if name is None:
+        name = f"{fn.__module__}.{fn.__qualname__}"
+    return check_name(name)
+
+
+def check_name(name: object) -> str:
+    """Refuse names that would be ambiguous or unprintable in logs."""
+    if not isinstance(name, str) or not name:
+        raise ConfigurationError(
+            f"a task or workflow name must be a non-empty string, not {name!r}"
+        )
+    if len(name) > MAX_NAME_LENGTH:
+        raise ConfigurationError(
+            f"name {name[:40]!r}... is longer than {MAX_NAME_LENGTH} characters"
+        )
+    if not name.isprintable() or any(ch.isspace() for ch in name):
+        raise ConfigurationError(f"name {name!r} contains whitespace or unprintable characters")
+    return name
+
+
+def _check_queue(queue: str | None) -> str:
+    if queue is None:
+        return DEFAULT_QUEUE
+    try:
+        return check_name(queue)
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"invalid queue: {exc}") from None
+
+
+def _check_exception_types(types: tuple[object, ...]) -> None:
+    for exc_type in types:
+        if not (isinstance(exc_type, type) and issubclass(exc_type, BaseException)):
+            raise ConfigurationError(f"retry_on must hold exception classes, got {exc_type!r}")
+
+
+def _check_timeout(timeout: float | None) -> None:
+    if timeout is not None and not timeout > 0:
+        raise ConfigurationError(f"timeout must be a positive number of seconds, got {timeout!r}")
+
+
+def _policy(
+    max_retries: int, delay: float, backoff: float, max_delay: float, jitter: bool
+) -> RetryPolicy:
+    if not isinstance(max_retries, int) or max_retries < 0:
+        raise ConfigurationError(f"max_retries must be an integer >= 0, got {max_retries!r}")
+    if delay < 0 or max_delay < 0:
+        raise ConfigurationError("retry delays must be >= 0 seconds")
+    if backoff < 1:
+        raise ConfigurationError(f"retry_backoff must be >= 1 (1 means fixed), got {backoff!r}")
+    return RetryPolicy(max_retries, float(delay), float(backoff), float(max_delay), bool(jitter))

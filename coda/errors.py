@@ -1,0 +1,143 @@
+"""Every exception Coda raises on purpose.
+
+The hierarchy::
+
+    CodaError
+    ├── ConfigurationError        bad decorator option, CLI argument or setting
+    ├── NotInWorkflowError        coda.context.* called outside a running workflow
+    ├── UnknownNameError          no task or workflow is registered under that name
+    ├── ProtocolError             the peer broke the wire protocol
+    │   ├── FrameTooLargeError    a length prefix above the limit (refused before allocating)
+    │   ├── FrameDecodeError      bytes that are not a valid frame or message
+    │   └── HandshakeError        wrong version, role or token
+    ├── SerializationError        a payload could not be encoded or decoded
+    │   ├── ContentDisallowedError   its content type is not in ``accept``
+    │   ├── EncodeError
+    │   └── DecodeError
+    ├── ConnectionLostError       the supervisor went away mid-request
+    ├── ResultTimeoutError        a result did not arrive in time (also a TimeoutError)
+    ├── RequestRefusedError       the supervisor answered a request with an error
+    └── RemoteError               user code failed in a worker; carries the remote
+        ├── TaskFailed            type name, message and traceback
+        └── WorkflowFailed
+
+Only ``RemoteError`` subclasses cross the wire as data; the rest are raised
+where the problem is found.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CodaError",
+    "ConfigurationError",
+    "ConnectionLostError",
+    "ContentDisallowedError",
+    "DecodeError",
+    "EncodeError",
+    "FrameDecodeError",
+    "FrameTooLargeError",
+    "HandshakeError",
+    "NotInWorkflowError",
+    "ProtocolError",
+    "RemoteError",
+    "RequestRefusedError",
+    "ResultTimeoutError",
+    "SerializationError",
+    "TaskFailed",
+    "UnknownNameError",
+    "WorkflowFailed",
+]
+
+
+class CodaError(Exception):
+    """Base of every error Coda raises deliberately."""
+
+
+class ConfigurationError(CodaError):
+    """An option, argument or setting that Coda cannot use."""
+
+
+class NotInWorkflowError(CodaError):
+    """A workflow-only function was called outside a running workflow."""
+
+
+class UnknownNameError(CodaError):
+    """No task or workflow is registered under the given name."""
+
+    def __init__(self, name: str, kind: str = "task or workflow") -> None:
+        super().__init__(f"no {kind} is registered under the name {name!r}")
+        self.name = name
+
+
+class ProtocolError(CodaError):
+    """The peer sent something the protocol does not allow."""
+
+
+class FrameTooLargeError(ProtocolError):
+    """A frame's length prefix is above the configured limit."""
+
+
+class FrameDecodeError(ProtocolError):
+    """A frame's body is not a valid message."""
+
+
+class HandshakeError(ProtocolError):
+    """The handshake failed: protocol version, role or token."""
+
+
+class SerializationError(CodaError):
+    """A payload could not be turned into bytes or back."""
+
+
+class ContentDisallowedError(SerializationError):
+    """The payload's content type is not in the accepted set."""
+
+
+class EncodeError(SerializationError):
+    """The serializer could not encode the value."""
+
+
+class DecodeError(SerializationError):
+    """The serializer could not decode the bytes."""
+
+
+class ConnectionLostError(CodaError):
+    """The connection to the supervisor closed before the answer came."""
+
+
+class ResultTimeoutError(CodaError, TimeoutError):
+    """The result was not ready before the timeout."""
+
+
+class RequestRefusedError(CodaError):
+    """The supervisor refused a request; the message says why."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+class RemoteError(CodaError):
+    """User code raised in a worker.
+
+    ``type_name`` is the qualified name of the remote exception class,
+    ``message`` its ``str()``, ``remote_traceback`` the formatted traceback.
+    """
+
+    def __init__(self, type_name: str, message: str, remote_traceback: str = "") -> None:
+        super().__init__(f"{type_name}: {message}")
+        self.type_name = type_name
+        self.message = message
+        self.remote_traceback = remote_traceback
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.type_name, self.message, self.remote_traceback))
+
+
+class TaskFailed(RemoteError):
+    """A task failed (after its retries); raised where it was awaited."""
+
+
+class WorkflowFailed(RemoteError):
+    """A workflow failed after its reruns; raised to whoever waits on it."""

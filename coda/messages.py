@@ -1,0 +1,212 @@
+"""The typed messages of the wire protocol.
+
+Every frame carries exactly one of the structs below, encoded as a MessagePack
+array whose first element is the message's tag. Structs are frozen: a message
+is a fact about the past, never edited in place. Payloads (task arguments and
+results) stay opaque bytes with a content type, so the supervisor never
+decodes user data and never needs user classes.
+
+Who sends what::
+
+    any      → any        Hello (first frame), Welcome, Error
+    client   → supervisor Submit, Await, StatusRequest
+    worker   → supervisor Spawn, TaskDone, WorkflowDone
+    supervisor → client   Accepted, Finished, StatusReply
+    supervisor → worker   RunTask, RunWorkflow, Finished (answer to a Spawn)
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import msgspec
+
+__all__ = [
+    "PROTOCOL_VERSION",
+    "Accepted",
+    "Await",
+    "Error",
+    "Failure",
+    "Finished",
+    "Hello",
+    "Message",
+    "Payload",
+    "RunTask",
+    "RunWorkflow",
+    "Spawn",
+    "StatusReply",
+    "StatusRequest",
+    "Submit",
+    "TaskDone",
+    "Welcome",
+    "WorkflowDone",
+]
+
+PROTOCOL_VERSION = 1
+
+Role = Literal["client", "worker"]
+Kind = Literal["task", "workflow"]
+
+
+class Payload(msgspec.Struct, frozen=True, array_like=True):
+    """Serialized user data: what kombu calls (content_type, encoding, body)."""
+
+    content_type: str
+    content_encoding: str
+    body: bytes
+
+
+class Failure(msgspec.Struct, frozen=True, array_like=True):
+    """An exception raised by user code, flattened for the wire.
+
+    ``retry_in`` is set by the worker when the task's or workflow's retry
+    policy asks for another attempt after that many seconds; the supervisor
+    applies it without knowing the policy.
+    """
+
+    type_name: str
+    message: str
+    traceback: str = ""
+    retry_in: float | None = None
+
+
+class _Message(msgspec.Struct, frozen=True, array_like=True, tag_field="t", omit_defaults=True):
+    pass
+
+
+class Hello(_Message, tag="hello"):
+    version: int
+    role: Role
+    token: str = ""
+    pid: int = 0
+    worker_id: int = -1
+    queues: list[str] = []
+    task_slots: int = 0
+    workflow_slots: int = 0
+
+
+class Welcome(_Message, tag="welcome"):
+    version: int
+    supervisor_id: str
+
+
+class Error(_Message, tag="error"):
+    """A refusal. ``req_id`` names the request it answers, if any."""
+
+    code: str
+    message: str
+    req_id: int | None = None
+
+
+class Submit(_Message, tag="submit"):
+    """Start a task or workflow outside any workflow.
+
+    With ``wait`` the supervisor also sends ``Finished`` when the run ends,
+    saving the round trip of a separate ``Await``.
+    """
+
+    req_id: int
+    name: str
+    args: Payload
+    run_id: str | None = None
+    queue: str | None = None
+    wait: bool = False
+
+
+class Accepted(_Message, tag="accepted"):
+    req_id: int
+    run_id: str
+    kind: Kind = "task"
+
+
+class Await(_Message, tag="await"):
+    """Ask for ``Finished`` once the run ends (at once if it has)."""
+
+    req_id: int
+    run_id: str
+
+
+class Finished(_Message, tag="finished"):
+    """The end of a run, a spawned task or a child workflow."""
+
+    req_id: int
+    run_id: str
+    kind: Kind = "task"
+    result: Payload | None = None
+    failure: Failure | None = None
+
+
+class StatusRequest(_Message, tag="status"):
+    req_id: int
+
+
+class StatusReply(_Message, tag="status_reply"):
+    req_id: int
+    status: dict[str, Any]
+
+
+class RunTask(_Message, tag="run_task"):
+    job_id: str
+    name: str
+    args: Payload
+    attempt: int
+    run_id: str | None = None
+
+
+class RunWorkflow(_Message, tag="run_workflow"):
+    run_id: str
+    name: str
+    args: Payload
+    attempt: int
+
+
+class Spawn(_Message, tag="spawn"):
+    """A running workflow asks for a task or child workflow.
+
+    ``cache_key`` is the MessagePack encoding of the user's key list: the
+    supervisor compares it as bytes and never decodes it.
+    """
+
+    req_id: int
+    run_id: str
+    kind: Kind
+    name: str
+    args: Payload
+    cache_key: bytes | None = None
+    queue: str | None = None
+
+
+class TaskDone(_Message, tag="task_done"):
+    job_id: str
+    result: Payload | None = None
+    failure: Failure | None = None
+
+
+class WorkflowDone(_Message, tag="workflow_done"):
+    run_id: str
+    attempt: int
+    result: Payload | None = None
+    failure: Failure | None = None
+
+
+Message = (
+    Hello
+    | Welcome
+    | Error
+    | Submit
+    | Accepted
+    | Await
+    | Finished
+    | StatusRequest
+    | StatusReply
+    | RunTask
+    | RunWorkflow
+    | Spawn
+    | TaskDone
+    | WorkflowDone
+)
+
+MESSAGE_TAGS: frozenset[str] = frozenset(
+    str(cls.__struct_config__.tag)
+    for cls in Message.__args__  # type: ignore[attr-defined]
+)

@@ -1,0 +1,124 @@
+"""Framing and message decoding, free of I/O.
+
+Theory of operation: a connection is a byte stream cut into frames, each a
+4-byte big-endian length followed by that many bytes of MessagePack holding
+one message (see ``coda.messages``). ``FrameDecoder`` takes bytes as they
+arrive, in any split, and returns whole frames; it refuses a length above its
+limit *before* buffering the body, so a hostile prefix cannot make us
+allocate. ``decode_message`` turns one frame into a typed message or raises
+``FrameDecodeError`` with a sentence a person can act on. ``encode_message``
+is the inverse. Sockets live elsewhere (``coda._wire``), so all of this is
+tested with bytes alone.
+
+Limits: before the handshake a peer may send at most ``HANDSHAKE_FRAME_LIMIT``
+bytes per frame; afterwards ``DEFAULT_FRAME_LIMIT`` unless configured.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import msgspec
+
+from .errors import FrameDecodeError, FrameTooLargeError, HandshakeError
+from .messages import MESSAGE_TAGS, PROTOCOL_VERSION, Hello, Message
+
+__all__ = [
+    "DEFAULT_FRAME_LIMIT",
+    "HANDSHAKE_FRAME_LIMIT",
+    "FrameDecoder",
+    "check_hello",
+    "decode_message",
+    "encode_message",
+]
+
+HEADER = struct.Struct(">I")
+DEFAULT_FRAME_LIMIT = 64 * 1024 * 1024
+HANDSHAKE_FRAME_LIMIT = 64 * 1024
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder: msgspec.msgpack.Decoder[Message] = msgspec.msgpack.Decoder(Message)
+_generic_decoder = msgspec.msgpack.Decoder()
+
+
+def encode_message(message: Message) -> bytes:
+    """One frame: length prefix and body, built in a single buffer."""
+    buffer = bytearray(HEADER.size)
+    _encoder.encode_into(message, buffer, HEADER.size)
+    HEADER.pack_into(buffer, 0, len(buffer) - HEADER.size)
+    return bytes(buffer)
+
+
+def decode_message(frame: bytes | memoryview) -> Message:
+    """Decode one frame body, or explain why it is not a message."""
+    try:
+        return _decoder.decode(frame)
+    except msgspec.ValidationError as exc:
+        raise FrameDecodeError(_explain_invalid(frame, exc)) from None
+    except msgspec.DecodeError as exc:
+        raise FrameDecodeError(f"frame is not valid MessagePack: {exc}") from None
+
+
+def _explain_invalid(frame: bytes | memoryview, exc: msgspec.ValidationError) -> str:
+    try:
+        raw = _generic_decoder.decode(frame)
+    except msgspec.DecodeError:
+        return f"invalid message: {exc}"
+    if not isinstance(raw, list) or not raw or not isinstance(raw[0], str):
+        return "invalid message: expected an array whose first element is the message type"
+    if raw[0] not in MESSAGE_TAGS:
+        return f"unknown message type {raw[0]!r}; known: {', '.join(sorted(MESSAGE_TAGS))}"
+    return f"invalid {raw[0]!r} message: {exc}"
+
+
+def check_hello(message: Message, expected_role: str | None = None) -> Hello:
+    """Validate the first message of a connection."""
+    if not isinstance(message, Hello):
+        raise HandshakeError(f"the first message must be 'hello', got {type(message).__name__}")
+    if message.version != PROTOCOL_VERSION:
+        raise HandshakeError(
+            f"protocol version {message.version} is not supported "
+            f"(this supervisor speaks version {PROTOCOL_VERSION})"
+        )
+    if expected_role is not None and message.role != expected_role:
+        raise HandshakeError(f"expected role {expected_role!r}, got {message.role!r}")
+    return message
+
+
+class FrameDecoder:
+    """Reassembles frames from a byte stream split anywhere."""
+
+    def __init__(self, limit: int = DEFAULT_FRAME_LIMIT) -> None:
+        self.limit = limit
+        self._buffer = bytearray()
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received but not yet returned as frames."""
+        return len(self._buffer)
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """Add bytes; return every frame now complete, in order.
+
+        Raises ``FrameTooLargeError`` as soon as a length prefix above the
+        limit is seen; the connection cannot be resynchronised after that.
+        """
+        buffer = self._buffer
+        buffer += data
+        frames: list[bytes] = []
+        position = 0
+        end = len(buffer)
+        while end - position >= HEADER.size:
+            (length,) = HEADER.unpack_from(buffer, position)
+            if length > self.limit:
+                raise FrameTooLargeError(
+                    f"frame of {length} bytes exceeds the limit of {self.limit} bytes"
+                )
+            start = position + HEADER.size
+            if end - start < length:
+                break
+            frames.append(bytes(buffer[start : start + length]))
+            position = start + length
+        if position:
+            del buffer[:position]
+        return frames

@@ -1,0 +1,80 @@
+"""The names this process knows, and the modules that define them.
+
+Decorators register into one process-wide table, like Celery's
+``app.tasks``. The supervisor and every worker import the same modules
+(``-A``) so they agree on names, queues and policies.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+from .errors import ConfigurationError, UnknownNameError
+
+if TYPE_CHECKING:
+    from .decorators import Spec
+
+__all__ = ["all_specs", "get_spec", "import_modules", "register", "resolve_name"]
+
+_specs: dict[str, Spec] = {}
+
+
+def register(spec: Spec) -> None:
+    """Add a spec; a name may only be taken again by the same function.
+
+    Re-registration of the same ``module.qualname`` happens when a module is
+    imported twice (``__main__`` and its real name); it replaces the entry.
+    """
+    existing = _specs.get(spec.name)
+    if existing is not None and existing.kind != spec.kind:
+        raise ConfigurationError(
+            f"{spec.name!r} is already registered as a {existing.kind}, "
+            f"cannot register a {spec.kind}"
+        )
+    if existing is not None and _origin(existing) != _origin(spec):
+        raise ConfigurationError(
+            f"{spec.name!r} is already registered by {_origin(existing)}; "
+            f"pick another name for {_origin(spec)}"
+        )
+    _specs[spec.name] = spec
+
+
+def _origin(spec: Spec) -> str:
+    return getattr(spec.fn, "__qualname__", repr(spec.fn))
+
+
+def get_spec(name: str, kind: str | None = None) -> Spec:
+    spec = _specs.get(name)
+    if spec is None or (kind is not None and spec.kind != kind):
+        raise UnknownNameError(name, kind or "task or workflow")
+    return spec
+
+
+def all_specs() -> dict[str, Spec]:
+    return dict(_specs)
+
+
+def resolve_name(target: object) -> str:
+    """The registered name of a decorated function, a task object or a name."""
+    if isinstance(target, str):
+        return target
+    spec = getattr(target, "spec", None)
+    name = getattr(spec, "name", None)
+    if isinstance(name, str):
+        return name
+    name = getattr(target, "name", None)  # Celery task objects carry their name
+    if isinstance(name, str):
+        return name
+    raise ConfigurationError(
+        f"expected a @coda.task / @coda.workflow function or a registered name, got {target!r}"
+    )
+
+
+def import_modules(modules: list[str]) -> None:
+    """Import the user's modules so their decorators register."""
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise ConfigurationError(f"cannot import module {module!r}: {exc}") from exc

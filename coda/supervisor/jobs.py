@@ -1,0 +1,50 @@
+"""The supervisor's unit of work.
+
+A *job* is one task or one workflow run the supervisor must see through to
+an end. Workflow runs and tasks submitted by a client are jobs without a
+parent; tasks and child workflows spawned by a workflow carry the parent's
+run id and, optionally, a cache key under which their result is stored for
+that run.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from dataclasses import dataclass, field
+
+from ..messages import Failure, Payload
+
+__all__ = ["Job", "JobState"]
+
+
+class JobState(enum.Enum):
+    QUEUED = "queued"  # waiting for a worker slot
+    DELAYED = "delayed"  # waiting for a retry delay to pass
+    RUNNING = "running"  # leased to a worker
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+    @property
+    def finished(self) -> bool:
+        return self in (JobState.SUCCEEDED, JobState.FAILED)
+
+
+@dataclass(slots=True, eq=False)
+class Job:
+    id: str
+    kind: str  # "task" | "workflow"
+    name: str
+    args: Payload
+    queue: str
+    parent_run: str | None = None
+    cache_key: bytes | None = None
+    attempt: int = 1
+    losses: int = 0  # times the worker holding it died
+    state: JobState = JobState.QUEUED
+    result: Payload | None = None
+    failure: Failure | None = None
+    worker: int | None = None
+    ready_at: float = 0.0  # wall-clock time a delayed job becomes due
+    created_at: float = field(default_factory=time.time)
+    finished_at: float | None = None

@@ -1,0 +1,115 @@
+"""Connections to the supervisor: handshake, then messages to the scheduler.
+
+One ``SupervisorConnection`` per peer. Until the handshake completes a peer
+may only send a small ``Hello`` frame; afterwards each message is matched to
+one small handler. A message that is valid but not allowed for the peer's
+role gets an ``Error`` and the connection stays up; a broken frame gets an
+``Error`` and the connection is closed (the stream cannot be resynchronised).
+Either way only that peer is affected.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from typing import TYPE_CHECKING
+
+from .._wire import FramedProtocol
+from ..errors import HandshakeError
+from ..messages import (
+    PROTOCOL_VERSION,
+    Await,
+    Error,
+    Message,
+    Spawn,
+    StatusReply,
+    StatusRequest,
+    Submit,
+    TaskDone,
+    Welcome,
+    WorkflowDone,
+)
+from ..protocol import HANDSHAKE_FRAME_LIMIT, check_hello
+from .scheduler import WorkerHandle
+
+if TYPE_CHECKING:
+    from .supervisor import Supervisor
+
+__all__ = ["SupervisorConnection"]
+
+log = logging.getLogger("coda.server")
+
+
+class SupervisorConnection(FramedProtocol):
+    """The supervisor's end of one client or worker connection."""
+
+    def __init__(self, supervisor: Supervisor, worker_id: int | None = None) -> None:
+        super().__init__(frame_limit=HANDSHAKE_FRAME_LIMIT)
+        self.supervisor = supervisor
+        self.scheduler = supervisor.scheduler
+        self.expected_worker_id = worker_id
+        self.role: str | None = None
+        self.worker: WorkerHandle | None = None
+
+    def message_received(self, message: Message) -> None:
+        if self.role is None:
+            self._handshake(message)
+            return
+        worker = self.worker
+        match message:
+            case Submit():
+                self.scheduler.submit(self, message)
+            case Await():
+                self.scheduler.await_run(self, message)
+            case StatusRequest(req_id=req_id):
+                self.send(StatusReply(req_id=req_id, status=self.supervisor.status()))
+            case Spawn() if worker is not None:
+                self.scheduler.spawn(worker, message)
+            case TaskDone() if worker is not None:
+                self.scheduler.task_done(worker, message)
+            case WorkflowDone() if worker is not None:
+                self.scheduler.workflow_done(worker, message)
+            case _:
+                tag = type(message).__struct_config__.tag
+                self.send(
+                    Error(
+                        code="unexpected_message",
+                        message=f"a {self.role} may not send {tag!r} messages",
+                        req_id=getattr(message, "req_id", None),
+                    )
+                )
+
+    def _handshake(self, message: Message) -> None:
+        expected_role = "worker" if self.expected_worker_id is not None else "client"
+        try:
+            hello = check_hello(message, expected_role)
+            self._check_token(hello.token)
+        except HandshakeError as exc:
+            self.fail(exc, code="handshake")
+            return
+        self.role = hello.role
+        self.decoder.limit = self.supervisor.config.frame_limit
+        self.send(Welcome(version=PROTOCOL_VERSION, supervisor_id=self.supervisor.id))
+        if self.expected_worker_id is not None:
+            self.worker = WorkerHandle(
+                id=self.expected_worker_id,
+                peer=self,
+                pid=hello.pid,
+                queues=tuple(hello.queues),
+                task_slots=max(0, hello.task_slots),
+                workflow_slots=max(0, hello.workflow_slots),
+            )
+            self.scheduler.worker_joined(self.worker)
+
+    def _check_token(self, offered: str) -> None:
+        expected = self.supervisor.config.token
+        if self.expected_worker_id is not None or not expected:
+            return  # workers are our own children, on a private socket pair
+        if not hmac.compare_digest(offered.encode(), expected.encode()):
+            raise HandshakeError("the token offered in the handshake is not valid")
+
+    def on_closed(self, exc: Exception | None) -> None:
+        if self.worker is not None:
+            log.info("worker %s (pid %s) disconnected", self.worker.id, self.worker.pid)
+            self.scheduler.worker_left(self.worker.id)
+            self.worker = None

@@ -1,0 +1,1 @@
+"""Worker processes, started by the supervisor (``python -m coda.worker``)."""

@@ -1,0 +1,241 @@
+"""What a worker process does with the jobs the supervisor hands it.
+
+Tasks: async tasks run on the worker's event loop; sync tasks run in a
+thread pool sized to the worker's task slots, so the loop stays free to
+drive workflows while a sync task computes. Workflows: each is a coroutine
+on the loop, with a ``WorkflowRun`` as its runtime; its spawns are requests
+to the supervisor, answered by ``Finished`` messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from typing import Any
+
+import msgspec
+
+from .. import registry
+from .._outcome import decode_payload, encode_value, error_from_failure, failure_from
+from .._wire import FramedProtocol
+from ..context import RunInfo, current_runtime
+from ..decorators import Spec, check_name
+from ..errors import CodaError, ConfigurationError, RequestRefusedError
+from ..messages import (
+    Error,
+    Finished,
+    Message,
+    Payload,
+    RunTask,
+    RunWorkflow,
+    Spawn,
+    TaskDone,
+    Welcome,
+    WorkflowDone,
+)
+from ..serialization import DEFAULT_SERIALIZER
+
+__all__ = ["Worker", "WorkerConnection"]
+
+log = logging.getLogger("coda.worker")
+
+_key_encoder = msgspec.msgpack.Encoder()
+
+
+class WorkerConnection(FramedProtocol):
+    """The worker's end of its socket pair with the supervisor."""
+
+    def __init__(self, worker: Worker) -> None:
+        super().__init__()
+        self.worker = worker
+        self.welcomed: asyncio.Future[Welcome] = asyncio.get_running_loop().create_future()
+
+    def message_received(self, message: Message) -> None:
+        match message:
+            case RunTask():
+                self.worker.start_task(message)
+            case RunWorkflow():
+                self.worker.start_workflow(message)
+            case Finished():
+                self.worker.resolve(message)
+            case Error(req_id=int() as req_id):
+                self.worker.reject(req_id, message)
+            case Welcome() if not self.welcomed.done():
+                self.welcomed.set_result(message)
+            case Error():
+                log.error("supervisor refused: %s: %s", message.code, message.message)
+                if not self.welcomed.done():
+                    self.welcomed.set_exception(RequestRefusedError(message.code, message.message))
+            case _:
+                log.warning("unexpected message from the supervisor: %r", message)
+
+
+class Worker:
+    def __init__(self, task_slots: int, accept: frozenset[str] | None = None) -> None:
+        self.accept = accept
+        self.conn: WorkerConnection | None = None
+        self._threads = ThreadPoolExecutor(max_workers=task_slots, thread_name_prefix="coda-task")
+        self._req_ids = itertools.count(1)
+        self._pending: dict[int, tuple[asyncio.Future[Any], str]] = {}
+        self._jobs: set[asyncio.Task[None]] = set()
+
+    def send(self, message: Message) -> None:
+        assert self.conn is not None
+        self.conn.send(message)
+
+    # -- tasks ------------------------------------------------------------
+
+    def start_task(self, msg: RunTask) -> None:
+        self._keep(asyncio.create_task(self._run_task(msg)))
+
+    async def _run_task(self, msg: RunTask) -> None:
+        try:
+            spec = registry.get_spec(msg.name, "task")
+        except CodaError as exc:
+            self.send(TaskDone(job_id=msg.job_id, failure=failure_from(exc)))
+            return
+        try:
+            kwargs = decode_payload(msg.args, self.accept)
+            if spec.is_async:
+                result = await asyncio.wait_for(spec.fn(**kwargs), spec.timeout)
+            else:
+                loop = asyncio.get_running_loop()
+                result = await loop.run_in_executor(self._threads, partial(spec.fn, **kwargs))
+            payload = encode_value(result, spec.serializer or DEFAULT_SERIALIZER)
+        except Exception as exc:
+            failure = failure_from(exc, spec.retry_in(exc, msg.attempt))
+            self.send(TaskDone(job_id=msg.job_id, failure=failure))
+            return
+        self.send(TaskDone(job_id=msg.job_id, result=payload))
+
+    # -- workflows --------------------------------------------------------
+
+    def start_workflow(self, msg: RunWorkflow) -> None:
+        self._keep(asyncio.create_task(self._run_workflow(msg)))
+
+    async def _run_workflow(self, msg: RunWorkflow) -> None:
+        def done(result: Payload | None = None, failure: Any = None) -> None:
+            self.send(WorkflowDone(msg.run_id, msg.attempt, result=result, failure=failure))
+
+        try:
+            spec = registry.get_spec(msg.name, "workflow")
+        except CodaError as exc:
+            done(failure=failure_from(exc))
+            return
+        run = WorkflowRun(self, RunInfo(msg.run_id, msg.name, msg.attempt), spec)
+        token = current_runtime.set(run)
+        try:
+            kwargs = decode_payload(msg.args, self.accept)
+            result = await spec.fn(**kwargs)
+            payload = encode_value(result, spec.serializer or DEFAULT_SERIALIZER)
+        except Exception as exc:
+            done(failure=failure_from(exc, spec.retry_in(exc, msg.attempt)))
+            return
+        finally:
+            current_runtime.reset(token)
+            run.abandon()
+        done(result=payload)
+
+    # -- answers to spawns ------------------------------------------------
+
+    def request(self, spawn_for: str, build: Any) -> asyncio.Future[Any]:
+        req_id = next(self._req_ids)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending[req_id] = (future, spawn_for)
+        self.send(build(req_id))
+        return future
+
+    def resolve(self, msg: Finished) -> None:
+        entry = self._pending.pop(msg.req_id, None)
+        if entry is None or entry[0].done():
+            return
+        future, kind = entry
+        if msg.failure is not None:
+            future.set_exception(error_from_failure(msg.failure, kind))
+            return
+        try:
+            future.set_result(decode_payload(msg.result, self.accept))
+        except CodaError as exc:
+            future.set_exception(exc)
+
+    def reject(self, req_id: int, msg: Error) -> None:
+        entry = self._pending.pop(req_id, None)
+        if entry is not None and not entry[0].done():
+            entry[0].set_exception(RequestRefusedError(msg.code, msg.message))
+
+    def forget(self, req_ids: list[int]) -> None:
+        for req_id in req_ids:
+            self._pending.pop(req_id, None)
+
+    def _keep(self, job: asyncio.Task[None]) -> None:
+        self._jobs.add(job)
+        job.add_done_callback(self._jobs.discard)
+
+
+class WorkflowRun:
+    """The runtime behind ``coda.context`` for one attempt of one workflow."""
+
+    def __init__(self, worker: Worker, info: RunInfo, spec: Spec) -> None:
+        self.worker = worker
+        self.info = info
+        self.serializer = spec.serializer or DEFAULT_SERIALIZER
+        self._requests: list[int] = []
+
+    def spawn(
+        self,
+        kind: str,
+        target: object,
+        args: Mapping[str, Any] | None,
+        cache_key: object,
+        queue: str | None,
+    ) -> asyncio.Future[Any]:
+        name = check_name(registry.resolve_name(target))
+        if args is None:
+            args = {}
+        if not isinstance(args, Mapping):
+            raise ConfigurationError(
+                f"args must be a mapping of keyword arguments, got {type(args).__name__}"
+            )
+        serializer = self._serializer_for(name)
+        payload = encode_value(dict(args), serializer)
+        key = _encode_cache_key(cache_key)
+
+        def build(req_id: int) -> Spawn:
+            self._requests.append(req_id)
+            return Spawn(
+                req_id=req_id,
+                run_id=self.info.run_id,
+                kind="task" if kind == "task" else "workflow",
+                name=name,
+                args=payload,
+                cache_key=key,
+                queue=queue,
+            )
+
+        return self.worker.request(kind, build)
+
+    def _serializer_for(self, name: str) -> str:
+        try:
+            return registry.get_spec(name).serializer or self.serializer
+        except CodaError:
+            return self.serializer
+
+    def abandon(self) -> None:
+        """Forget requests still unanswered when the attempt ends."""
+        self.worker.forget(self._requests)
+
+
+def _encode_cache_key(cache_key: object) -> bytes | None:
+    if cache_key is None:
+        return None
+    parts = list(cache_key) if isinstance(cache_key, list | tuple) else [cache_key]
+    try:
+        return _key_encoder.encode(parts)
+    except (TypeError, msgspec.EncodeError) as exc:
+        raise ConfigurationError(
+            f"cache_key must hold plain values (str, int, float, bool, None, bytes): {exc}"
+        ) from None

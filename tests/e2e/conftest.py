@@ -1,0 +1,30 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from coda.testing import SupervisorProcess
+
+
+@pytest.fixture(scope="module")
+def supervisor() -> Iterator[SupervisorProcess]:
+    with SupervisorProcess(["tests.apps.basic"], workers=2) as sup:
+        yield sup
+
+
+@pytest.fixture
+def client(supervisor: SupervisorProcess):  # type: ignore[no-untyped-def]
+    with supervisor.client() as client:
+        yield client
+
+
+@pytest.fixture
+def counter(tmp_path: Path) -> str:
+    return str(tmp_path / "executions.log")
+
+
+def executions(path: str, label: str) -> int:
+    file = Path(path)
+    return file.read_text().splitlines().count(label) if file.exists() else 0
