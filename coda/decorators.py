@@ -12,7 +12,7 @@ import functools
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Generic, Literal, ParamSpec, TypeVar
+from typing import Any, Generic, Literal, ParamSpec, TypeVar, cast
 
 from .errors import ConfigurationError
 from .registry import register
@@ -152,7 +152,7 @@ def workflow(
             retry=policy,
             serializer=serializer,
         )
-        decorated: WorkflowFunction[P, R] = WorkflowFunction(fn, spec)
+        decorated = WorkflowFunction(cast(Callable[P, R], fn), spec)
         register(spec)
         return decorated
 

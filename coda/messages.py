@@ -74,7 +74,7 @@ class _Message(msgspec.Struct, frozen=True, array_like=True, tag_field="t", omit
     pass
 
 
-class Hello(_Message, tag="hello"):
+class Hello(_Message, tag="hello", frozen=True):
     version: int
     role: Role
     token: str = ""
@@ -85,12 +85,12 @@ class Hello(_Message, tag="hello"):
     workflow_slots: int = 0
 
 
-class Welcome(_Message, tag="welcome"):
+class Welcome(_Message, tag="welcome", frozen=True):
     version: int
     supervisor_id: str
 
 
-class Error(_Message, tag="error"):
+class Error(_Message, tag="error", frozen=True):
     """A refusal. ``req_id`` names the request it answers, if any."""
 
     code: str
@@ -98,7 +98,7 @@ class Error(_Message, tag="error"):
     req_id: int | None = None
 
 
-class Submit(_Message, tag="submit"):
+class Submit(_Message, tag="submit", frozen=True):
     """Start a task or workflow outside any workflow.
 
     With ``wait`` the supervisor also sends ``Finished`` when the run ends,
@@ -113,20 +113,20 @@ class Submit(_Message, tag="submit"):
     wait: bool = False
 
 
-class Accepted(_Message, tag="accepted"):
+class Accepted(_Message, tag="accepted", frozen=True):
     req_id: int
     run_id: str
     kind: Kind = "task"
 
 
-class Await(_Message, tag="await"):
+class Await(_Message, tag="await", frozen=True):
     """Ask for ``Finished`` once the run ends (at once if it has)."""
 
     req_id: int
     run_id: str
 
 
-class Finished(_Message, tag="finished"):
+class Finished(_Message, tag="finished", frozen=True):
     """The end of a run, a spawned task or a child workflow."""
 
     req_id: int
@@ -136,16 +136,16 @@ class Finished(_Message, tag="finished"):
     failure: Failure | None = None
 
 
-class StatusRequest(_Message, tag="status"):
+class StatusRequest(_Message, tag="status", frozen=True):
     req_id: int
 
 
-class StatusReply(_Message, tag="status_reply"):
+class StatusReply(_Message, tag="status_reply", frozen=True):
     req_id: int
     status: dict[str, Any]
 
 
-class RunTask(_Message, tag="run_task"):
+class RunTask(_Message, tag="run_task", frozen=True):
     job_id: str
     name: str
     args: Payload
@@ -153,14 +153,14 @@ class RunTask(_Message, tag="run_task"):
     run_id: str | None = None
 
 
-class RunWorkflow(_Message, tag="run_workflow"):
+class RunWorkflow(_Message, tag="run_workflow", frozen=True):
     run_id: str
     name: str
     args: Payload
     attempt: int
 
 
-class Spawn(_Message, tag="spawn"):
+class Spawn(_Message, tag="spawn", frozen=True):
     """A running workflow asks for a task or child workflow.
 
     ``cache_key`` is the MessagePack encoding of the user's key list: the
@@ -176,13 +176,13 @@ class Spawn(_Message, tag="spawn"):
     queue: str | None = None
 
 
-class TaskDone(_Message, tag="task_done"):
+class TaskDone(_Message, tag="task_done", frozen=True):
     job_id: str
     result: Payload | None = None
     failure: Failure | None = None
 
 
-class WorkflowDone(_Message, tag="workflow_done"):
+class WorkflowDone(_Message, tag="workflow_done", frozen=True):
     run_id: str
     attempt: int
     result: Payload | None = None
@@ -208,5 +208,5 @@ Message = (
 
 MESSAGE_TAGS: frozenset[str] = frozenset(
     str(cls.__struct_config__.tag)
-    for cls in Message.__args__  # type: ignore[attr-defined]
+    for cls in Message.__args__
 )

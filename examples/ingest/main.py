@@ -13,7 +13,8 @@ from .workflows import process_event
 
 
 def main() -> None:
-    with SupervisorProcess(["examples.ingest.workflows"], workers=2) as supervisor:
+    quiet = ["--log-level", "WARNING"]
+    with SupervisorProcess(["examples.ingest.workflows"], workers=2, extra_args=quiet) as supervisor:
         print(f"supervisor listening on {supervisor.address}")
         client = supervisor.client()
         event = {"event_id": "a1b2c3", "Message": "  Disk almost full  ", "Level": "warning"}
