@@ -12,9 +12,11 @@ import asyncio
 import contextlib
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Sequence
@@ -44,7 +46,13 @@ def wait_until(
 
 
 class SupervisorProcess:
-    """``with SupervisorProcess(["tests.apps.basic"], workers=2) as sup: sup.client()``."""
+    """``with SupervisorProcess(["tests.apps.basic"], workers=2) as sup: sup.client()``.
+
+    ``store``: the supervisor's ``--store`` URL. By default each instance
+    gets a SQLite file of its own in a temporary directory (removed on
+    ``close()``), so tests run on the durable store, as production does,
+    without sharing state; pass a URL to restart on the same store.
+    """
 
     def __init__(
         self,
@@ -56,11 +64,18 @@ class SupervisorProcess:
         env: dict[str, str] | None = None,
         ready_timeout: float = 60.0,
         stderr: IO[bytes] | int | None = None,
+        store: str | None = None,
     ) -> None:
         argv = [sys.executable, "-m", "coda", "supervisor", "--workers", str(workers)]
         argv += ["--listen", listen]
         for module in modules:
             argv += ["-A", module]
+        self._store_dir: str | None = None
+        if store is None and "--store" not in extra_args:
+            self._store_dir = tempfile.mkdtemp(prefix="coda-store-")
+            store = f"sqlite:///{self._store_dir}/state.sqlite3"
+        if store is not None:
+            argv += ["--store", store]
         argv += list(extra_args)
         self.argv = argv
         self.process = subprocess.Popen(
@@ -129,6 +144,8 @@ class SupervisorProcess:
             os.killpg(self.process.pid, signal.SIGKILL)  # stray workers, if any
         if self.process.stdout is not None:
             self.process.stdout.close()
+        if self._store_dir is not None:
+            shutil.rmtree(self._store_dir, ignore_errors=True)
         return self.process.returncode
 
     def __enter__(self) -> SupervisorProcess:

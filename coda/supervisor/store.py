@@ -51,6 +51,11 @@ class Store(abc.ABC):
         """Forget finished root runs (and everything under them) older than
         the given time; return how many jobs were dropped."""
 
+    def expire_soon(self, finished_before: float, done: Callable[[int], None]) -> None:
+        """``expire`` without stalling the event loop: a store that deletes
+        in the background calls ``done(dropped)`` on the loop when finished."""
+        done(self.expire(finished_before))
+
     def after_commit(self, callback: Callable[[], None]) -> None:
         """Run ``callback`` once all changes saved so far are durable."""
         callback()
