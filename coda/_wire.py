@@ -5,6 +5,18 @@
 Outgoing messages are encoded at once but written together at the end of the
 event-loop turn (one ``writelines`` per turn), so a burst of replies costs
 one system call instead of one each.
+
+Backpressure (``read_backpressure=True``, used for the supervisor's client
+connections): a peer that sends requests but does not read the replies
+would make us buffer replies without bound. So once the output waiting for
+that peer passes ``HIGH_WATER`` we stop handling its frames and stop reading
+its socket; both resume when the output drains below ``LOW_WATER``. What is
+held meanwhile is bounded: at most one read's worth of undecoded frames, one
+partial frame (below the frame limit) and about ``HIGH_WATER`` of output.
+The peer's own sends then block in its kernel buffers, and other
+connections are served as usual. Workers and clients do not pause their
+reading: two ends that both stop reading while both have output pending
+would wait on each other forever.
 """
 
 from __future__ import annotations
@@ -12,25 +24,35 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+from collections import deque
 from typing import Any, cast
 
 from .errors import ConfigurationError, ProtocolError
 from .messages import Error, Message
 from .protocol import DEFAULT_FRAME_LIMIT, FrameDecoder, decode_message, encode_message
 
-__all__ = ["FramedProtocol", "parse_address"]
+__all__ = ["HIGH_WATER", "LOW_WATER", "FramedProtocol", "parse_address"]
 
 log = logging.getLogger("coda.wire")
+
+HIGH_WATER = 256 * 1024
+LOW_WATER = 64 * 1024
 
 
 class FramedProtocol(asyncio.Protocol):
     """Base for every Coda connection (supervisor, worker and client side)."""
 
-    def __init__(self, frame_limit: int = DEFAULT_FRAME_LIMIT) -> None:
+    def __init__(
+        self, frame_limit: int = DEFAULT_FRAME_LIMIT, *, read_backpressure: bool = False
+    ) -> None:
         self.decoder = FrameDecoder(frame_limit)
         self.transport: asyncio.Transport | None = None
         self.closed = asyncio.Event()
         self._outbox: list[bytes] = []
+        self._outbox_bytes = 0
+        self._frames: deque[bytes] = deque()
+        self._read_backpressure = read_backpressure
+        self._reading_paused = False
         self._write_paused = False
         self._writable = asyncio.Event()
         self._writable.set()
@@ -42,27 +64,54 @@ class FramedProtocol(asyncio.Protocol):
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self._read_backpressure:
+            self.transport.set_write_buffer_limits(high=HIGH_WATER, low=LOW_WATER)
         self.on_connected()
 
     def data_received(self, data: bytes) -> None:
         try:
-            frames = self.decoder.feed(data)
+            self._frames.extend(self.decoder.feed(data))
         except ProtocolError as exc:
+            self._frames.clear()
             self.fail(exc, code="bad_frame")
             return
-        for frame in frames:
-            if self.transport is None or self.transport.is_closing():
+        self._process_frames()
+
+    def _process_frames(self) -> None:
+        """Handle held frames in order, until none is left or the peer has
+        stopped reading what we send it (then pause reading it)."""
+        frames = self._frames
+        while frames:
+            transport = self.transport
+            if transport is None or transport.is_closing():
+                frames.clear()
                 return
+            if self._read_backpressure and self.congested:
+                if not self._reading_paused:
+                    self._reading_paused = True
+                    transport.pause_reading()
+                return
+            frame = frames.popleft()
             try:
                 message = decode_message(frame)
             except ProtocolError as exc:
                 self.on_bad_message(exc)
                 continue
             self.message_received(message)
+        transport = self.transport
+        if self._reading_paused and transport is not None and not transport.is_closing():
+            self._reading_paused = False
+            transport.resume_reading()
+
+    def _drained(self) -> None:
+        if self._reading_paused and not self.congested:
+            self._process_frames()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
         self._outbox.clear()
+        self._outbox_bytes = 0
+        self._frames.clear()
         self.closed.set()
         self._writable.set()
         self.on_closed(exc)
@@ -74,6 +123,7 @@ class FramedProtocol(asyncio.Protocol):
     def resume_writing(self) -> None:
         self._write_paused = False
         self._writable.set()
+        self._drained()
 
     # -- for subclasses ---------------------------------------------------
 
@@ -101,18 +151,35 @@ class FramedProtocol(asyncio.Protocol):
     def write_paused(self) -> bool:
         return self._write_paused
 
+    @property
+    def reading_paused(self) -> bool:
+        """True while backpressure holds this peer's frames back."""
+        return self._reading_paused
+
+    @property
+    def congested(self) -> bool:
+        """Output for this peer has piled up past the high-water mark."""
+        if self.transport is None:
+            return False
+        pending = self._outbox_bytes + self.transport.get_write_buffer_size()
+        return self._write_paused or pending > HIGH_WATER
+
     def send(self, message: Message) -> None:
         """Queue a message; it is written at the end of this loop turn."""
         if self.transport is None:
             return
         if not self._outbox:
             asyncio.get_running_loop().call_soon(self._flush)
-        self._outbox.append(encode_message(message))
+        frame = encode_message(message)
+        self._outbox.append(frame)
+        self._outbox_bytes += len(frame)
 
     def _flush(self) -> None:
         if self.transport is not None and self._outbox:
             self.transport.writelines(self._outbox)
         self._outbox = []
+        self._outbox_bytes = 0
+        self._drained()
 
     async def wait_writable(self) -> None:
         await self._writable.wait()

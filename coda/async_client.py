@@ -5,11 +5,18 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import Mapping
+from ssl import SSLError
 from typing import Any
 
 from ._client_common import build_submit, default_address, outcome, refusal
+from ._tls import SSLOption, client_context, hung_up_in_handshake, tls_failure
 from ._wire import FramedProtocol, parse_address
-from .errors import ConnectionLostError, HandshakeError, ResultTimeoutError
+from .errors import (
+    ConfigurationError,
+    ConnectionLostError,
+    HandshakeError,
+    ResultTimeoutError,
+)
 from .messages import (
     PROTOCOL_VERSION,
     Accepted,
@@ -96,7 +103,10 @@ class AsyncRunHandle:
 
 
 class AsyncClient:
-    """``async with AsyncClient(address) as client: await client.run(...)``."""
+    """``async with AsyncClient(address) as client: await client.run(...)``.
+
+    ``ssl=True`` or an ``ssl.SSLContext`` for a supervisor serving TLS.
+    """
 
     def __init__(
         self,
@@ -105,11 +115,13 @@ class AsyncClient:
         token: str | None = None,
         serializer: str = DEFAULT_SERIALIZER,
         connect_timeout: float = 10.0,
+        ssl: SSLOption = None,
     ) -> None:
         self.address = default_address(address)
         self.token = token
         self.serializer = serializer
         self.connect_timeout = connect_timeout
+        self._tls = client_context(ssl)
         self._conn: _ClientProtocol | None = None
         self._connecting: asyncio.Lock | None = None
         self._req_ids = itertools.count(1)
@@ -208,15 +220,26 @@ class AsyncClient:
         family, target = parse_address(self.address)
         try:
             if family == "unix":
+                if self._tls is not None:
+                    raise ConfigurationError("TLS applies to TCP addresses, not Unix sockets")
                 _, conn = await loop.create_unix_connection(_ClientProtocol, target)
+            elif self._tls is not None:
+                _, conn = await loop.create_connection(
+                    _ClientProtocol, *target, ssl=self._tls, server_hostname=target[0]
+                )
             else:
                 _, conn = await loop.create_connection(_ClientProtocol, *target)
+        except SSLError as exc:
+            raise tls_failure(self.address, exc) from None
         except OSError as exc:
             raise ConnectionLostError(
                 f"cannot reach the Coda supervisor at {self.address}: {exc}"
             ) from exc
         conn.send(Hello(version=PROTOCOL_VERSION, role="client", token=self.token or ""))
-        reply = await conn.welcomed
+        try:
+            reply = await conn.welcomed
+        except ConnectionLostError:
+            raise hung_up_in_handshake(self.address) from None
         if isinstance(reply, Error):
             conn.close()
             raise HandshakeError(f"supervisor refused the connection: {reply.message}")

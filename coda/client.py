@@ -14,8 +14,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from ._client_common import build_submit, default_address, outcome, refusal
+from ._tls import SSLOption, client_context, hung_up_in_handshake, wrap_client_socket
 from ._wire import parse_address
-from .errors import ConnectionLostError, HandshakeError, ResultTimeoutError
+from .errors import (
+    ConfigurationError,
+    ConnectionLostError,
+    HandshakeError,
+    ResultTimeoutError,
+)
 from .messages import (
     PROTOCOL_VERSION,
     Accepted,
@@ -53,6 +59,8 @@ class Client:
     """``Client("127.0.0.1:42069")`` or ``Client("/path/to/coda.sock")``.
 
     Without an address, ``CODA_SUPERVISOR`` or 127.0.0.1:42069 is used.
+    ``ssl=True`` (system CAs) or an ``ssl.SSLContext`` speaks TLS to a
+    supervisor started with ``--tls-cert``.
     """
 
     def __init__(
@@ -62,11 +70,13 @@ class Client:
         token: str | None = None,
         serializer: str = DEFAULT_SERIALIZER,
         connect_timeout: float = 10.0,
+        ssl: SSLOption = None,
     ) -> None:
         self.address = default_address(address)
         self.token = token
         self.serializer = serializer
         self.connect_timeout = connect_timeout
+        self._tls = client_context(ssl)
         self._sock: socket.socket | None = None
         self._decoder = FrameDecoder()
         self._inbox: list[Message] = []
@@ -82,8 +92,13 @@ class Client:
         *,
         run_id: str | None = None,
         queue: str | None = None,
+        not_before: float | None = None,
     ) -> RunHandle:
-        """Start a task or workflow; return at once with its handle."""
+        """Start a task or workflow; return at once with its handle.
+
+        ``run_id`` makes the submission idempotent (a second one with the same
+        id returns the first run); ``not_before`` (epoch seconds) delays it.
+        """
         with self._lock:
             req_id = next(self._req_ids)
             request = build_submit(
@@ -94,6 +109,7 @@ class Client:
                 run_id=run_id,
                 queue=queue,
                 wait=False,
+                not_before=not_before,
             )
             reply = self._exchange(request, req_id, None, name=request.name)
             assert isinstance(reply, Accepted)
@@ -214,12 +230,16 @@ class Client:
         family, target = parse_address(self.address)
         try:
             if family == "unix":
+                if self._tls is not None:
+                    raise ConfigurationError("TLS applies to TCP addresses, not Unix sockets")
                 sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
                 sock.settimeout(self.connect_timeout)
                 sock.connect(target)
             else:
                 sock = socket.create_connection(target, timeout=self.connect_timeout)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                if self._tls is not None:
+                    sock = wrap_client_socket(self._tls, sock, target[0], self.address)
         except OSError as exc:
             raise ConnectionLostError(
                 f"cannot reach the Coda supervisor at {self.address}: {exc}"
@@ -229,7 +249,10 @@ class Client:
         hello = Hello(version=PROTOCOL_VERSION, role="client", token=self.token or "")
         sock.sendall(encode_message(hello))
         self._sock = sock
-        reply = self._receive_any(time.monotonic() + self.connect_timeout)
+        try:
+            reply = self._receive_any(time.monotonic() + self.connect_timeout)
+        except ConnectionLostError:
+            raise hung_up_in_handshake(self.address) from None
         if isinstance(reply, Error):
             self._drop()
             raise HandshakeError(f"supervisor refused the connection: {reply.message}")

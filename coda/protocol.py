@@ -57,12 +57,14 @@ def decode_message(frame: bytes | memoryview) -> Message:
         raise FrameDecodeError(_explain_invalid(frame, exc)) from None
     except msgspec.DecodeError as exc:
         raise FrameDecodeError(f"frame is not valid MessagePack: {exc}") from None
+    except UnicodeDecodeError as exc:  # msgspec lets this one through (found by fuzzing)
+        raise FrameDecodeError(f"frame holds a string that is not valid UTF-8: {exc}") from None
 
 
 def _explain_invalid(frame: bytes | memoryview, exc: msgspec.ValidationError) -> str:
     try:
         raw = _generic_decoder.decode(frame)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, UnicodeDecodeError):
         return f"invalid message: {exc}"
     if not isinstance(raw, list) or not raw or not isinstance(raw[0], str):
         return "invalid message: expected an array whose first element is the message type"

@@ -1,0 +1,317 @@
+"""Fault harness: run workflows while killing workers or the supervisor, then
+count what was accepted, completed, lost and executed twice.
+
+    python -m tests.fault.harness --workflows 30 --kill-workers 6 --kill-supervisor 2
+
+Two scenarios, each on a fresh supervisor (``coda.testing.SupervisorProcess``)
+running ``tests.fault.app``:
+
+- *worker kills*: SIGKILL of a random worker (a busy one when there is one)
+  at random moments, spread over the run by progress thresholds so each
+  lands while work is in flight; the pool replaces the dead workers.
+- *supervisor kills*: SIGKILL of the supervisor's whole process group (it and
+  its workers), then a restart on the same durable store and port. Clients
+  see their connection drop, reconnect, resubmit with the same run id (a
+  submit is idempotent by run id, so an in-doubt submit is safe to repeat)
+  and wait again by run id.
+
+The driver keeps ``in_flight`` workflows going with an ``AsyncClient``. At
+the end every outcome is fetched a second time on a fresh connection, the
+execution log is read (``tests.fault.ledger``) and a ``Report`` says which
+guarantees held. The exit status is 1 if any did not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import random
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import IO, Any, TypeVar
+
+from coda import AsyncClient, Client
+from coda.errors import ConnectionLostError, RequestRefusedError, ResultTimeoutError, WorkflowFailed
+from coda.testing import SupervisorProcess
+from tests.fault.app import pipeline
+from tests.fault.ledger import read_ledger
+from tests.fault.report import Report, Scenario
+
+__all__ = ["Report", "Scenario", "main", "run_scenario"]
+
+T = TypeVar("T")
+APP = "tests.fault.app"
+RETRY_PAUSE = 0.05
+
+
+class Supervisors:
+    """The supervisor under test, restarted on the same port and store."""
+
+    def __init__(self, scenario: Scenario, workdir: Path) -> None:
+        self.scenario = scenario
+        self.listen = f"127.0.0.1:{free_port()}"
+        self.stderr: IO[bytes] = (workdir / "supervisor.log").open("ab")
+        self.restarts = 0
+        self.current = self._start()
+
+    def _start(self) -> SupervisorProcess:
+        args = ["--concurrency", str(self.scenario.concurrency), "--store", self.scenario.store]
+        return SupervisorProcess(
+            [APP],
+            workers=self.scenario.workers,
+            listen=self.listen,
+            extra_args=[*args, "--log-level", "WARNING"],
+            stderr=self.stderr,
+        )
+
+    @property
+    def address(self) -> str:
+        return self.listen
+
+    def kill_and_restart(self) -> None:
+        self.current.kill()
+        self.current.close()
+        self.current = self._start()
+        self.restarts += 1
+
+    def close(self) -> None:
+        self.current.close()
+        self.stderr.close()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+class Driver:
+    """Submits the workflows, waits for them, and survives supervisor restarts."""
+
+    def __init__(self, scenario: Scenario, address: str, log: Path) -> None:
+        self.scenario = scenario
+        self.client = AsyncClient(address)
+        self.log = log
+        self.rng = random.Random(scenario.seed)
+        self.deadline = time.monotonic() + scenario.timeout
+        self.accepted: set[str] = set()
+        self.results: dict[str, dict[str, str]] = {}
+        self.failed: dict[str, str] = {}
+        self.finished = 0
+        self.progress = asyncio.Event()
+        self.kills = 0
+
+    async def retrying(self, call: Callable[[], Awaitable[T]]) -> T:
+        """Repeat ``call`` while the supervisor is unreachable (being restarted)."""
+        while True:
+            try:
+                return await call()
+            except ConnectionLostError:
+                if time.monotonic() > self.deadline:
+                    raise
+                await asyncio.sleep(RETRY_PAUSE)
+
+    async def run_all(self) -> None:
+        gate = asyncio.Semaphore(self.scenario.in_flight)
+        count = self.scenario.workflows
+        spans = [
+            [self.rng.uniform(*self.scenario.work_ms) for _ in range(self.scenario.steps + 1)]
+            for _ in range(count)
+        ]
+        await asyncio.gather(*(self.run_one(i, spans[i], gate) for i in range(count)))
+
+    async def run_one(self, index: int, work_ms: list[float], gate: asyncio.Semaphore) -> None:
+        run_id = f"fault-{self.scenario.seed}-{index}-{os.urandom(4).hex()}"
+        args = {"log": str(self.log), "steps": self.scenario.steps, "work_ms": work_ms}
+        async with gate:
+            await self.retrying(lambda: self.client.submit(pipeline, args, run_id=run_id))
+            self.accepted.add(run_id)
+            try:
+                self.results[run_id] = await self.retrying(lambda: self.wait(run_id))
+            except (WorkflowFailed, RequestRefusedError, ResultTimeoutError) as exc:
+                self.failed[run_id] = f"{type(exc).__name__}: {exc}"
+            finally:
+                self.finished += 1
+                self.progress.set()
+
+    async def wait(self, run_id: str) -> dict[str, str]:
+        remaining = max(0.1, self.deadline - time.monotonic())
+        result: dict[str, str] = await self.client.handle(run_id).result(timeout=remaining)
+        return result
+
+    async def until_finished(self, threshold: float) -> bool:
+        """Wait until ``threshold`` runs finished; False if all are done."""
+        while self.finished < threshold:
+            self.progress.clear()
+            await self.progress.wait()
+        return self.finished < self.scenario.workflows
+
+    def thresholds(self, kills: int, low: float, high: float) -> list[float]:
+        return sorted(self.rng.uniform(low, high) * self.scenario.workflows for _ in range(kills))
+
+    async def kill_workers(self) -> None:
+        for threshold in self.thresholds(self.scenario.kill_workers, 0.0, 0.85):
+            if not await self.until_finished(threshold):
+                return
+            await asyncio.sleep(self.rng.uniform(0, 0.03))  # a random moment within the step
+            victim = await self.pick_worker()
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(victim, signal.SIGKILL)
+                self.kills += 1
+
+    async def pick_worker(self) -> int:
+        """A random worker, preferring one that holds a task right now."""
+        while True:
+            workers = (await self.retrying(self.client.status))["workers"]
+            busy = [w for w in workers if not str(w["tasks"]).startswith("0/")]
+            if workers:
+                return int(self.rng.choice(busy or workers)["pid"])
+            await asyncio.sleep(RETRY_PAUSE)  # every worker is down: wait for a replacement
+
+    async def kill_supervisor(self, supervisors: Supervisors) -> None:
+        for threshold in self.thresholds(self.scenario.kill_supervisor, 0.05, 0.8):
+            if not await self.until_finished(threshold):
+                return
+            await asyncio.sleep(self.rng.uniform(0, 0.05))
+            await asyncio.to_thread(supervisors.kill_and_restart)
+            self.kills += 1
+
+
+async def drive(scenario: Scenario, supervisors: Supervisors, log: Path) -> Driver:
+    driver = Driver(scenario, supervisors.address, log)
+    chaos = asyncio.create_task(
+        driver.kill_supervisor(supervisors) if scenario.kill_supervisor else driver.kill_workers()
+    )
+    try:
+        await driver.run_all()
+    finally:
+        chaos.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await chaos
+        await driver.client.close()
+    return driver
+
+
+def refetch(address: str, results: dict[str, dict[str, str]]) -> dict[str, Any]:
+    """Fetch every outcome again on a fresh connection: count those that
+    differ, and those the supervisor no longer knows."""
+    differing = forgotten = 0
+    again: dict[str, Any] = {}
+    with Client(address) as client:
+        for run_id, first in results.items():
+            try:
+                again[run_id] = client.handle(run_id).result(timeout=30)
+            except RequestRefusedError:
+                forgotten += 1
+                continue
+            differing += again[run_id] != first
+        restarts = int(client.status()["supervisor"]["worker_restarts"])
+    return {
+        "results": again,
+        "differing": differing,
+        "forgotten": forgotten,
+        "worker_restarts": restarts,
+    }
+
+
+def run_scenario(name: str, scenario: Scenario, workdir: Path) -> Report:
+    shutil.rmtree(workdir, ignore_errors=True)  # a reused --dir starts from nothing
+    workdir.mkdir(parents=True)
+    log = workdir / "executions.log"
+    started = time.monotonic()
+    supervisors = Supervisors(scenario, workdir)
+    try:
+        driver = asyncio.run(drive(scenario, supervisors, log))
+        after = refetch(supervisors.address, driver.results)
+    finally:
+        supervisors.close()
+    ledger = read_ledger(log)
+    ledger.add_results(driver.results)
+    ledger.add_results(after["results"])
+    return Report(
+        name=name,
+        scenario=scenario,
+        accepted=len(driver.accepted),
+        results=driver.results,
+        failed=driver.failed,
+        kills=driver.kills,
+        duplicate_completions=after["differing"],
+        forgotten=after["forgotten"],
+        ledger=ledger,
+        worker_restarts=after["worker_restarts"],
+        seconds=time.monotonic() - started,
+    )
+
+
+def worker_kills(base: Scenario, workdir: Path) -> Report:
+    workdir = workdir / "worker-kills"
+    scenario = replace(base, kill_supervisor=0, store=base.store or sqlite_in(workdir))
+    return run_scenario("worker kills", scenario, workdir)
+
+
+def supervisor_kills(base: Scenario, workdir: Path) -> Report:
+    """With ``--store memory://`` this shows what a restart loses without a
+    durable store: every run it held is reported lost."""
+    workdir = workdir / "supervisor-kills"
+    scenario = replace(base, kill_workers=0, store=base.store or sqlite_in(workdir))
+    return run_scenario("supervisor kills", scenario, workdir)
+
+
+def sqlite_in(workdir: Path) -> str:
+    return f"sqlite:///{workdir.resolve() / 'coda.sqlite3'}"
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m tests.fault.harness", description=__doc__)
+    parser.add_argument("--workflows", type=int, default=30)
+    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--kill-workers", type=int, default=6, help="0 skips that scenario")
+    parser.add_argument("--kill-supervisor", type=int, default=2, help="0 skips that scenario")
+    parser.add_argument("--workers", type=int, default=3)
+    parser.add_argument("--concurrency", type=int, default=2)
+    parser.add_argument("--in-flight", type=int, default=6)
+    parser.add_argument("--store", default="", help="--store URL (default: SQLite in --dir)")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--timeout", type=float, default=300.0)
+    parser.add_argument("--dir", type=Path, default=None, help="keep logs here")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    options = parse(sys.argv[1:] if argv is None else argv)
+    base = Scenario(
+        workflows=options.workflows,
+        steps=options.steps,
+        workers=options.workers,
+        concurrency=options.concurrency,
+        in_flight=options.in_flight,
+        kill_workers=options.kill_workers,
+        kill_supervisor=options.kill_supervisor,
+        store=options.store,
+        seed=options.seed,
+        timeout=options.timeout,
+    )
+    workdir = options.dir or Path(tempfile.mkdtemp(prefix="coda-fault-"))
+    reports = []
+    if options.kill_workers:
+        reports.append(worker_kills(base, workdir))
+        print(reports[-1].format(), flush=True)
+    if options.kill_supervisor:
+        reports.append(supervisor_kills(base, workdir))
+        print(reports[-1].format(), flush=True)
+    print(f"logs in {workdir}")
+    return 1 if any(report.violations() for report in reports) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

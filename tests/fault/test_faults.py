@@ -1,0 +1,61 @@
+"""The fault harness in CI, at a reduced size (``--run-slow`` for the big one).
+
+The figures of each scenario are printed in pytest's terminal summary (see
+``tests/fault/conftest.py``), also when the test passes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from tests.fault.harness import Scenario, supervisor_kills, worker_kills
+from tests.fault.report import Report
+
+RecordProperty = Callable[[str, object], None]
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
+
+SMALL = Scenario(workflows=30, steps=4, workers=3, concurrency=2, in_flight=6, seed=7)
+BIG = Scenario(workflows=200, steps=4, workers=3, concurrency=2, in_flight=8, seed=7)
+
+
+def sized(request: pytest.FixtureRequest) -> Scenario:
+    return BIG if request.config.getoption("--run-slow") else SMALL
+
+
+def check(report: Report, record_property: RecordProperty) -> None:
+    record_property("fault_report", report.format())
+    assert report.accepted == report.scenario.workflows
+    assert report.lost == 0, report.failed
+    assert report.ledger.recorded_twice == 0
+    assert report.ledger.unexplained_results == 0
+    assert report.duplicate_completions == 0
+    assert report.violations() == [], report.format()
+
+
+def test_worker_kills(
+    request: pytest.FixtureRequest, record_property: RecordProperty, tmp_path: Path
+) -> None:
+    base = sized(request)
+    kills = 30 if base is BIG else 6
+    report = worker_kills(replace(base, kill_workers=kills), tmp_path)
+    check(report, record_property)
+    assert report.kills == kills
+    assert report.reexecution_bound is not None
+    assert report.ledger.raw_reexecutions <= report.reexecution_bound
+    assert report.ledger.interrupted > 0  # the kills did land mid-step
+
+
+def test_supervisor_kills(
+    request: pytest.FixtureRequest, record_property: RecordProperty, tmp_path: Path
+) -> None:
+    base = sized(request)
+    kills = 8 if base is BIG else 2
+    report = supervisor_kills(replace(base, kill_supervisor=kills), tmp_path)
+    check(report, record_property)
+    assert report.kills == kills
+    assert report.scenario.store.startswith("sqlite:")
