@@ -1,0 +1,335 @@
+"""``result_backend = "coda://host:port"``: Celery results kept by the supervisor.
+
+Resolved through the ``celery.result_backends`` entry point (see
+pyproject.toml), so the URL is all a Celery app needs. What differs from a
+key-value backend such as Redis:
+
+- ``AsyncResult.get()`` and ``GroupResult.get()`` block on a push from the
+  supervisor (``ResultWait``) instead of polling every ``interval``.
+- Chords are joined in the supervisor: ``apply_chord`` registers the header's
+  task ids, each header task reports its outcome, and the one report that
+  completes the set is answered with every value in header order; that
+  worker sends the body. No counters, no ``celery.chord_unlock`` task.
+- "Never overwrite a SUCCESS" is enforced by the supervisor, in one step,
+  instead of a read before every write.
+- A task whose message expired in the broker reads as REVOKED
+  (``TaskRevokedError('expired')``), as if a Celery worker had discarded it.
+
+Metas are stored as opaque bytes in the app's ``result_serializer``, with a
+time to live of ``result_expires`` (the supervisor's ``--result-ttl`` when
+unset). Nested groups inside a chord header are joined flat.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from celery import states
+from celery.backends.base import BaseBackend
+from celery.exceptions import ChordError, TaskRevokedError
+from celery.exceptions import TimeoutError as CeleryTimeoutError
+from celery.result import GroupResult, ResultBase, result_from_tuple
+from celery.utils.functional import maybe_list
+from kombu.utils.encoding import bytes_to_str, ensure_bytes
+
+from ...broker_messages import (
+    BrokerOk,
+    ChordPart,
+    ChordReply,
+    ChordStart,
+    ResultEntry,
+    ResultFetch,
+    ResultForget,
+    ResultSave,
+    ResultValues,
+    ResultWait,
+)
+from ...errors import ConnectionLostError, RequestRefusedError, ResultTimeoutError
+from ...messages import Error, Message
+from .link import Link, tls_context
+from .transport import DEFAULT_PORT
+
+__all__ = ["CodaBackend", "address_from_url"]
+
+
+def address_from_url(url: str | None) -> tuple[str, str]:
+    """``coda://[:token@]host:port`` or ``coda:///path/to.sock`` → (address, token)."""
+    parts = urlsplit(url or "coda://")
+    token = unquote(parts.password or "")
+    if parts.hostname:
+        return f"{parts.hostname}:{parts.port or DEFAULT_PORT}", token
+    if parts.path and parts.path != "/":
+        return parts.path, token
+    return f"127.0.0.1:{DEFAULT_PORT}", token
+
+
+def _leaf_ids(results: Any) -> Iterator[str]:
+    for result in results:
+        if isinstance(result, GroupResult):
+            yield from _leaf_ids(result.results)
+        elif isinstance(result, ResultBase):
+            yield result.id
+        else:
+            yield str(result)
+
+
+class CodaBackend(BaseBackend):
+    supports_native_join = True
+    supports_autoexpire = True
+
+    def __init__(self, app: Any, url: str | None = None, **kwargs: Any) -> None:
+        super().__init__(app, url=url, **kwargs)
+        self._address, self._token = address_from_url(url)
+        self._link: Link | None = None
+        self._lock = threading.RLock()
+
+    def __reduce__(self, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None) -> Any:
+        return super().__reduce__(args, {**(kwargs or {}), "url": self.url})
+
+    # -- the connection ---------------------------------------------------------
+
+    def _conn(self) -> Link:
+        if self._link is None:
+            conf = self.app.conf
+            timeout = conf.get("broker_connection_timeout") or 10.0
+            options = conf.get("result_backend_transport_options") or {}
+            self._link = Link(
+                self._address,
+                token=self._token,
+                connect_timeout=timeout,
+                tls=tls_context(options.get("ssl")),
+            )
+        return self._link
+
+    def _request(self, build: Callable[[int], Message], timeout: float | None = None) -> Message:
+        """One request; on a lost connection, reconnect and send it once more
+        (every request here is idempotent)."""
+        with self._lock:
+            link = self._conn()
+            try:
+                reply = link.call(build(link.next_id()), timeout)
+            except ConnectionLostError:
+                reply = link.call(build(link.next_id()), timeout)
+        if isinstance(reply, Error):
+            raise RequestRefusedError(reply.code, reply.message)
+        return reply
+
+    def exception_safe_to_retry(self, exc: Exception) -> bool:
+        return isinstance(exc, ConnectionLostError)
+
+    def _ttl(self) -> float | None:
+        return float(self.expires) if self.expires else None
+
+    # -- task states ------------------------------------------------------------
+
+    def _store_result(
+        self,
+        task_id: str,
+        result: Any,
+        state: str,
+        traceback: str | None = None,
+        request: Any = None,
+        **kwargs: Any,
+    ) -> Any:
+        meta = self._get_result_meta(
+            result=result, state=state, traceback=traceback, request=request
+        )
+        meta["task_id"] = bytes_to_str(task_id)
+        value = ensure_bytes(self.encode(meta))
+        self._request(lambda r: ResultSave(r, bytes_to_str(task_id), value, state, ttl=self._ttl()))
+        return result
+
+    def _fetch(self, ids: list[str], kind: str = "task") -> list[ResultEntry]:
+        reply = self._request(lambda r: ResultFetch(r, ids, kind))  # type: ignore[arg-type]
+        assert isinstance(reply, ResultValues)
+        return reply.entries
+
+    def _get_task_meta_for(self, task_id: str) -> dict[str, Any]:
+        return self._meta(self._fetch([bytes_to_str(task_id)])[0])
+
+    def _meta(self, entry: ResultEntry) -> dict[str, Any]:
+        if entry.value is not None:
+            meta: dict[str, Any] = self.decode_result(entry.value)
+            return meta
+        if entry.state == states.REVOKED:  # the broker dropped it past its expiry
+            exc = TaskRevokedError(entry.note or "revoked")
+            return {
+                "status": states.REVOKED,
+                "result": exc,
+                "traceback": None,
+                "children": [],
+                "date_done": None,
+                "task_id": entry.id,
+            }
+        return {"status": states.PENDING, "result": None}
+
+    def _forget(self, task_id: str) -> None:
+        self._request(lambda r: ResultForget(r, bytes_to_str(task_id)))
+
+    # -- waiting: pushed, not polled ----------------------------------------------
+
+    def wait_for(
+        self,
+        task_id: str,
+        timeout: float | None = None,
+        interval: float = 0.5,
+        no_ack: bool = True,
+        on_interval: Callable[[], None] | None = None,
+    ) -> dict[str, Any]:
+        self._ensure_not_eager()
+        cached = self._cache.get(task_id)
+        if cached is not None and cached["status"] in states.READY_STATES:
+            return dict(cached)
+        for _, meta in self._wait_many([bytes_to_str(task_id)], timeout, interval, on_interval):
+            return meta
+        raise CeleryTimeoutError("The operation timed out.")
+
+    def get_many(
+        self,
+        task_ids: Any,
+        timeout: float | None = None,
+        interval: float = 0.5,
+        no_ack: bool = True,
+        on_message: Callable[[dict[str, Any]], None] | None = None,
+        on_interval: Callable[[], None] | None = None,
+        max_iterations: int | None = None,
+        READY_STATES: frozenset[str] = states.READY_STATES,
+    ) -> Iterator[tuple[str, dict[str, Any]]]:
+        pending: list[str] = []
+        for task_id in dict.fromkeys(bytes_to_str(t) for t in maybe_list(task_ids) or []):
+            cached = self._cache.get(task_id)
+            if cached is not None and cached["status"] in READY_STATES:
+                yield task_id, cached
+            else:
+                pending.append(task_id)
+        for task_id, meta in self._wait_many(pending, timeout, interval, on_interval):
+            if meta["status"] == states.SUCCESS:
+                self._cache[task_id] = meta
+            if on_message is not None:
+                on_message(meta)
+            yield task_id, meta
+
+    def _wait_many(
+        self,
+        ids: list[str],
+        timeout: float | None,
+        interval: float,
+        on_interval: Callable[[], None] | None,
+    ) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Yield (id, meta) as each task becomes ready; raise Celery's
+        TimeoutError past ``timeout``. ``on_interval`` (a parent-failure check)
+        still runs every ``interval`` while waiting."""
+        if not ids:
+            return
+        deadline = None if timeout is None else time.monotonic() + timeout
+        link = self._conn()
+        with self._lock:
+            waiting = self._send_waits(link, ids)
+        try:
+            while waiting:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise CeleryTimeoutError(f"Operation timed out ({timeout})")
+                slice_ = remaining
+                if on_interval is not None:
+                    slice_ = interval if remaining is None else min(interval, remaining)
+                try:
+                    with self._lock:
+                        reply = link.wait_reply(set(waiting), slice_)
+                except ResultTimeoutError:
+                    if on_interval is not None:
+                        on_interval()
+                    continue
+                if isinstance(reply, Error):
+                    raise RequestRefusedError(reply.code, reply.message)
+                assert isinstance(reply, ResultValues), reply
+                task_id = waiting.pop(reply.req_id)
+                yield task_id, self._meta(reply.entries[0])
+        finally:
+            link.abandon(set(waiting))
+
+    def _send_waits(self, link: Link, ids: list[str]) -> dict[int, str]:
+        waiting: dict[int, str] = {}
+        try:
+            for task_id in ids:
+                req_id = link.next_id()
+                link.expect(req_id)
+                waiting[req_id] = task_id
+                link.send(ResultWait(req_id, task_id))
+        except ConnectionLostError:
+            link.abandon(set(waiting))
+            raise
+        return waiting
+
+    # -- groups -----------------------------------------------------------------
+
+    def _save_group(self, group_id: str, result: Any) -> Any:
+        value = ensure_bytes(self.encode({"result": result.as_tuple()}))
+        self._request(
+            lambda r: ResultSave(r, group_id, value, states.SUCCESS, "group", self._ttl())
+        )
+        return result
+
+    def _restore_group(self, group_id: str) -> dict[str, Any] | None:
+        entry = self._fetch([bytes_to_str(group_id)], kind="group")[0]
+        if entry.value is None:
+            return None
+        meta: dict[str, Any] = self.decode(entry.value)
+        meta["result"] = result_from_tuple(meta["result"], self.app)
+        return meta
+
+    def _delete_group(self, group_id: str) -> None:
+        self._request(lambda r: ResultForget(r, bytes_to_str(group_id), "group"))
+
+    # -- chords, joined in the supervisor -------------------------------------------
+
+    def apply_chord(self, header_result_args: Any, body: Any, **kwargs: Any) -> None:
+        self.ensure_chords_allowed()
+        group_id, results = header_result_args[0], list(header_result_args[1])
+        members = list(_leaf_ids(results))
+        reply = self._request(lambda r: ChordStart(r, group_id, members, self._ttl()))
+        assert isinstance(reply, BrokerOk)
+
+    def set_chord_size(self, group_id: str, chord_size: int) -> None:
+        """The supervisor counts members by id: nothing to do."""
+
+    def on_chord_part_return(self, request: Any, state: str, result: Any, **kwargs: Any) -> None:
+        group_id, task_id = request.group, request.id
+        if not group_id or not task_id:
+            return
+        value = ensure_bytes(self.encode([task_id, state, self.encode_result(result, state)]))
+        reply = self._request(lambda r: ChordPart(r, group_id, task_id, value))
+        assert isinstance(reply, ChordReply)
+        if not reply.complete and not reply.unknown:
+            return
+        callback = self.app.signature(request.chord)
+        if reply.unknown:
+            error = ChordError(f"chord {group_id} is not known to the supervisor (expired?)")
+            self.chord_error_from_stack(callback, error)
+            return
+        try:
+            values = [self._unpack_part(part) for part in reply.values]
+        except ChordError as exc:
+            self.chord_error_from_stack(callback, exc)
+            return
+        try:
+            callback.delay(values)
+        except Exception as exc:
+            error = ChordError(f"Callback error: {exc!r}")
+            error.__cause__ = exc
+            self.chord_error_from_stack(callback, error)
+
+    def _unpack_part(self, part: bytes) -> Any:
+        task_id, state, value = self.decode(part)
+        if state in states.EXCEPTION_STATES:
+            value = self.exception_to_python(value)
+        if state in states.PROPAGATE_STATES:
+            error = ChordError(f"Dependency {task_id} raised {value!r}")
+            if isinstance(value, Exception):
+                error.__cause__ = value
+            raise error
+        return value
