@@ -1,0 +1,5 @@
+"""``python -m bench [--quick | --size large] [--only ...]``."""
+
+from .harness import main
+
+main()
