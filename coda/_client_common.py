@@ -30,6 +30,7 @@ def build_submit(
     run_id: str | None,
     queue: str | None,
     wait: bool,
+    not_before: float | None = None,
 ) -> Submit:
     name = registry.resolve_name(target)
     spec = getattr(target, "spec", None)
@@ -47,6 +48,7 @@ def build_submit(
         run_id=run_id,
         queue=queue,
         wait=wait,
+        not_before=not_before,
     )
 
 

@@ -7,15 +7,19 @@ import logging
 import os
 import sys
 import time
+from ssl import SSLContext
 from typing import Any
 
 import click
 
+from ._cli_tls import tls_client_options, tls_server_options
 from ._client_common import DEFAULT_ADDRESS
 from .client import Client
 from .errors import CodaError, RemoteError, ResultTimeoutError
 
 __all__ = ["main"]
+
+DEFAULT_STORE = "sqlite:///coda-state.sqlite3"
 
 SUPERVISOR_HELP = (
     "Supervisor address (host:port or socket path). "
@@ -82,6 +86,7 @@ def _split_queues(values: tuple[str, ...]) -> tuple[str, ...]:
     envvar="CODA_TOKEN",
     help="Shared secret clients must present. Required to listen on a non-loopback address.",
 )
+@tls_server_options
 @click.option(
     "--accept-pickle",
     is_flag=True,
@@ -94,7 +99,37 @@ def _split_queues(values: tuple[str, ...]) -> tuple[str, ...]:
     show_default=True,
     help="Seconds to keep finished runs and results.",
 )
-@click.option("--store", default="memory://", show_default=True, help="Where state is kept.")
+@click.option(
+    "--store",
+    envvar="CODA_STORE",
+    default=DEFAULT_STORE,
+    show_default=True,
+    help=(
+        "Where state is kept: sqlite:///relative/file.sqlite3 or sqlite:////absolute/file.sqlite3 "
+        "(durable across restarts; the default is relative to the working directory), or "
+        "memory:// (lost when the supervisor exits). Env: CODA_STORE."
+    ),
+)
+@click.option(
+    "--shutdown-grace",
+    type=click.FloatRange(min=0),
+    default=30.0,
+    show_default=True,
+    help="On SIGTERM/SIGINT, seconds to let running tasks finish before stopping "
+    "(a second signal stops at once; unfinished work stays in the store).",
+)
+@click.option(
+    "--celery-app",
+    metavar="MODULE:ATTR",
+    help="Adopt every task of this Celery app (e.g. proj.celery:app) as a Coda task.",
+)
+@click.option(
+    "--celery-divert",
+    multiple=True,
+    metavar="RULES",
+    help="Celery messages published to coda:// that Coda workers run instead of Celery "
+    "workers: '*', 'queue:NAME' or task names, comma-separated (needs --celery-app).",
+)
 @click.option(
     "--log-level",
     default="INFO",
@@ -110,9 +145,15 @@ def supervisor(
     concurrency: int,
     workflow_slots: int,
     token: str | None,
+    tls_cert: str | None,
+    tls_key: str | None,
+    tls_ca: str | None,
     accept_pickle: bool,
     result_ttl: float,
     store: str,
+    shutdown_grace: float,
+    celery_app: str | None,
+    celery_divert: tuple[str, ...],
     log_level: str,
 ) -> None:
     """Run a supervisor and its worker processes until SIGINT/SIGTERM."""
@@ -132,9 +173,15 @@ def supervisor(
         concurrency=concurrency,
         workflow_slots=workflow_slots,
         token=token,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        tls_ca=tls_ca,
         accept_pickle=accept_pickle,
         result_ttl=result_ttl,
         store=store,
+        shutdown_grace=shutdown_grace,
+        celery_app=celery_app,
+        celery_divert=celery_divert,
     )
     try:
         Supervisor(config).run()
@@ -177,8 +224,15 @@ def _parse_args(value: str) -> dict[str, Any]:
     help="Give up waiting after this many seconds (the run goes on).",
 )
 @click.option("--no-wait", is_flag=True, help="Print the run id and return at once.")
+@tls_client_options
 def run(
-    name: str, args_json: str, address: str, token: str | None, timeout: float | None, no_wait: bool
+    name: str,
+    args_json: str,
+    address: str,
+    token: str | None,
+    timeout: float | None,
+    no_wait: bool,
+    ssl: SSLContext | None,
 ) -> None:
     """Run the task or workflow registered as NAME; print its result as JSON."""
     try:
@@ -186,7 +240,7 @@ def run(
     except click.BadParameter as exc:
         raise click.BadParameter(str(exc), param_hint="--args") from None
     try:
-        with Client(address, token=token) as client:
+        with Client(address, token=token, ssl=ssl) as client:
             handle = client.submit(name, args)
             if no_wait:
                 click.echo(handle.run_id)
@@ -233,10 +287,11 @@ def _wait_with_progress(handle: Any, timeout: float | None) -> Any:
 )
 @click.option("--token", envvar="CODA_TOKEN", help="Token, if the supervisor requires one.")
 @click.option("--json", "as_json", is_flag=True, help="Print the raw status as JSON.")
-def status(address: str, token: str | None, as_json: bool) -> None:
+@tls_client_options
+def status(address: str, token: str | None, as_json: bool, ssl: SSLContext | None) -> None:
     """Show workers, queues, runs in flight and per-name counts."""
     try:
-        with Client(address, token=token) as client:
+        with Client(address, token=token, ssl=ssl) as client:
             data = client.status()
     except CodaError as exc:
         raise click.ClickException(str(exc)) from None

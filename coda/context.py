@@ -1,4 +1,5 @@
-"""Functions a running workflow calls: ``spawn_task``, ``spawn_workflow``, ``info``.
+"""Functions a running workflow calls: ``spawn_task``, ``spawn_workflow``, ``info``
+(and ``task_info`` for a running task).
 
 Each is a one-liner that finds the runtime of the workflow being executed
 through a ``ContextVar`` (as Temporal's ``workflow.*`` functions do), so the
@@ -8,14 +9,22 @@ workflow.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from .errors import NotInWorkflowError
 
-__all__ = ["RunInfo", "in_workflow", "info", "spawn_task", "spawn_workflow"]
+__all__ = [
+    "RunInfo",
+    "TaskInfo",
+    "in_workflow",
+    "info",
+    "spawn_task",
+    "spawn_workflow",
+    "task_info",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +34,30 @@ class RunInfo:
     run_id: str
     name: str
     attempt: int
+
+
+@dataclass(frozen=True, slots=True)
+class TaskInfo:
+    """The task attempt being executed by this thread or coroutine.
+
+    ``redelivered``: a worker that held this job before died. ``fail_now``,
+    callable from any thread, ends the attempt at once with that exception
+    and replaces the worker process (for a watchdog whose task is stuck).
+    """
+
+    job_id: str
+    name: str
+    attempt: int
+    redelivered: bool
+    fail_now: Callable[[BaseException], None]
+
+
+current_task: ContextVar[TaskInfo | None] = ContextVar("coda_task", default=None)
+
+
+def task_info() -> TaskInfo | None:
+    """The running task's id, name and attempt; None outside a task."""
+    return current_task.get()
 
 
 class WorkflowRuntime(Protocol):

@@ -40,6 +40,10 @@ class Spec:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     retry_on: tuple[type[BaseException], ...] = ()
     serializer: str | None = None
+    # Run a sync task on the worker process's main thread, one at a time (the
+    # event loop then runs on another thread): what signal-based time limits
+    # such as Celery's soft_time_limit need.
+    main_thread: bool = False
 
     def retry_in(self, exc: BaseException, attempt: int) -> float | None:
         """The wait before another attempt after ``exc``, or None to fail now."""

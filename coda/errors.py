@@ -17,6 +17,8 @@ The hierarchy::
     ├── ConnectionLostError       the supervisor went away mid-request
     ├── ResultTimeoutError        a result did not arrive in time (also a TimeoutError)
     ├── RequestRefusedError       the supervisor answered a request with an error
+    ├── BrokerError               a kombu-style broker operation was refused (no such queue, ...)
+    ├── RetryRequested            raised by a task to be run again later (not an error)
     └── RemoteError               user code failed in a worker; carries the remote
         ├── TaskFailed            type name, message and traceback
         └── WorkflowFailed
@@ -28,6 +30,7 @@ where the problem is found.
 from __future__ import annotations
 
 __all__ = [
+    "BrokerError",
     "CodaError",
     "ConfigurationError",
     "ConnectionLostError",
@@ -42,6 +45,7 @@ __all__ = [
     "RemoteError",
     "RequestRefusedError",
     "ResultTimeoutError",
+    "RetryRequested",
     "SerializationError",
     "TaskFailed",
     "UnknownNameError",
@@ -116,6 +120,41 @@ class RequestRefusedError(CodaError):
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
+
+
+class BrokerError(CodaError):
+    """The supervisor's broker refused an operation, as an AMQP broker would.
+
+    ``code`` is a short word (``not_found``, ``not_equivalent``, ``in_use``,
+    ``locked``, ``not_allowed``) that the kombu transport maps to a channel error.
+    """
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class RetryRequested(CodaError):
+    """Raised inside a task: end this attempt and run the task again in ``delay`` seconds.
+
+    The retry is explicit, so the task's ``max_retries`` does not bound it
+    (the task decides, as Celery's ``self.retry()`` does). ``args``, when
+    given, replaces the task's keyword arguments for the next attempt;
+    ``cause`` is the exception reported for this attempt.
+    """
+
+    def __init__(
+        self,
+        delay: float = 0.0,
+        *,
+        args: dict[str, object] | None = None,
+        cause: BaseException | None = None,
+    ) -> None:
+        super().__init__(f"retry in {delay:.3f}s")
+        self.delay = max(0.0, float(delay))
+        self.args_for_retry = args
+        self.cause = cause
 
 
 class RemoteError(CodaError):

@@ -21,6 +21,35 @@ from typing import Any, Literal
 
 import msgspec
 
+from .broker_messages import (
+    Ack,
+    BasicGet,
+    BrokerOk,
+    Cancel,
+    ChannelClose,
+    ChordPart,
+    ChordReply,
+    ChordStart,
+    Consume,
+    Deliver,
+    ExchangeDeclare,
+    ExchangeDelete,
+    Publish,
+    Qos,
+    QueueBind,
+    QueueDeclare,
+    QueueDelete,
+    QueuePurge,
+    QueueUnbind,
+    Recover,
+    Reject,
+    ResultFetch,
+    ResultForget,
+    ResultSave,
+    ResultValues,
+    ResultWait,
+)
+
 __all__ = [
     "PROTOCOL_VERSION",
     "Accepted",
@@ -102,7 +131,9 @@ class Submit(_Message, tag="submit", frozen=True):
     """Start a task or workflow outside any workflow.
 
     With ``wait`` the supervisor also sends ``Finished`` when the run ends,
-    saving the round trip of a separate ``Await``.
+    saving the round trip of a separate ``Await``. ``not_before`` (wall-clock
+    seconds since the epoch) holds the run back until then, as Celery's
+    ``countdown``/``eta`` do.
     """
 
     req_id: int
@@ -111,6 +142,7 @@ class Submit(_Message, tag="submit", frozen=True):
     run_id: str | None = None
     queue: str | None = None
     wait: bool = False
+    not_before: float | None = None
 
 
 class Accepted(_Message, tag="accepted", frozen=True):
@@ -146,11 +178,14 @@ class StatusReply(_Message, tag="status_reply", frozen=True):
 
 
 class RunTask(_Message, tag="run_task", frozen=True):
+    """``redelivered``: a worker holding this job before died (the job was requeued)."""
+
     job_id: str
     name: str
     args: Payload
     attempt: int
     run_id: str | None = None
+    redelivered: bool = False
 
 
 class RunWorkflow(_Message, tag="run_workflow", frozen=True):
@@ -177,9 +212,13 @@ class Spawn(_Message, tag="spawn", frozen=True):
 
 
 class TaskDone(_Message, tag="task_done", frozen=True):
+    """``retry_args``: with a ``failure`` that has ``retry_in``, the arguments of
+    the next attempt (a task that re-enqueues itself with new arguments)."""
+
     job_id: str
     result: Payload | None = None
     failure: Failure | None = None
+    retry_args: Payload | None = None
 
 
 class WorkflowDone(_Message, tag="workflow_done", frozen=True):
@@ -204,9 +243,33 @@ Message = (
     | Spawn
     | TaskDone
     | WorkflowDone
+    # the broker and result store (coda.broker_messages)
+    | ExchangeDeclare
+    | ExchangeDelete
+    | QueueDeclare
+    | QueueBind
+    | QueueUnbind
+    | QueueDelete
+    | QueuePurge
+    | BrokerOk
+    | Publish
+    | Consume
+    | Cancel
+    | Qos
+    | Ack
+    | Reject
+    | Recover
+    | BasicGet
+    | ChannelClose
+    | Deliver
+    | ResultSave
+    | ResultForget
+    | ResultFetch
+    | ResultWait
+    | ResultValues
+    | ChordStart
+    | ChordPart
+    | ChordReply
 )
 
-MESSAGE_TAGS: frozenset[str] = frozenset(
-    str(cls.__struct_config__.tag)
-    for cls in Message.__args__
-)
+MESSAGE_TAGS: frozenset[str] = frozenset(str(cls.__struct_config__.tag) for cls in Message.__args__)

@@ -15,7 +15,14 @@ from .errors import ConfigurationError, UnknownNameError
 if TYPE_CHECKING:
     from .decorators import Spec
 
-__all__ = ["all_specs", "get_spec", "import_modules", "register", "resolve_name"]
+__all__ = [
+    "adopt_celery_app",
+    "all_specs",
+    "get_spec",
+    "import_modules",
+    "register",
+    "resolve_name",
+]
 
 _specs: dict[str, Spec] = {}
 
@@ -78,3 +85,19 @@ def import_modules(modules: list[str]) -> None:
             importlib.import_module(module)
         except ImportError as exc:
             raise ConfigurationError(f"cannot import module {module!r}: {exc}") from exc
+
+
+def adopt_celery_app(path: str, role: str = "supervisor") -> None:
+    """Register every task of the Celery app at ``module:attribute`` as a Coda task.
+
+    The bridge lives in ``coda.compat.celery``, imported by name here so the
+    core never imports Celery. ``role`` is ``"worker"`` in worker processes,
+    which also prepare to execute the tasks.
+    """
+    try:
+        adopt = importlib.import_module("coda.compat.celery.adopt")
+    except ImportError as exc:
+        raise ConfigurationError(
+            f"--celery-app needs Celery installed (pip install 'coda[celery]'): {exc}"
+        ) from exc
+    adopt.adopt_app_path(path, role=role)

@@ -109,11 +109,22 @@ class Scheduler:
         self._workers: dict[int, WorkerHandle] = {}
         self._pump_pending = False
         self._rotation = 0
+        self._draining = False
+        self._on_idle: Callable[[], None] | None = None
         self.counts: dict[str, Counter[str]] = {}
 
     # -- client requests --------------------------------------------------
 
     def submit(self, peer: Peer, msg: Submit) -> None:
+        if self._draining:
+            peer.send(
+                Error(
+                    code="shutting_down",
+                    message="the supervisor is shutting down; submit again once it is back",
+                    req_id=msg.req_id,
+                )
+            )
+            return
         info = self._checked(peer, msg.req_id, msg.name, msg.args, kind=None)
         if info is None:
             return
@@ -128,7 +139,7 @@ class Scheduler:
                 args=msg.args,
                 queue=msg.queue or info.queue,
             )
-            self._add(job)
+            self._add(job, not_before=msg.not_before)
 
         def acknowledge() -> None:
             peer.send(Accepted(req_id=msg.req_id, run_id=job.id, kind=_kind(job)))
@@ -194,6 +205,12 @@ class Scheduler:
             log.info("ignoring a late result for task %s", msg.job_id)
             return
         worker.tasks.discard(job.id)
+        if (
+            msg.retry_args is not None
+            and msg.failure is not None
+            and msg.failure.retry_in is not None
+        ):
+            job.args = msg.retry_args  # the task re-enqueued itself with new arguments
         self._settle(job, msg.result, msg.failure)
         self._schedule_pump()
 
@@ -213,14 +230,18 @@ class Scheduler:
         self._schedule_pump()
 
     def worker_left(self, worker_id: int) -> None:
-        """Requeue, at the head of their queues, the jobs the worker held."""
+        """Requeue, at the head of their queues, the jobs the worker held.
+
+        While draining, workers are being let go on purpose: that is not a
+        loss to count against the jobs they held."""
         worker = self._workers.pop(worker_id, None)
         if worker is None:
             return
         held = [self._live[i] for i in (*worker.tasks, *worker.workflows) if i in self._live]
         held.sort(key=lambda job: job.created_at, reverse=True)
         for job in held:
-            job.losses += 1
+            if not self._draining:
+                job.losses += 1
             job.worker = None
             if job.losses > self._max_worker_losses:
                 failure = Failure(
@@ -252,8 +273,35 @@ class Scheduler:
         self._schedule_pump()
         return count
 
-    def expire(self, ttl: float) -> int:
-        return self.store.expire(time.time() - ttl)
+    def expire(self, ttl: float, done: Callable[[int], None]) -> None:
+        """Forget runs finished more than ``ttl`` seconds ago; the store may
+        work in the background and calls ``done(dropped)`` when it is done."""
+        self.store.expire_soon(time.time() - ttl, done)
+
+    # -- graceful shutdown (the supervisor drives it) -----------------------
+
+    def drain(self, on_idle: Callable[[], None]) -> None:
+        """Take no new work: refuse submits and start no job, then call
+        ``on_idle`` once no task is leased to a worker (tasks running now may
+        finish and be answered). Spawns are still recorded, queued for the next
+        supervisor. Workflows mid-run are not waited for: they stay unfinished
+        in the store and are rerun, from their cached steps, after a restart."""
+        self._draining = True
+        self._on_idle = on_idle
+        self._schedule_pump()
+
+    @property
+    def draining(self) -> bool:
+        return self._draining
+
+    def in_flight(self) -> int:
+        """How many tasks are leased to workers right now."""
+        return sum(len(worker.tasks) for worker in self._workers.values())
+
+    def _check_idle(self) -> None:
+        if self._on_idle is not None and self.in_flight() == 0:
+            on_idle, self._on_idle = self._on_idle, None
+            on_idle()
 
     def status(self) -> dict[str, object]:
         queues: dict[str, Counter[str]] = {}
@@ -319,8 +367,13 @@ class Scheduler:
             return None
         return job
 
-    def _add(self, job: Job) -> None:
+    def _add(self, job: Job, not_before: float | None = None) -> None:
         self._live[job.id] = job
+        wait = 0.0 if not_before is None else not_before - time.time()
+        if wait > 0:  # a countdown / eta: hold it back, as a retry delay does
+            self._delay(job, wait)
+            self.store.save_job(job)
+            return
         self.store.save_job(job)
         self._queue_for(job).append(job)
         self._schedule_pump()
@@ -333,8 +386,8 @@ class Scheduler:
         return ready
 
     def _wait_for(self, job: Job, peer: Peer, req_id: int) -> None:
-        if job.state.finished:
-            peer.send(_finished(req_id, job))
+        if job.state.finished:  # its end may be this turn's, not yet committed
+            self.store.after_commit(lambda: _notify([(peer, req_id)], job))
         else:
             self._waiters.setdefault(job.id, []).append((peer, req_id))
 
@@ -378,6 +431,9 @@ class Scheduler:
     def _pump(self) -> None:
         """Hand ready jobs to workers with free slots."""
         self._pump_pending = False
+        if self._draining:
+            self._check_idle()
+            return
         workers = list(self._workers.values())
         if not workers:
             return
@@ -421,6 +477,7 @@ class Scheduler:
                 args=job.args,
                 attempt=job.attempt,
                 run_id=job.parent_run,
+                redelivered=job.losses > 0,
             )
         )
         timeout = self._timeout_of(job.name)

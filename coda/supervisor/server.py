@@ -15,6 +15,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from .._wire import FramedProtocol
+from ..broker_messages import BROKER_REQUESTS
 from ..errors import HandshakeError
 from ..messages import (
     PROTOCOL_VERSION,
@@ -44,7 +45,8 @@ class SupervisorConnection(FramedProtocol):
     """The supervisor's end of one client or worker connection."""
 
     def __init__(self, supervisor: Supervisor, worker_id: int | None = None) -> None:
-        super().__init__(frame_limit=HANDSHAKE_FRAME_LIMIT)
+        # Clients may stop reading; workers are ours and must never stall.
+        super().__init__(frame_limit=HANDSHAKE_FRAME_LIMIT, read_backpressure=worker_id is None)
         self.supervisor = supervisor
         self.scheduler = supervisor.scheduler
         self.expected_worker_id = worker_id
@@ -69,6 +71,8 @@ class SupervisorConnection(FramedProtocol):
                 self.scheduler.task_done(worker, message)
             case WorkflowDone() if worker is not None:
                 self.scheduler.workflow_done(worker, message)
+            case _ if worker is None and isinstance(message, BROKER_REQUESTS):
+                self.supervisor.broker.handle(self, message)
             case _:
                 tag = type(message).__struct_config__.tag
                 self.send(
@@ -86,6 +90,9 @@ class SupervisorConnection(FramedProtocol):
             self._check_token(hello.token)
         except HandshakeError as exc:
             self.fail(exc, code="handshake")
+            return
+        if expected_role == "client" and self.scheduler.draining:
+            self.fail(HandshakeError("the supervisor is shutting down"), code="shutting_down")
             return
         self.role = hello.role
         self.decoder.limit = self.supervisor.config.frame_limit
@@ -109,6 +116,7 @@ class SupervisorConnection(FramedProtocol):
             raise HandshakeError("the token offered in the handshake is not valid")
 
     def on_closed(self, exc: Exception | None) -> None:
+        self.supervisor.broker.disconnected(self)
         if self.worker is not None:
             log.info("worker %s (pid %s) disconnected", self.worker.id, self.worker.pid)
             self.scheduler.worker_left(self.worker.id)

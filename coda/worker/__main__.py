@@ -1,8 +1,11 @@
 """Entry point of a worker process.
 
 Not a user command: the supervisor starts it with the inherited file
-descriptor of its socket pair. The worker imports the user's modules,
-says hello, and serves until the supervisor closes the pair.
+descriptor of its socket pair. The worker imports the user's modules
+(and adopts a Celery app's tasks with ``--celery-app``), says hello, and
+serves until the supervisor closes the pair. When a registered task must
+run on the main thread (``Spec.main_thread``), the event loop moves to a
+``coda-io`` thread and the main thread serves those tasks.
 """
 
 from __future__ import annotations
@@ -14,10 +17,15 @@ import os
 import signal
 import socket
 import sys
+import threading
+from collections.abc import Coroutine
+from concurrent.futures import Executor
+from typing import Any
 
 from .. import registry
 from ..messages import PROTOCOL_VERSION, Hello
 from ..serialization import registry as serializers
+from .mainthread import MainThreadExecutor
 from .runtime import Worker, WorkerConnection
 
 
@@ -30,14 +38,16 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, default=1)
     parser.add_argument("--workflow-slots", type=int, default=100)
     parser.add_argument("--accept-pickle", action="store_true")
+    parser.add_argument("--celery-app", default=None, metavar="MODULE:ATTR")
     return parser.parse_args(argv)
 
 
-async def serve(options: argparse.Namespace) -> None:
+async def serve(options: argparse.Namespace, main_thread: Executor | None = None) -> None:
     accepted = ["json", "msgpack"] + (["pickle"] if options.accept_pickle else [])
     worker = Worker(
         task_slots=options.concurrency,
         accept=frozenset(serializers.content_type_for(n) for n in accepted),
+        main_thread=main_thread,
     )
     sock = socket.socket(fileno=options.fd)
     loop = asyncio.get_running_loop()
@@ -66,12 +76,32 @@ def main(argv: list[str] | None = None) -> None:
     )
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the supervisor's to handle
     registry.import_modules(options.app)
+    if options.celery_app:
+        registry.adopt_celery_app(options.celery_app, role="worker")
+    if not any(spec.main_thread for spec in registry.all_specs().values()):
+        _run(serve(options))
+        return
+    executor = MainThreadExecutor()
+
+    def loop_thread() -> None:
+        try:
+            _run(serve(options, executor))
+        finally:
+            executor.shutdown()
+
+    io = threading.Thread(target=loop_thread, name="coda-io", daemon=True)
+    io.start()
+    executor.run_until_shutdown()
+    io.join()
+
+
+def _run(main: Coroutine[Any, Any, None]) -> None:
     try:
         import uvloop
-
-        uvloop.run(serve(options))
     except ImportError:
-        asyncio.run(serve(options))
+        asyncio.run(main)
+        return
+    uvloop.run(main)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,10 @@
 
 Tasks: async tasks run on the worker's event loop; sync tasks run in a
 thread pool sized to the worker's task slots, so the loop stays free to
-drive workflows while a sync task computes. Workflows: each is a coroutine
+drive workflows while a sync task computes (or, for specs with
+``main_thread``, one at a time on the process's main thread while the loop
+runs on another). A task may raise ``RetryRequested`` to run again later,
+possibly with new arguments. Workflows: each is a coroutine
 on the loop, with a ``WorkflowRun`` as its runtime; its spawns are requests
 to the supervisor, answered by ``Finished`` messages.
 """
@@ -10,10 +13,12 @@ to the supervisor, answered by ``Finished`` messages.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import itertools
 import logging
+import os
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from functools import partial
 from typing import Any
 
@@ -22,11 +27,12 @@ import msgspec
 from .. import registry
 from .._outcome import decode_payload, encode_value, error_from_failure, failure_from
 from .._wire import FramedProtocol
-from ..context import RunInfo, current_runtime
+from ..context import RunInfo, TaskInfo, current_runtime, current_task
 from ..decorators import Spec, check_name
-from ..errors import CodaError, ConfigurationError, RequestRefusedError
+from ..errors import CodaError, ConfigurationError, RequestRefusedError, RetryRequested
 from ..messages import (
     Error,
+    Failure,
     Finished,
     Message,
     Payload,
@@ -38,6 +44,7 @@ from ..messages import (
     WorkflowDone,
 )
 from ..serialization import DEFAULT_SERIALIZER
+from ..serialization import registry as serializers
 
 __all__ = ["Worker", "WorkerConnection"]
 
@@ -74,11 +81,20 @@ class WorkerConnection(FramedProtocol):
                 log.warning("unexpected message from the supervisor: %r", message)
 
 
+ABANDONED_EXIT_CODE = 70  # a task was failed by its watchdog; the pool replaces us
+
+
 class Worker:
-    def __init__(self, task_slots: int, accept: frozenset[str] | None = None) -> None:
+    def __init__(
+        self,
+        task_slots: int,
+        accept: frozenset[str] | None = None,
+        main_thread: Executor | None = None,
+    ) -> None:
         self.accept = accept
         self.conn: WorkerConnection | None = None
         self._threads = ThreadPoolExecutor(max_workers=task_slots, thread_name_prefix="coda-task")
+        self._main_thread = main_thread
         self._req_ids = itertools.count(1)
         self._pending: dict[int, tuple[asyncio.Future[Any], str]] = {}
         self._jobs: set[asyncio.Task[None]] = set()
@@ -98,19 +114,54 @@ class Worker:
         except CodaError as exc:
             self.send(TaskDone(job_id=msg.job_id, failure=failure_from(exc)))
             return
+        loop = asyncio.get_running_loop()
+        fail_now = partial(self._fail_now_threadsafe, loop, msg.job_id)
+        info = TaskInfo(msg.job_id, msg.name, msg.attempt, msg.redelivered, fail_now)
+        current_task.set(info)  # this coroutine runs in its own asyncio task (own context)
+        serializer = spec.serializer or DEFAULT_SERIALIZER
         try:
             kwargs = decode_payload(msg.args, self.accept)
             if spec.is_async:
                 result = await asyncio.wait_for(spec.fn(**kwargs), spec.timeout)
             else:
-                loop = asyncio.get_running_loop()
-                result = await loop.run_in_executor(self._threads, partial(spec.fn, **kwargs))
-            payload = encode_value(result, spec.serializer or DEFAULT_SERIALIZER)
+                call = partial(contextvars.copy_context().run, spec.fn, **kwargs)
+                result = await loop.run_in_executor(self._executor_for(spec), call)
+            payload = encode_value(result, serializer)
+        except RetryRequested as exc:  # the next attempt's args keep this one's encoding
+            self.send(_retry_done(msg.job_id, exc, serializers.name_for(msg.args.content_type)))
+            return
         except Exception as exc:
             failure = failure_from(exc, spec.retry_in(exc, msg.attempt))
             self.send(TaskDone(job_id=msg.job_id, failure=failure))
             return
         self.send(TaskDone(job_id=msg.job_id, result=payload))
+
+    def _executor_for(self, spec: Spec) -> Executor:
+        if spec.main_thread and self._main_thread is not None:
+            return self._main_thread
+        return self._threads
+
+    def _fail_now_threadsafe(
+        self, loop: asyncio.AbstractEventLoop, job_id: str, exc: BaseException
+    ) -> None:
+        loop.call_soon_threadsafe(self._abandon, job_id, failure_from(exc))
+
+    def _abandon(self, job_id: str, failure: Failure) -> None:
+        """Report the stuck task as failed, then exit: its thread cannot be stopped."""
+        log.error("task %s abandoned (%s); replacing this worker", job_id, failure.type_name)
+        self.send(TaskDone(job_id=job_id, failure=failure))
+        transport = None if self.conn is None else self.conn.transport
+        if self.conn is not None and transport is not None:
+            self.conn.close()  # hands the TaskDone to the transport first
+            self._exit_when_flushed(transport, 100)
+        else:
+            os._exit(ABANDONED_EXIT_CODE)
+
+    def _exit_when_flushed(self, transport: asyncio.Transport, tries: int) -> None:
+        if transport.get_write_buffer_size() == 0 or tries <= 0:
+            os._exit(ABANDONED_EXIT_CODE)
+        loop = asyncio.get_running_loop()
+        loop.call_later(0.01, self._exit_when_flushed, transport, tries - 1)
 
     # -- workflows --------------------------------------------------------
 
@@ -227,6 +278,15 @@ class WorkflowRun:
     def abandon(self) -> None:
         """Forget requests still unanswered when the attempt ends."""
         self.worker.forget(self._requests)
+
+
+def _retry_done(job_id: str, exc: RetryRequested, serializer: str) -> TaskDone:
+    failure = failure_from(exc.cause or exc, exc.delay)
+    try:
+        args = None if exc.args_for_retry is None else encode_value(exc.args_for_retry, serializer)
+    except CodaError as error:
+        return TaskDone(job_id=job_id, failure=failure_from(error))
+    return TaskDone(job_id=job_id, failure=failure, retry_args=args)
 
 
 def _encode_cache_key(cache_key: object) -> bytes | None:
