@@ -14,9 +14,9 @@ from .workflows import process_event
 
 def main() -> None:
     quiet = ["--log-level", "WARNING"]
-    with SupervisorProcess(["examples.ingest.workflows"], workers=2, extra_args=quiet) as supervisor:
-        print(f"supervisor listening on {supervisor.address}")
-        client = supervisor.client()
+    with SupervisorProcess(["examples.ingest.workflows"], workers=2, extra_args=quiet) as sup:
+        print(f"supervisor listening on {sup.address}")
+        client = sup.client()
         event = {"event_id": "a1b2c3", "Message": "  Disk almost full  ", "Level": "warning"}
         result = client.run(process_event, args={"project_id": 42, "event_data": event}, timeout=30)
         print("process_event returned:")
