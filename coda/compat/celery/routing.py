@@ -41,6 +41,7 @@ from typing import Any
 from celery.backends.base import DisabledBackend
 from kombu.exceptions import OperationalError
 
+import coda.compat.kombu  # noqa: F401 - install() also registers the coda:// scheme
 from coda.client import Client
 from coda.errors import ConfigurationError, ConnectionLostError, HandshakeError
 
