@@ -18,6 +18,7 @@ import socket
 import ssl
 from typing import Any
 
+from ._wire import parse_address
 from .errors import ConfigurationError, ConnectionLostError, HandshakeError
 
 __all__ = [
@@ -129,3 +130,24 @@ def hung_up_in_handshake(address: str) -> ConnectionLostError:
         f"the supervisor at {address} closed the connection during the handshake: "
         "does it serve TLS (ssl=, --tls-ca) or require a client certificate?"
     )
+
+
+def open_socket(address: str, context: ssl.SSLContext | None, timeout: float) -> socket.socket:
+    """A blocking connection to a supervisor address (TCP with optional TLS, or
+    a Unix socket), shared by the blocking client and the kombu link."""
+    family, target = parse_address(address)
+    try:
+        if family == "unix":
+            if context is not None:
+                raise ConfigurationError("TLS applies to TCP addresses, not Unix sockets")
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(timeout)
+            sock.connect(target)
+            return sock
+        sock = socket.create_connection(target, timeout=timeout)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if context is not None:
+            sock = wrap_client_socket(context, sock, target[0], address)
+        return sock
+    except OSError as exc:
+        raise ConnectionLostError(f"cannot reach the Coda supervisor at {address}: {exc}") from exc

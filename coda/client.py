@@ -14,10 +14,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from ._client_common import build_submit, default_address, outcome, refusal
-from ._tls import SSLOption, client_context, hung_up_in_handshake, wrap_client_socket
-from ._wire import parse_address
+from ._tls import SSLOption, client_context, hung_up_in_handshake, open_socket
 from .errors import (
-    ConfigurationError,
     ConnectionLostError,
     HandshakeError,
     ResultTimeoutError,
@@ -227,23 +225,7 @@ class Client:
         return self._sock
 
     def _open(self) -> socket.socket:
-        family, target = parse_address(self.address)
-        try:
-            if family == "unix":
-                if self._tls is not None:
-                    raise ConfigurationError("TLS applies to TCP addresses, not Unix sockets")
-                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                sock.settimeout(self.connect_timeout)
-                sock.connect(target)
-            else:
-                sock = socket.create_connection(target, timeout=self.connect_timeout)
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                if self._tls is not None:
-                    sock = wrap_client_socket(self._tls, sock, target[0], self.address)
-        except OSError as exc:
-            raise ConnectionLostError(
-                f"cannot reach the Coda supervisor at {self.address}: {exc}"
-            ) from exc
+        sock = open_socket(self.address, self._tls, self.connect_timeout)
         self._decoder = FrameDecoder()
         self._inbox = []
         hello = Hello(version=PROTOCOL_VERSION, role="client", token=self.token or "")

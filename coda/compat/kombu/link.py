@@ -29,8 +29,7 @@ import time
 from collections import deque
 from typing import Any
 
-from ..._tls import client_context, wrap_client_socket
-from ..._wire import parse_address
+from ..._tls import client_context, open_socket
 from ...errors import (
     ConnectionLostError,
     HandshakeError,
@@ -95,21 +94,7 @@ class Link:
     def connect(self) -> None:
         with self._lock:
             self._forget_socket()
-            family, target = parse_address(self.address)
-            try:
-                if family == "unix":
-                    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                    sock.settimeout(self.connect_timeout)
-                    sock.connect(target)
-                else:
-                    sock = socket.create_connection(target, timeout=self.connect_timeout)
-                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                    if self.tls is not None:
-                        sock = wrap_client_socket(self.tls, sock, target[0], self.address)
-            except OSError as exc:
-                raise ConnectionLostError(
-                    f"cannot reach the Coda supervisor at {self.address}: {exc}"
-                ) from exc
+            sock = open_socket(self.address, self.tls, self.connect_timeout)
             sock.setblocking(False)
             self._sock, self._pid = sock, os.getpid()
             self._decoder = FrameDecoder()
