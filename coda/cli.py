@@ -75,6 +75,14 @@ def _split_queues(values: tuple[str, ...]) -> tuple[str, ...]:
     help="Tasks each worker runs at once.",
 )
 @click.option(
+    "--prefetch",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Tasks sent to each worker beyond its free slots, so it never waits for the next "
+    "one; it starts them in order as slots free up. 0 sends only to free slots. "
+    "Default: the same as --concurrency.",
+)
+@click.option(
     "--workflow-slots",
     type=click.IntRange(min=1),
     default=100,
@@ -143,6 +151,7 @@ def supervisor(
     unix_socket: str | None,
     queues: tuple[str, ...],
     concurrency: int,
+    prefetch: int | None,
     workflow_slots: int,
     token: str | None,
     tls_cert: str | None,
@@ -171,6 +180,7 @@ def supervisor(
         unix_socket=unix_socket,
         queues=_split_queues(queues),
         concurrency=concurrency,
+        prefetch=prefetch,
         workflow_slots=workflow_slots,
         token=token,
         tls_cert=tls_cert,
@@ -312,7 +322,7 @@ def _format_status(data: dict[str, Any]) -> str:
     ]
     for w in data.get("workers", []):
         lines.append(
-            f"  #{w['id']:<4} pid {w['pid']:<8} tasks {w['tasks']:<6} "
+            f"  #{w['id']:<4} pid {w['pid']:<8} tasks {w['tasks']:<6} held {w.get('held', 0):<4} "
             f"workflows {w['workflows']:<8} queues {','.join(w['queues'])}"
         )
     if not data.get("workers"):

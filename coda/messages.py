@@ -10,7 +10,7 @@ Who sends what::
 
     any      → any        Hello (first frame), Welcome, Error
     client   → supervisor Submit, Await, StatusRequest
-    worker   → supervisor Spawn, TaskDone, WorkflowDone
+    worker   → supervisor Spawn, Started, TaskDone, WorkflowDone
     supervisor → client   Accepted, Finished, StatusReply
     supervisor → worker   RunTask, RunWorkflow, Finished (answer to a Spawn)
 """
@@ -54,6 +54,7 @@ __all__ = [
     "PROTOCOL_VERSION",
     "Accepted",
     "Await",
+    "CachedStep",
     "Error",
     "Failure",
     "Finished",
@@ -63,6 +64,7 @@ __all__ = [
     "RunTask",
     "RunWorkflow",
     "Spawn",
+    "Started",
     "StatusReply",
     "StatusRequest",
     "Submit",
@@ -188,11 +190,26 @@ class RunTask(_Message, tag="run_task", frozen=True):
     redelivered: bool = False
 
 
+class CachedStep(msgspec.Struct, frozen=True, array_like=True):
+    """A spawn of this run that already succeeded under a cache key."""
+
+    kind: Kind
+    name: str
+    key: bytes
+    result: Payload
+
+
 class RunWorkflow(_Message, tag="run_workflow", frozen=True):
+    """``history``: results of this run's cached spawns that already succeeded
+    (a rerun's), so the worker answers those spawns without a round trip.
+    It may hold only some of them (its size is bounded); the supervisor
+    answers the rest."""
+
     run_id: str
     name: str
     args: Payload
     attempt: int
+    history: list[CachedStep] = []
 
 
 class Spawn(_Message, tag="spawn", frozen=True):
@@ -211,6 +228,13 @@ class Spawn(_Message, tag="spawn", frozen=True):
     queue: str | None = None
 
 
+class Started(_Message, tag="started", frozen=True):
+    """A task the worker held back (all its slots were busy) has now started:
+    its timeout runs from here, and its loss would count against it."""
+
+    job_id: str
+
+
 class TaskDone(_Message, tag="task_done", frozen=True):
     """``retry_args``: with a ``failure`` that has ``retry_in``, the arguments of
     the next attempt (a task that re-enqueues itself with new arguments)."""
@@ -222,10 +246,14 @@ class TaskDone(_Message, tag="task_done", frozen=True):
 
 
 class WorkflowDone(_Message, tag="workflow_done", frozen=True):
+    """``cache_hits``: per name, spawns answered from ``RunWorkflow.history``
+    (the supervisor did not see them, but counts them in its status)."""
+
     run_id: str
     attempt: int
     result: Payload | None = None
     failure: Failure | None = None
+    cache_hits: dict[str, int] = {}
 
 
 Message = (
@@ -241,6 +269,7 @@ Message = (
     | RunTask
     | RunWorkflow
     | Spawn
+    | Started
     | TaskDone
     | WorkflowDone
     # the broker and result store (coda.broker_messages)

@@ -17,6 +17,7 @@ class MemoryStore(Store):
         self._jobs: dict[str, Job] = {}
         self._cache: dict[CacheKey, str] = {}
         self._children: dict[str, list[str]] = {}
+        self._cache_of_run: dict[str, dict[tuple[str, bytes], str]] = {}
 
     def save_job(self, job: Job) -> None:
         if job.id not in self._jobs:
@@ -32,6 +33,18 @@ class MemoryStore(Store):
 
     def set_cached(self, key: CacheKey, job_id: str) -> None:
         self._cache[key] = job_id
+        run_id, name, encoded = key
+        self._cache_of_run.setdefault(run_id, {})[(name, encoded)] = job_id
+
+    def cached_steps(self, run_id: str) -> list[tuple[str, bytes, Job]]:
+        entries = self._cache_of_run.get(run_id, {})
+        steps = [
+            (name, key, self._jobs[job_id])
+            for (name, key), job_id in entries.items()
+            if job_id in self._jobs
+        ]
+        steps.sort(key=lambda step: step[2].created_at)
+        return steps
 
     def unfinished_jobs(self) -> Iterable[Job]:
         return [job for job in self._jobs.values() if not job.state.finished]
@@ -50,6 +63,9 @@ class MemoryStore(Store):
         if dropped:
             live = self._jobs.keys()
             self._cache = {k: v for k, v in self._cache.items() if v in live}
+            self._cache_of_run = {}
+            for (run_id, name, encoded), job_id in self._cache.items():
+                self._cache_of_run.setdefault(run_id, {})[(name, encoded)] = job_id
         return dropped
 
     def _drop_tree(self, job_id: str) -> int:

@@ -1,16 +1,15 @@
-"""The scheduler: who runs what, and who hears about the result.
+"""The scheduler: what runs, and who hears about the result.
 
-It owns the live state of the supervisor: ready queues per (kind, queue),
-the lease of every running job (which worker holds it), the waiters of every
-unfinished job, and retry timers. It does no I/O of its own: messages go
-out through ``Peer.send`` and persistence goes through a ``Store``, so the
-whole of it runs in one thread, synchronously, one message at a time.
+It owns the live state of the supervisor: every unfinished job, the waiters
+of each, and retry timers; ``Dispatcher`` (dispatch.py) hands ready jobs to
+workers and keeps their leases. It does no I/O of its own: messages go out
+through ``Peer.send`` and persistence goes through a ``Store``, so the whole
+of it runs in one thread, synchronously, one message at a time.
 
-Slots: a worker announces how many tasks and how many workflows it runs at
-once. Workflows and tasks have separate slots, so a workflow waiting on its
-tasks never holds the slot those tasks need (no deadlock with one worker).
-A job is sent to a worker only when it has a free slot of the job's kind:
-there is no prefetch beyond that.
+Reruns: a workflow run that starts again (a retry, a lost worker, a
+supervisor restart) is sent, with ``RunWorkflow``, the results of its
+cached spawns that already succeeded, up to ``HISTORY_BUDGET`` bytes of
+them; the worker answers those spawns itself, without a round trip.
 """
 
 from __future__ import annotations
@@ -18,68 +17,36 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sys
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Literal
 
 from ..errors import CodaError, UnknownNameError
 from ..messages import (
     Accepted,
     Await,
+    CachedStep,
     Error,
     Failure,
     Finished,
-    Message,
     Payload,
-    RunTask,
-    RunWorkflow,
     Spawn,
+    Started,
     Submit,
     TaskDone,
     WorkflowDone,
 )
+from .dispatch import Dispatcher, NameInfo, Peer, WorkerHandle
 from .jobs import Job, JobState
 from .store import CacheKey, Store
 
-__all__ = ["NameInfo", "Peer", "Scheduler", "WorkerHandle"]
+__all__ = ["HISTORY_BUDGET", "NameInfo", "Peer", "Scheduler", "WorkerHandle"]
 
 log = logging.getLogger("coda.scheduler")
 
-
-class Peer(Protocol):
-    """A connection the scheduler can answer on."""
-
-    @property
-    def is_open(self) -> bool: ...
-
-    def send(self, message: Message) -> None: ...
-
-
-class NameInfo(Protocol):
-    """What the scheduler needs to know about a registered name."""
-
-    @property
-    def kind(self) -> str: ...
-
-    @property
-    def queue(self) -> str: ...
-
-    @property
-    def timeout(self) -> float | None: ...
-
-
-@dataclass(eq=False)
-class WorkerHandle:
-    id: int
-    peer: Peer
-    pid: int
-    queues: tuple[str, ...]
-    task_slots: int
-    workflow_slots: int
-    tasks: set[str] = field(default_factory=set)
-    workflows: set[str] = field(default_factory=set)
+HISTORY_BUDGET = 8 * 1024 * 1024  # bytes of cached results sent with one RunWorkflow
 
 
 def new_id() -> str:
@@ -102,16 +69,21 @@ class Scheduler:
         self._accept = accept_content
         self._on_hung_worker = on_hung_worker
         self._max_worker_losses = max_worker_losses
-        self._timeout_grace = timeout_grace
         self._live: dict[str, Job] = {}
-        self._ready: dict[tuple[str, str], deque[Job]] = {}
         self._waiters: dict[str, list[tuple[Peer, int]]] = {}
-        self._workers: dict[int, WorkerHandle] = {}
-        self._pump_pending = False
-        self._rotation = 0
         self._draining = False
         self._on_idle: Callable[[], None] | None = None
+        self._recovered: set[str] = set()  # runs taken over from a previous generation
         self.counts: dict[str, Counter[str]] = {}
+        self.dispatch = Dispatcher(
+            store,
+            lookup,
+            self._live,
+            history=self._history,
+            on_timeout=self._timed_out,
+            on_pause=self._check_idle,
+            timeout_grace=timeout_grace,
+        )
 
     # -- client requests --------------------------------------------------
 
@@ -135,9 +107,9 @@ class Scheduler:
             job = Job(
                 id=msg.run_id or new_id(),
                 kind=info.kind,
-                name=msg.name,
-                args=msg.args,
-                queue=msg.queue or info.queue,
+                name=sys.intern(msg.name),
+                args=_interned(msg.args),
+                queue=sys.intern(msg.queue or info.queue),
             )
             self._add(job, not_before=msg.not_before)
 
@@ -188,9 +160,9 @@ class Scheduler:
         job = Job(
             id=new_id(),
             kind=msg.kind,
-            name=msg.name,
-            args=msg.args,
-            queue=msg.queue or info.queue,
+            name=sys.intern(msg.name),
+            args=_interned(msg.args),
+            queue=sys.intern(msg.queue or info.queue),
             parent_run=msg.run_id,
             cache_key=msg.cache_key,
         )
@@ -199,12 +171,14 @@ class Scheduler:
             self.store.set_cached(key, job.id)
         self._wait_for(job, worker.peer, msg.req_id)
 
+    def started(self, worker: WorkerHandle, msg: Started) -> None:
+        self.dispatch.started(worker, msg.job_id)
+
     def task_done(self, worker: WorkerHandle, msg: TaskDone) -> None:
         job = self._live.get(msg.job_id)
-        if job is None or job.worker != worker.id or msg.job_id not in worker.tasks:
+        if job is None or job.kind != "task" or not self.dispatch.release(worker, job):
             log.info("ignoring a late result for task %s", msg.job_id)
             return
-        worker.tasks.discard(job.id)
         if (
             msg.retry_args is not None
             and msg.failure is not None
@@ -212,35 +186,29 @@ class Scheduler:
         ):
             job.args = msg.retry_args  # the task re-enqueued itself with new arguments
         self._settle(job, msg.result, msg.failure)
-        self._schedule_pump()
 
     def workflow_done(self, worker: WorkerHandle, msg: WorkflowDone) -> None:
         job = self._live.get(msg.run_id)
-        if job is None or job.worker != worker.id or job.attempt != msg.attempt:
+        if job is None or job.attempt != msg.attempt or not self.dispatch.release(worker, job):
             log.info("ignoring a late end of workflow run %s", msg.run_id)
             return
-        worker.workflows.discard(job.id)
+        for name, hits in msg.cache_hits.items():
+            self._count(name, "cache_hits", hits)
         self._settle(job, msg.result, msg.failure)
-        self._schedule_pump()
 
     # -- workers coming and going -----------------------------------------
 
     def worker_joined(self, worker: WorkerHandle) -> None:
-        self._workers[worker.id] = worker
-        self._schedule_pump()
+        self.dispatch.join(worker)
 
     def worker_left(self, worker_id: int) -> None:
         """Requeue, at the head of their queues, the jobs the worker held.
 
         While draining, workers are being let go on purpose: that is not a
-        loss to count against the jobs they held."""
-        worker = self._workers.pop(worker_id, None)
-        if worker is None:
-            return
-        held = [self._live[i] for i in (*worker.tasks, *worker.workflows) if i in self._live]
-        held.sort(key=lambda job: job.created_at, reverse=True)
-        for job in held:
-            if not self._draining:
+        loss to count against the jobs they held. Nor is a task the worker
+        held back and never started."""
+        for job, started in self.dispatch.leave(worker_id):
+            if started and not self._draining:
                 job.losses += 1
             job.worker = None
             if job.losses > self._max_worker_losses:
@@ -250,10 +218,8 @@ class Scheduler:
                 )
                 self._settle(job, None, failure)
                 continue
-            job.state = JobState.QUEUED
+            self.dispatch.enqueue(job, front=True)
             self.store.save_job(job)
-            self._queue_for(job).appendleft(job)
-        self._schedule_pump()
 
     # -- recovery and housekeeping ----------------------------------------
 
@@ -263,14 +229,14 @@ class Scheduler:
         for job in sorted(self.store.unfinished_jobs(), key=lambda j: j.created_at):
             self._live[job.id] = job
             job.worker = None
+            if job.kind == "workflow":
+                self._recovered.add(job.id)
             if job.state is JobState.DELAYED:
                 self._delay(job, max(0.0, job.ready_at - time.time()))
             else:
-                job.state = JobState.QUEUED
-                self._queue_for(job).append(job)
+                self.dispatch.enqueue(job)
             self.store.save_job(job)
             count += 1
-        self._schedule_pump()
         return count
 
     def expire(self, ttl: float, done: Callable[[int], None]) -> None:
@@ -288,7 +254,8 @@ class Scheduler:
         in the store and are rerun, from their cached steps, after a restart."""
         self._draining = True
         self._on_idle = on_idle
-        self._schedule_pump()
+        self.dispatch.paused = True
+        self.dispatch.schedule_pump()
 
     @property
     def draining(self) -> bool:
@@ -296,7 +263,7 @@ class Scheduler:
 
     def in_flight(self) -> int:
         """How many tasks are leased to workers right now."""
-        return sum(len(worker.tasks) for worker in self._workers.values())
+        return self.dispatch.in_flight()
 
     def _check_idle(self) -> None:
         if self._on_idle is not None and self.in_flight() == 0:
@@ -304,9 +271,7 @@ class Scheduler:
             on_idle()
 
     def status(self) -> dict[str, object]:
-        queues: dict[str, Counter[str]] = {}
-        for (kind, queue), ready in self._ready.items():
-            queues.setdefault(queue, Counter())[kind + "s"] += len(ready)
+        queues = self.dispatch.queued()
         delayed = sum(1 for job in self._live.values() if job.state is JobState.DELAYED)
         return {
             "workers": [
@@ -314,10 +279,11 @@ class Scheduler:
                     "id": w.id,
                     "pid": w.pid,
                     "queues": list(w.queues),
-                    "tasks": f"{len(w.tasks)}/{w.task_slots}",
+                    "tasks": f"{w.started_tasks}/{w.task_slots}",
+                    "held": len(w.held),
                     "workflows": f"{len(w.workflows)}/{w.workflow_slots}",
                 }
-                for w in sorted(self._workers.values(), key=lambda w: w.id)
+                for w in sorted(self.dispatch.workers.values(), key=lambda w: w.id)
             ],
             "queues": {name: dict(counts) for name, counts in sorted(queues.items())},
             "delayed": delayed,
@@ -375,15 +341,7 @@ class Scheduler:
             self.store.save_job(job)
             return
         self.store.save_job(job)
-        self._queue_for(job).append(job)
-        self._schedule_pump()
-
-    def _queue_for(self, job: Job) -> deque[Job]:
-        key = (job.kind, job.queue)
-        ready = self._ready.get(key)
-        if ready is None:
-            ready = self._ready[key] = deque()
-        return ready
+        self.dispatch.enqueue(job)
 
     def _wait_for(self, job: Job, peer: Peer, req_id: int) -> None:
         if job.state.finished:  # its end may be this turn's, not yet committed
@@ -406,6 +364,7 @@ class Scheduler:
         job.finished_at = time.time()
         self.store.save_job(job)
         del self._live[job.id]
+        self._recovered.discard(job.id)
         self._count(job.name, "failed" if failure is not None else "succeeded")
         waiters = self._waiters.pop(job.id, None)
         if waiters:
@@ -418,88 +377,27 @@ class Scheduler:
 
     def _wake(self, job: Job) -> None:
         if job.state is JobState.DELAYED and self._live.get(job.id) is job:
-            job.state = JobState.QUEUED
+            self.dispatch.enqueue(job)
             self.store.save_job(job)
-            self._queue_for(job).append(job)
-            self._schedule_pump()
 
-    def _schedule_pump(self) -> None:
-        if not self._pump_pending:
-            self._pump_pending = True
-            asyncio.get_running_loop().call_soon(self._pump)
+    def _history(self, job: Job) -> list[CachedStep]:
+        """What a starting workflow run may answer itself: its cached spawns
+        that succeeded, oldest first, up to ``HISTORY_BUDGET`` bytes. Only a
+        run starting again can have any."""
+        if job.attempt == 1 and job.losses == 0 and job.id not in self._recovered:
+            return []
+        budget = HISTORY_BUDGET - len(job.args.body)
+        history = []
+        for name, key, step in self.store.cached_steps(job.id):
+            if step.state is not JobState.SUCCEEDED or step.result is None:
+                continue
+            budget -= len(step.result.body) + len(key) + len(name)
+            if budget < 0:
+                break
+            history.append(CachedStep(_kind(step), name, key, step.result))
+        return history
 
-    def _pump(self) -> None:
-        """Hand ready jobs to workers with free slots."""
-        self._pump_pending = False
-        if self._draining:
-            self._check_idle()
-            return
-        workers = list(self._workers.values())
-        if not workers:
-            return
-        self._rotation = (self._rotation + 1) % len(workers)
-        for worker in workers[self._rotation :] + workers[: self._rotation]:
-            while len(worker.tasks) < worker.task_slots:
-                job = self._pop_ready(worker.queues, "task")
-                if job is None:
-                    break
-                worker.tasks.add(job.id)
-                self._start(worker, job)
-            while len(worker.workflows) < worker.workflow_slots:
-                job = self._pop_ready(worker.queues, "workflow")
-                if job is None:
-                    break
-                worker.workflows.add(job.id)
-                self._start(worker, job)
-
-    def _pop_ready(self, queues: tuple[str, ...], kind: str) -> Job | None:
-        for queue in queues:
-            ready = self._ready.get((kind, queue))
-            while ready:
-                job = ready.popleft()
-                if job.state is JobState.QUEUED and self._live.get(job.id) is job:
-                    return job
-        return None
-
-    def _start(self, worker: WorkerHandle, job: Job) -> None:
-        job.state = JobState.RUNNING
-        job.worker = worker.id
-        self.store.save_job(job)
-        if job.kind == "workflow":
-            worker.peer.send(
-                RunWorkflow(run_id=job.id, name=job.name, args=job.args, attempt=job.attempt)
-            )
-            return
-        worker.peer.send(
-            RunTask(
-                job_id=job.id,
-                name=job.name,
-                args=job.args,
-                attempt=job.attempt,
-                run_id=job.parent_run,
-                redelivered=job.losses > 0,
-            )
-        )
-        timeout = self._timeout_of(job.name)
-        if timeout is not None:
-            asyncio.get_running_loop().call_later(
-                timeout + self._timeout_grace, self._check_timeout, job, job.attempt, worker
-            )
-
-    def _timeout_of(self, name: str) -> float | None:
-        try:
-            return self._lookup(name).timeout
-        except CodaError:
-            return None
-
-    def _check_timeout(self, job: Job, attempt: int, worker: WorkerHandle) -> None:
-        """A sync task past its timeout cannot be interrupted: replace its worker."""
-        if job.state is not JobState.RUNNING or job.attempt != attempt or job.worker != worker.id:
-            return
-        log.warning(
-            "task %s (%s) exceeded its timeout; replacing worker %s", job.name, job.id, worker.id
-        )
-        worker.tasks.discard(job.id)
+    def _timed_out(self, job: Job, worker: WorkerHandle) -> None:
         self._settle(
             job,
             None,
@@ -509,11 +407,17 @@ class Scheduler:
         )
         self._on_hung_worker(worker.id)
 
-    def _count(self, name: str, what: str) -> None:
+    def _count(self, name: str, what: str, n: int = 1) -> None:
         counts = self.counts.get(name)
         if counts is None:
             counts = self.counts[name] = Counter()
-        counts[what] += 1
+        counts[what] += n
+
+
+def _interned(args: Payload) -> Payload:
+    """The payload with its content type and encoding shared with every other
+    job's: a queued job then costs its body, not three more strings."""
+    return Payload(sys.intern(args.content_type), sys.intern(args.content_encoding), args.body)
 
 
 def _kind(job: Job) -> Literal["task", "workflow"]:

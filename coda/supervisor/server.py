@@ -23,6 +23,7 @@ from ..messages import (
     Error,
     Message,
     Spawn,
+    Started,
     StatusReply,
     StatusRequest,
     Submit,
@@ -67,6 +68,8 @@ class SupervisorConnection(FramedProtocol):
                 self.send(StatusReply(req_id=req_id, status=self.supervisor.status()))
             case Spawn() if worker is not None:
                 self.scheduler.spawn(worker, message)
+            case Started() if worker is not None:
+                self.scheduler.started(worker, message)
             case TaskDone() if worker is not None:
                 self.scheduler.task_done(worker, message)
             case WorkflowDone() if worker is not None:
@@ -105,6 +108,7 @@ class SupervisorConnection(FramedProtocol):
                 queues=tuple(hello.queues),
                 task_slots=max(0, hello.task_slots),
                 workflow_slots=max(0, hello.workflow_slots),
+                prefetch=self.supervisor.config.task_prefetch,
             )
             self.scheduler.worker_joined(self.worker)
 

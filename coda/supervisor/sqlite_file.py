@@ -29,6 +29,7 @@ from .jobs import Job
 from .store import CacheKey
 
 __all__ = [
+    "CACHED_STEPS",
     "START",
     "Cursor",
     "Rows",
@@ -74,6 +75,11 @@ VALUES (?, ?, ?, ?, ?, ?, ?)
 """
 UPDATE_JOB = "UPDATE jobs SET state = ?, finished_at = ?, body = ? WHERE id = ?"
 UPDATE_JOB_ARGS = "UPDATE jobs SET state = ?, finished_at = ?, body = ?, args = ? WHERE id = ?"
+CACHED_STEPS = """
+SELECT cache.name, cache.key, cache.job_id, jobs.body, jobs.args
+FROM cache JOIN jobs ON jobs.id = cache.job_id
+WHERE cache.run_id = ?
+"""
 INSERT_CACHE = "INSERT OR IGNORE INTO cache (run_id, name, key, job_id) VALUES (?, ?, ?, ?)"
 UPDATE_CACHE = "UPDATE cache SET job_id = ? WHERE run_id = ? AND name = ? AND key = ?"
 

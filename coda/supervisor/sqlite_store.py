@@ -248,6 +248,28 @@ class SqliteStore(Store):
         ).fetchone()
         return None if row is None else str(row[0])
 
+    def cached_steps(self, run_id: str) -> list[tuple[str, bytes, Job]]:
+        """The file's entries joined with their jobs in one query, then the
+        unwritten entries and job states on top (they are newer)."""
+        entries: dict[tuple[str, bytes], str] = {}
+        jobs: dict[str, Job] = {}
+        for name, key, job_id, body, args in self._reader.execute(files.CACHED_STEPS, (run_id,)):
+            entries[(name, bytes(key))] = job_id
+            jobs[job_id] = files.decode_job(body, args)
+        pending = [] if self._inflight is None else [self._inflight]
+        for batch in (*pending, _Batch(self._dirty, self._dirty_cache, [])):
+            for (entry_run, name, key), job_id in batch.cache.items():
+                if entry_run == run_id:
+                    entries[(name, key)] = job_id
+            jobs.update((job_id, job) for job_id, job in batch.jobs.items() if job_id in jobs)
+        steps = []
+        for (name, key), job_id in entries.items():
+            job = jobs.get(job_id) or self.get_job(job_id)
+            if job is not None:
+                steps.append((name, key, job))
+        steps.sort(key=lambda step: step[2].created_at)
+        return steps
+
     def unfinished_jobs(self) -> Iterable[Job]:
         self.flush()
         rows = self._reader.execute(

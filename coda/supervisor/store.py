@@ -43,6 +43,11 @@ class Store(abc.ABC):
         """Point ``key`` at a job (a newer job replaces a failed one)."""
 
     @abc.abstractmethod
+    def cached_steps(self, run_id: str) -> list[tuple[str, bytes, Job]]:
+        """Every cache entry of a workflow run, as (name, encoded key, the job
+        answering it), oldest job first."""
+
+    @abc.abstractmethod
     def unfinished_jobs(self) -> Iterable[Job]:
         """Every job not yet succeeded or failed, for recovery after a restart."""
 

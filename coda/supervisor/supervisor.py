@@ -51,6 +51,7 @@ class SupervisorConfig:
     unix_socket: str | None = None
     queues: tuple[str, ...] = (DEFAULT_QUEUE,)
     concurrency: int = 1
+    prefetch: int | None = None  # tasks sent beyond a worker's free slots; None: concurrency
     workflow_slots: int = 100
     token: str | None = None
     tls_cert: str | None = None  # TLS on the TCP listener: certificate (PEM)
@@ -70,6 +71,8 @@ class SupervisorConfig:
             raise ConfigurationError(f"--workers must be >= 0, got {self.workers}")
         if self.concurrency < 1 or self.workflow_slots < 1:
             raise ConfigurationError("--concurrency and --workflow-slots must be >= 1")
+        if self.prefetch is not None and self.prefetch < 0:
+            raise ConfigurationError(f"--prefetch must be >= 0, got {self.prefetch}")
         if self.listen is None and self.unix_socket is None:
             raise ConfigurationError("give --listen HOST:PORT, --unix PATH or both")
         if self.listen is not None:
@@ -82,6 +85,10 @@ class SupervisorConfig:
         if not queue_names_ok(self.queues):
             raise ConfigurationError(f"invalid --queues {self.queues!r}")
         check_server_options(self.tls_cert, self.tls_key, self.tls_ca, tcp=self.listen is not None)
+
+    @property
+    def task_prefetch(self) -> int:
+        return self.concurrency if self.prefetch is None else self.prefetch
 
 
 def queue_names_ok(queues: tuple[str, ...]) -> bool:

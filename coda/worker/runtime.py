@@ -4,10 +4,14 @@ Tasks: async tasks run on the worker's event loop; sync tasks run in a
 thread pool sized to the worker's task slots, so the loop stays free to
 drive workflows while a sync task computes (or, for specs with
 ``main_thread``, one at a time on the process's main thread while the loop
-runs on another). A task may raise ``RetryRequested`` to run again later,
-possibly with new arguments. Workflows: each is a coroutine
-on the loop, with a ``WorkflowRun`` as its runtime; its spawns are requests
-to the supervisor, answered by ``Finished`` messages.
+runs on another). At most ``task_slots`` tasks run at once; tasks the
+supervisor sends beyond that (prefetch) wait here, in order, and each is
+announced with ``Started`` when it starts (see supervisor/dispatch.py). A
+task may raise ``RetryRequested`` to run again later, possibly with new
+arguments. Workflows: each is a coroutine on the loop, with a
+``WorkflowRun`` as its runtime; its spawns are requests to the supervisor,
+answered by ``Finished`` messages, except those a rerun finds in the
+history sent with ``RunWorkflow``.
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ import contextvars
 import itertools
 import logging
 import os
-from collections.abc import Mapping
+from collections import Counter, deque
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from functools import partial
 from typing import Any
@@ -31,6 +36,7 @@ from ..context import RunInfo, TaskInfo, current_runtime, current_task
 from ..decorators import Spec, check_name
 from ..errors import CodaError, ConfigurationError, RequestRefusedError, RetryRequested
 from ..messages import (
+    CachedStep,
     Error,
     Failure,
     Finished,
@@ -39,6 +45,7 @@ from ..messages import (
     RunTask,
     RunWorkflow,
     Spawn,
+    Started,
     TaskDone,
     Welcome,
     WorkflowDone,
@@ -94,6 +101,9 @@ class Worker:
         self.accept = accept
         self.conn: WorkerConnection | None = None
         self._threads = ThreadPoolExecutor(max_workers=task_slots, thread_name_prefix="coda-task")
+        self._task_slots = task_slots
+        self._running_tasks = 0
+        self._held: deque[RunTask] = deque()  # prefetched tasks waiting for a slot
         self._main_thread = main_thread
         self._req_ids = itertools.count(1)
         self._pending: dict[int, tuple[asyncio.Future[Any], str]] = {}
@@ -106,14 +116,33 @@ class Worker:
     # -- tasks ------------------------------------------------------------
 
     def start_task(self, msg: RunTask) -> None:
+        if self._running_tasks < self._task_slots:
+            self._launch(msg)
+        else:
+            self._held.append(msg)
+
+    def _launch(self, msg: RunTask) -> None:
+        self._running_tasks += 1
         self._keep(asyncio.create_task(self._run_task(msg)))
 
     async def _run_task(self, msg: RunTask) -> None:
+        done: TaskDone | None = None
+        try:
+            done = await self._execute(msg)
+        finally:
+            self._running_tasks -= 1
+            if self._held:  # Started before TaskDone: the supervisor's counts stay exact
+                held = self._held.popleft()
+                self.send(Started(job_id=held.job_id))
+                self._launch(held)
+            if done is not None:
+                self.send(done)
+
+    async def _execute(self, msg: RunTask) -> TaskDone:
         try:
             spec = registry.get_spec(msg.name, "task")
         except CodaError as exc:
-            self.send(TaskDone(job_id=msg.job_id, failure=failure_from(exc)))
-            return
+            return TaskDone(job_id=msg.job_id, failure=failure_from(exc))
         loop = asyncio.get_running_loop()
         fail_now = partial(self._fail_now_threadsafe, loop, msg.job_id)
         info = TaskInfo(msg.job_id, msg.name, msg.attempt, msg.redelivered, fail_now)
@@ -128,13 +157,12 @@ class Worker:
                 result = await loop.run_in_executor(self._executor_for(spec), call)
             payload = encode_value(result, serializer)
         except RetryRequested as exc:  # the next attempt's args keep this one's encoding
-            self.send(_retry_done(msg.job_id, exc, serializers.name_for(msg.args.content_type)))
-            return
+            return _retry_done(msg.job_id, exc, serializers.name_for(msg.args.content_type))
         except Exception as exc:
-            failure = failure_from(exc, spec.retry_in(exc, msg.attempt))
-            self.send(TaskDone(job_id=msg.job_id, failure=failure))
-            return
-        self.send(TaskDone(job_id=msg.job_id, result=payload))
+            return TaskDone(
+                job_id=msg.job_id, failure=failure_from(exc, spec.retry_in(exc, msg.attempt))
+            )
+        return TaskDone(job_id=msg.job_id, result=payload)
 
     def _executor_for(self, spec: Spec) -> Executor:
         if spec.main_thread and self._main_thread is not None:
@@ -169,15 +197,22 @@ class Worker:
         self._keep(asyncio.create_task(self._run_workflow(msg)))
 
     async def _run_workflow(self, msg: RunWorkflow) -> None:
+        run: WorkflowRun | None = None
+
         def done(result: Payload | None = None, failure: Any = None) -> None:
-            self.send(WorkflowDone(msg.run_id, msg.attempt, result=result, failure=failure))
+            hits = {} if run is None else dict(run.history_hits)
+            self.send(
+                WorkflowDone(
+                    msg.run_id, msg.attempt, result=result, failure=failure, cache_hits=hits
+                )
+            )
 
         try:
             spec = registry.get_spec(msg.name, "workflow")
         except CodaError as exc:
             done(failure=failure_from(exc))
             return
-        run = WorkflowRun(self, RunInfo(msg.run_id, msg.name, msg.attempt), spec)
+        run = WorkflowRun(self, RunInfo(msg.run_id, msg.name, msg.attempt), spec, msg.history)
         token = current_runtime.set(run)
         try:
             kwargs = decode_payload(msg.args, self.accept)
@@ -230,11 +265,17 @@ class Worker:
 class WorkflowRun:
     """The runtime behind ``coda.context`` for one attempt of one workflow."""
 
-    def __init__(self, worker: Worker, info: RunInfo, spec: Spec) -> None:
+    def __init__(
+        self, worker: Worker, info: RunInfo, spec: Spec, history: Sequence[CachedStep] = ()
+    ) -> None:
         self.worker = worker
         self.info = info
         self.serializer = spec.serializer or DEFAULT_SERIALIZER
         self._requests: list[int] = []
+        self._history: dict[tuple[str, str, bytes], Payload] = {
+            (step.kind, step.name, step.key): step.result for step in history
+        }
+        self.history_hits: Counter[str] = Counter()
 
     def spawn(
         self,
@@ -252,8 +293,10 @@ class WorkflowRun:
                 f"args must be a mapping of keyword arguments, got {type(args).__name__}"
             )
         serializer = self._serializer_for(name)
-        payload = encode_value(dict(args), serializer)
         key = _encode_cache_key(cache_key)
+        if key is not None and (kind, name, key) in self._history:
+            return self._answer_from_history(kind, name, key)
+        payload = encode_value(dict(args), serializer)
 
         def build(req_id: int) -> Spawn:
             self._requests.append(req_id)
@@ -268,6 +311,16 @@ class WorkflowRun:
             )
 
         return self.worker.request(kind, build)
+
+    def _answer_from_history(self, kind: str, name: str, key: bytes) -> asyncio.Future[Any]:
+        """A spawn this run made, and saw succeed, before it started again."""
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        try:
+            future.set_result(decode_payload(self._history[(kind, name, key)], self.worker.accept))
+        except CodaError as exc:
+            future.set_exception(exc)
+        self.history_hits[name] += 1
+        return future
 
     def _serializer_for(self, name: str) -> str:
         try:

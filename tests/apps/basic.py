@@ -86,6 +86,17 @@ def sync_too_slow() -> None:
     time.sleep(60)
 
 
+@coda.task(timeout=1.0)
+def quick_with_timeout() -> int:
+    return os.getpid()
+
+
+@coda.task()
+def busy_for(seconds: float) -> int:
+    time.sleep(seconds)  # a task body that takes a while, not a wait in a test
+    return os.getpid()
+
+
 @coda.task(queue="special")
 def special_add(x: int, y: int) -> int:
     return x + y

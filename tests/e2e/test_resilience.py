@@ -49,6 +49,21 @@ def test_hung_sync_task_times_out_and_worker_is_replaced() -> None:
         assert client.run(basic.add, args={"x": 1, "y": 1}, timeout=30) == 2
 
 
+def test_a_prefetched_task_times_out_from_its_start_not_from_its_dispatch() -> None:
+    """One slot, one prefetched task: the held task, whose timeout (1 s plus
+    the 2 s grace) is shorter than the busy task it waits behind (4 s), must
+    not time out while held."""
+    with SupervisorProcess(["tests.apps.basic"], workers=1, extra_args=["--prefetch", "1"]) as sup:
+        client = sup.client()
+        (pid,) = wait_until(sup.worker_pids, what="the worker")
+        busy = client.submit(basic.busy_for, args={"seconds": 4.0})
+        held = client.submit(basic.quick_with_timeout)
+        wait_until(lambda: sup.status()["workers"][0]["held"] == 1, what="the second task held")
+        assert busy.result(timeout=60) == pid
+        assert held.result(timeout=60) == pid  # not a TaskTimeout, and no worker replaced
+        assert sup.status()["supervisor"]["worker_restarts"] == 0
+
+
 def test_one_worker_runs_a_workflow_and_its_tasks_without_deadlock() -> None:
     with SupervisorProcess(["tests.apps.basic"], workers=1) as sup:
         client = sup.client()

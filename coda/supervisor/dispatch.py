@@ -1,0 +1,302 @@
+"""Dispatch: which worker runs which ready job, and the leases they hold.
+
+The ``Scheduler`` decides what becomes ready and what an outcome means; this
+module hands ready jobs to workers and keeps count of what each holds.
+
+Slots: a worker announces how many tasks and how many workflows it runs at
+once. Workflows and tasks have separate slots, so a workflow waiting on its
+tasks never holds the slot those tasks need (no deadlock with one worker).
+
+Prefetch: beyond its free task slots a worker is sent up to ``prefetch``
+more tasks, which it holds back and starts, in arrival order, as its slots
+free up. The worker then never idles for a round trip between two tasks,
+and a burst of tasks travels in fewer, larger writes. A held-back task is
+*leased* but not *started*: when the worker starts it, it says so
+(``Started``), and only then does the task's timeout begin. If the worker
+dies, a task it never started goes back to its queue without counting as a
+loss (it cannot have killed the worker) and without ``redelivered``.
+
+To keep both sides' counts in step, the worker sends ``Started`` for the
+next held task *before* the ``TaskDone`` of the task whose slot it takes;
+so when the supervisor sees a slot free up, it has already seen the held
+task that filled it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter, deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from ..errors import CodaError
+from ..messages import CachedStep, Message, RunTask, RunWorkflow
+from .jobs import Job, JobState
+from .store import Store
+
+__all__ = ["Dispatcher", "NameInfo", "Peer", "WorkerHandle"]
+
+log = logging.getLogger("coda.scheduler")
+
+
+class Peer(Protocol):
+    """A connection the scheduler can answer on."""
+
+    @property
+    def is_open(self) -> bool: ...
+
+    def send(self, message: Message) -> None: ...
+
+
+class NameInfo(Protocol):
+    """What the scheduler needs to know about a registered name."""
+
+    @property
+    def kind(self) -> str: ...
+
+    @property
+    def queue(self) -> str: ...
+
+    @property
+    def timeout(self) -> float | None: ...
+
+
+@dataclass(eq=False)
+class WorkerHandle:
+    """One connected worker and the jobs leased to it.
+
+    ``tasks`` holds every leased task, started or held back; ``held`` the
+    ones sent beyond the free slots and not yet reported ``Started``."""
+
+    id: int
+    peer: Peer
+    pid: int
+    queues: tuple[str, ...]
+    task_slots: int
+    workflow_slots: int
+    prefetch: int = 0
+    tasks: set[str] = field(default_factory=set)
+    held: set[str] = field(default_factory=set)
+    workflows: set[str] = field(default_factory=set)
+
+    @property
+    def started_tasks(self) -> int:
+        return len(self.tasks) - len(self.held)
+
+
+class Dispatcher:
+    """Ready queues per (kind, queue), the workers, and their leases."""
+
+    def __init__(
+        self,
+        store: Store,
+        lookup: Callable[[str], NameInfo],
+        live: Mapping[str, Job],
+        *,
+        history: Callable[[Job], list[CachedStep]],
+        on_timeout: Callable[[Job, WorkerHandle], None],
+        on_pause: Callable[[], None],
+        timeout_grace: float,
+    ) -> None:
+        self._store = store
+        self._lookup = lookup
+        self._live = live
+        self._history = history
+        self._on_timeout = on_timeout
+        self._on_pause = on_pause
+        self._timeout_grace = timeout_grace
+        self.workers: dict[int, WorkerHandle] = {}
+        self.paused = False
+        self._ready: dict[tuple[str, str], deque[Job]] = {}
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._pump_pending = False
+        self._rotation = 0
+
+    # -- ready queues -----------------------------------------------------
+
+    def enqueue(self, job: Job, *, front: bool = False) -> None:
+        """Make a job ready: at the back of its queue, or at the head (a job
+        given back by a dead worker goes before newer ones)."""
+        job.state = JobState.QUEUED
+        key = (job.kind, job.queue)
+        ready = self._ready.get(key)
+        if ready is None:
+            ready = self._ready[key] = deque()
+        if front:
+            ready.appendleft(job)
+        else:
+            ready.append(job)
+        self.schedule_pump()
+
+    def queued(self) -> dict[str, Counter[str]]:
+        """Per queue, how many tasks and workflows wait (status)."""
+        queues: dict[str, Counter[str]] = {}
+        for (kind, queue), ready in self._ready.items():
+            queues.setdefault(queue, Counter())[kind + "s"] += len(ready)
+        return queues
+
+    # -- workers and their leases -------------------------------------------
+
+    def join(self, worker: WorkerHandle) -> None:
+        self.workers[worker.id] = worker
+        self.schedule_pump()
+
+    def leave(self, worker_id: int) -> list[tuple[Job, bool]]:
+        """Forget a worker; return the jobs it held, each with whether it had
+        started (a held-back task had not), newest first."""
+        worker = self.workers.pop(worker_id, None)
+        if worker is None:
+            return []
+        held: list[tuple[Job, bool]] = []
+        for job_id in (*worker.tasks, *worker.workflows):
+            self._cancel_timeout(job_id)
+            job = self._live_job(job_id)
+            if job is not None:
+                held.append((job, job_id not in worker.held))
+        held.sort(key=lambda pair: pair[0].created_at, reverse=True)
+        self.schedule_pump()
+        return held
+
+    def started(self, worker: WorkerHandle, job_id: str) -> None:
+        """The worker started a task it had held back: its timeout runs now."""
+        if job_id not in worker.tasks:
+            return  # late: the lease has already ended
+        worker.held.discard(job_id)
+        job = self._live_job(job_id)
+        if job is not None:
+            self._arm_timeout(worker, job)
+
+    def release(self, worker: WorkerHandle, job: Job) -> bool:
+        """End the worker's lease on a job; False if it held none."""
+        if job.worker != worker.id:
+            return False
+        if job.kind == "workflow":
+            if job.id not in worker.workflows:
+                return False
+            worker.workflows.discard(job.id)
+        else:
+            if job.id not in worker.tasks:
+                return False
+            worker.tasks.discard(job.id)
+            worker.held.discard(job.id)
+            self._cancel_timeout(job.id)
+        self.schedule_pump()
+        return True
+
+    def in_flight(self) -> int:
+        """How many tasks are leased to workers right now."""
+        return sum(len(worker.tasks) for worker in self.workers.values())
+
+    # -- handing out work ---------------------------------------------------
+
+    def schedule_pump(self) -> None:
+        if not self._pump_pending:
+            self._pump_pending = True
+            asyncio.get_running_loop().call_soon(self._pump)
+
+    def _pump(self) -> None:
+        """Hand ready jobs to workers with free slots (and prefetch room)."""
+        self._pump_pending = False
+        if self.paused:
+            self._on_pause()
+            return
+        workers = list(self.workers.values())
+        if not workers:
+            return
+        self._rotation = (self._rotation + 1) % len(workers)
+        for worker in workers[self._rotation :] + workers[: self._rotation]:
+            while len(worker.tasks) < worker.task_slots + worker.prefetch:
+                job = self._pop_ready(worker.queues, "task")
+                if job is None:
+                    break
+                self._start_task(worker, job)
+            while len(worker.workflows) < worker.workflow_slots:
+                job = self._pop_ready(worker.queues, "workflow")
+                if job is None:
+                    break
+                self._start_workflow(worker, job)
+
+    def _pop_ready(self, queues: tuple[str, ...], kind: str) -> Job | None:
+        for queue in queues:
+            ready = self._ready.get((kind, queue))
+            while ready:
+                job = ready.popleft()
+                if job.state is JobState.QUEUED and self._live.get(job.id) is job:
+                    return job
+        return None
+
+    def _lease(self, worker: WorkerHandle, job: Job) -> None:
+        job.state = JobState.RUNNING
+        job.worker = worker.id
+        self._store.save_job(job)
+
+    def _start_workflow(self, worker: WorkerHandle, job: Job) -> None:
+        worker.workflows.add(job.id)
+        self._lease(worker, job)
+        worker.peer.send(
+            RunWorkflow(
+                run_id=job.id,
+                name=job.name,
+                args=job.args,
+                attempt=job.attempt,
+                history=self._history(job),
+            )
+        )
+
+    def _start_task(self, worker: WorkerHandle, job: Job) -> None:
+        starts_now = worker.started_tasks < worker.task_slots
+        worker.tasks.add(job.id)
+        if not starts_now:
+            worker.held.add(job.id)
+        self._lease(worker, job)
+        worker.peer.send(
+            RunTask(
+                job_id=job.id,
+                name=job.name,
+                args=job.args,
+                attempt=job.attempt,
+                run_id=job.parent_run,
+                redelivered=job.losses > 0,
+            )
+        )
+        if starts_now:
+            self._arm_timeout(worker, job)
+
+    # -- timeouts -------------------------------------------------------------
+
+    def _arm_timeout(self, worker: WorkerHandle, job: Job) -> None:
+        try:
+            timeout = self._lookup(job.name).timeout
+        except CodaError:
+            return
+        if timeout is None:
+            return
+        self._cancel_timeout(job.id)
+        self._timers[job.id] = asyncio.get_running_loop().call_later(
+            timeout + self._timeout_grace, self._timed_out, worker, job
+        )
+
+    def _cancel_timeout(self, job_id: str) -> None:
+        timer = self._timers.pop(job_id, None)
+        if timer is not None:
+            timer.cancel()
+
+    def _timed_out(self, worker: WorkerHandle, job: Job) -> None:
+        """A sync task past its timeout cannot be interrupted: the scheduler
+        fails it and the worker is replaced."""
+        self._timers.pop(job.id, None)
+        if job.state is not JobState.RUNNING or job.worker != worker.id:
+            return
+        log.warning(
+            "task %s (%s) exceeded its timeout; replacing worker %s", job.name, job.id, worker.id
+        )
+        worker.tasks.discard(job.id)
+        worker.held.discard(job.id)
+        self._on_timeout(job, worker)
+        self.schedule_pump()
+
+    def _live_job(self, job_id: str) -> Job | None:
+        job = self._live.get(job_id)
+        return job if job is not None and job.state is JobState.RUNNING else None
