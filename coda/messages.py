@@ -229,8 +229,8 @@ class Spawn(_Message, tag="spawn", frozen=True):
 
 
 class Started(_Message, tag="started", frozen=True):
-    """A task the worker held back (all its slots were busy) has now started:
-    its timeout runs from here, and its loss would count against it."""
+    """The worker started a task (at once, or once a slot freed up): its
+    timeout runs from here, and only now would its loss count against it."""
 
     job_id: str
 

@@ -7,19 +7,20 @@ Slots: a worker announces how many tasks and how many workflows it runs at
 once. Workflows and tasks have separate slots, so a workflow waiting on its
 tasks never holds the slot those tasks need (no deadlock with one worker).
 
-Prefetch: beyond its free task slots a worker is sent up to ``prefetch``
-more tasks, which it holds back and starts, in arrival order, as its slots
-free up. The worker then never idles for a round trip between two tasks,
-and a burst of tasks travels in fewer, larger writes. A held-back task is
-*leased* but not *started*: when the worker starts it, it says so
-(``Started``), and only then does the task's timeout begin. If the worker
-dies, a task it never started goes back to its queue without counting as a
-loss (it cannot have killed the worker) and without ``redelivered``.
+Prefetch: beyond its task slots a worker is sent up to ``prefetch`` more
+tasks, which it holds back and starts, in arrival order, as its slots free
+up. The worker then never idles for a round trip between two tasks, and a
+burst of tasks travels in fewer, larger writes.
 
-To keep both sides' counts in step, the worker sends ``Started`` for the
-next held task *before* the ``TaskDone`` of the task whose slot it takes;
-so when the supervisor sees a slot free up, it has already seen the held
-task that filled it.
+Leased is not started. The worker reports every task it starts with
+``Started`` (a few bytes, in the same write as the ``TaskDone`` of the task
+whose slot it takes), and only the worker knows when that is: a task sent
+while the supervisor still counted a slot busy may find it free. So a task
+counts as *held* from dispatch until its ``Started``: only then does its
+timeout begin, and if the worker dies, a task it never started goes back
+to its queue without counting as a loss (it cannot have killed the worker)
+and without ``redelivered`` (an early-acked Celery task must not be failed
+as lost when it never ran).
 """
 
 from __future__ import annotations
@@ -67,8 +68,8 @@ class NameInfo(Protocol):
 class WorkerHandle:
     """One connected worker and the jobs leased to it.
 
-    ``tasks`` holds every leased task, started or held back; ``held`` the
-    ones sent beyond the free slots and not yet reported ``Started``."""
+    ``tasks`` holds every leased task; ``held`` those of them the worker has
+    not yet reported ``Started``."""
 
     id: int
     peer: Peer
@@ -160,7 +161,7 @@ class Dispatcher:
         return held
 
     def started(self, worker: WorkerHandle, job_id: str) -> None:
-        """The worker started a task it had held back: its timeout runs now."""
+        """The worker started a task: its timeout runs from now."""
         if job_id not in worker.tasks:
             return  # late: the lease has already ended
         worker.held.discard(job_id)
@@ -246,10 +247,8 @@ class Dispatcher:
         )
 
     def _start_task(self, worker: WorkerHandle, job: Job) -> None:
-        starts_now = worker.started_tasks < worker.task_slots
         worker.tasks.add(job.id)
-        if not starts_now:
-            worker.held.add(job.id)
+        worker.held.add(job.id)
         self._lease(worker, job)
         worker.peer.send(
             RunTask(
@@ -261,8 +260,6 @@ class Dispatcher:
                 redelivered=job.losses > 0,
             )
         )
-        if starts_now:
-            self._arm_timeout(worker, job)
 
     # -- timeouts -------------------------------------------------------------
 

@@ -116,6 +116,7 @@ START: Cursor = (-1.0, "")
 
 _BODY_FIELDS = tuple(f.name for f in dataclasses.fields(Job) if f.name != "args")
 _encode = msgspec.msgpack.Encoder().encode
+_NO_ARGS = _encode(Payload("", "", b""))
 
 
 def parse_sqlite_url(url: str) -> tuple[str, str]:
@@ -194,14 +195,16 @@ class Rows:
     updates_args: list[tuple[Any, ...]] = dataclasses.field(default_factory=list)
     cache: list[tuple[Any, ...]] = dataclasses.field(default_factory=list)
 
-    def add_job(self, job: Job, written_args: Payload | None) -> None:
-        """``written_args``: the args last written for this job (None: not in the file)."""
+    def add_job(self, job: Job, written_args: Payload | None, with_args: bool = True) -> None:
+        """``written_args``: the args last written for this job (None: not in
+        the file); without ``with_args``, a new row gets empty args (a task
+        first written finished: they are never read again)."""
         state = job.state.value
         finished_at = (job.finished_at or time.time()) if job.state.finished else None
         body = _encode({name: getattr(job, name) for name in _BODY_FIELDS})
         if written_args is None:
             head = (job.id, job.parent_run, state, job.created_at, finished_at)
-            self.upserts.append((*head, _encode(job.args), body))
+            self.upserts.append((*head, _encode(job.args) if with_args else _NO_ARGS, body))
         elif written_args is job.args:
             self.updates.append((state, finished_at, body, job.id))
         else:

@@ -5,7 +5,7 @@ thread pool sized to the worker's task slots, so the loop stays free to
 drive workflows while a sync task computes (or, for specs with
 ``main_thread``, one at a time on the process's main thread while the loop
 runs on another). At most ``task_slots`` tasks run at once; tasks the
-supervisor sends beyond that (prefetch) wait here, in order, and each is
+supervisor sends beyond that (prefetch) wait here, in order. Each task is
 announced with ``Started`` when it starts (see supervisor/dispatch.py). A
 task may raise ``RetryRequested`` to run again later, possibly with new
 arguments. Workflows: each is a coroutine on the loop, with a
@@ -123,6 +123,7 @@ class Worker:
 
     def _launch(self, msg: RunTask) -> None:
         self._running_tasks += 1
+        self.send(Started(job_id=msg.job_id))
         self._keep(asyncio.create_task(self._run_task(msg)))
 
     async def _run_task(self, msg: RunTask) -> None:
@@ -131,10 +132,8 @@ class Worker:
             done = await self._execute(msg)
         finally:
             self._running_tasks -= 1
-            if self._held:  # Started before TaskDone: the supervisor's counts stay exact
-                held = self._held.popleft()
-                self.send(Started(job_id=held.job_id))
-                self._launch(held)
+            if self._held:
+                self._launch(self._held.popleft())
             if done is not None:
                 self.send(done)
 

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from coda.errors import RetryRequested
-from coda.messages import Failure, Payload, RunTask, Submit, TaskDone
+from coda.messages import Failure, Payload, RunTask, Started, Submit, TaskDone
 from coda.worker.mainthread import MainThreadExecutor
 from coda.worker.runtime import _retry_done
 from tests.unit.test_scheduler import ARGS, FakePeer, run, turn, worker
@@ -52,11 +52,12 @@ def test_retry_args_replace_the_next_attempts_arguments() -> None:
     run(check)
 
 
-def test_a_job_held_by_a_dead_worker_is_marked_redelivered() -> None:
+def test_a_job_started_by_a_dead_worker_is_marked_redelivered() -> None:
     async def check(scheduler) -> None:  # type: ignore[no-untyped-def]
         peer, first = FakePeer(), worker(scheduler, 1)
         scheduler.submit(peer, Submit(req_id=1, name="t", args=ARGS, run_id="job-1"))
         await turn()
+        scheduler.started(first, Started(job_id="job-1"))
         scheduler.worker_left(first.id)
         second = worker(scheduler, 2)
         await turn()

@@ -60,13 +60,16 @@ def test_prefetch_sends_that_many_tasks_beyond_the_free_slots() -> None:
         await turn()
         first = runs(w)
         assert len(first) == 5
+        assert s.status()["workers"][0]["held"] == 5  # none reported started yet
+        for run_task in first[:2]:
+            s.started(w, Started(job_id=run_task.job_id))
         assert s.status()["workers"][0]["tasks"] == "2/2"
         assert s.status()["workers"][0]["held"] == 3
-        # the worker starts the oldest held task, then reports the one that freed its slot
+        # a slot frees up: the worker starts the oldest held task and reports both
         s.started(w, Started(job_id=first[2].job_id))
         s.task_done(w, TaskDone(job_id=first[0].job_id, result=RESULT))
         await turn()
-        assert len(runs(w)) == 1  # one more, held again
+        assert len(runs(w)) == 1  # one more, held
         assert s.status()["workers"][0]["held"] == 3
 
     run(check)
@@ -80,7 +83,9 @@ def test_a_held_task_times_out_from_when_it_starts() -> None:
         await turn()
         running, held = runs(w)
         timers = s.dispatch._timers
-        assert set(timers) == {running.job_id}  # the held one's clock has not started
+        assert timers == {}  # a task's clock starts when the worker starts it
+        s.started(w, Started(job_id=running.job_id))
+        assert set(timers) == {running.job_id}
         s.started(w, Started(job_id=held.job_id))
         s.task_done(w, TaskDone(job_id=running.job_id, result=RESULT))
         assert set(timers) == {held.job_id}
@@ -97,6 +102,7 @@ def test_a_dead_workers_unstarted_tasks_are_not_counted_as_lost() -> None:
             s.submit(FakePeer(), Submit(req_id=i, name="t", args=ARGS))
         await turn()
         started, held_a, held_b = runs(w1)
+        s.started(w1, Started(job_id=started.job_id))
         s.worker_left(1)
         w2 = worker(s, 2, slots=3, prefetch=0)
         await turn()

@@ -16,6 +16,7 @@ from coda.messages import (
     RunTask,
     RunWorkflow,
     Spawn,
+    Started,
     Submit,
     TaskDone,
     WorkflowDone,
@@ -214,8 +215,11 @@ def test_poison_job_fails_after_repeated_worker_deaths() -> None:
         client = FakePeer()
         s.submit(client, Submit(req_id=1, name="t", args=ARGS, wait=True))
         for worker_id in range(1, 8):
-            worker(s, worker_id)
+            w = worker(s, worker_id)
             await turn()
+            for message in sent(w):  # it starts the job, which kills it
+                if isinstance(message, RunTask):
+                    s.started(w, Started(job_id=message.job_id))
             s.worker_left(worker_id)
         finished = [m for m in client.take() if isinstance(m, Finished)]
         assert finished and finished[0].failure is not None

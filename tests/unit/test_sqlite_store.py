@@ -73,6 +73,10 @@ def job(job_id: str, parent: str | None = None) -> Job:
     return Job(id=job_id, kind="task", name="t", args=ARGS, queue="default", parent_run=parent)
 
 
+def flow(job_id: str, parent: str | None = None) -> Job:
+    return dataclasses.replace(job(job_id, parent), kind="workflow")
+
+
 def finish(j: Job, at: float) -> Job:
     j.state, j.result, j.finished_at = JobState.SUCCEEDED, RESULT, at
     return j
@@ -251,11 +255,11 @@ def test_unfinished_jobs_are_handed_back_oldest_first(path: str) -> None:
 def test_expire_drops_old_finished_trees_and_their_cache_entries(path: str) -> None:
     now = time.time()
     with reopened(path) as store:
-        old_root = finish(job("old"), now - 100)
-        child = finish(job("child", parent="old"), now - 100)
+        old_root = finish(flow("old"), now - 100)
+        child = finish(flow("child", parent="old"), now - 100)
         grandchild = finish(job("grandchild", parent="child"), now - 100)
-        other_root = finish(job("other"), now - 100)
-        straggler = job("straggler", parent="other")  # left running by its workflow
+        other_root = finish(flow("other"), now - 100)
+        straggler = flow("straggler", parent="other")  # a child workflow left running
         recent = finish(job("recent"), now)
         running = job("running")
         for j in (old_root, child, grandchild, other_root, straggler, recent, running):
@@ -301,9 +305,9 @@ def test_expire_works_in_bounded_batches_past_spared_trees(
 
     async def check(store: SqliteStore) -> None:
         for i in range(8):
-            store.save_job(finish(job(f"r{i}"), 1.0 + i))
-            child = job(f"c{i}", parent=f"r{i}")
+            child = job(f"c{i}", parent=f"r{i}")  # three are left running by their workflow
             store.save_job(child if i in (0, 1, 2) else finish(child, 1.0 + i))
+            store.save_job(finish(flow(f"r{i}"), 1.0 + i))
         await committed(store)
         done = asyncio.get_running_loop().create_future()
         store.expire_soon(100.0, done.set_result)
@@ -449,3 +453,28 @@ def test_draining_refuses_submits_and_reports_idle(path: str) -> None:
 
 def _fields(spawn: Spawn) -> dict[str, object]:
     return {f: getattr(spawn, f) for f in spawn.__struct_fields__}
+
+
+def test_a_workflows_tasks_are_written_once_finished_or_when_it_ends(path: str) -> None:
+    async def check(store: SqliteStore) -> None:
+        run_job = flow("run")
+        store.save_job(run_job)
+        done, left = job("done", parent="run"), job("left", parent="run")
+        store.save_job(done)
+        store.save_job(left)
+        store.set_cached(("run", "t", b"k"), "done")
+        await committed(store)
+        assert [j.id for j in store.unfinished_jobs()] == ["run"]  # a rerun respawns them
+        store.save_job(finish(done, 5.0))
+        await committed(store)
+        written = store.get_job("done")
+        assert written is not None and written.result == RESULT
+        assert written.args.body == b""  # never read again: not written
+        assert [step[2].id for step in store.cached_steps("run")] == ["done"]
+        store.save_job(finish(run_job, 6.0))  # ends without awaiting "left"
+        await committed(store)
+        assert [j.id for j in store.unfinished_jobs()] == ["left"]
+        recovered = store.get_job("left")
+        assert recovered is not None and recovered.args == ARGS  # recoverable on its own
+
+    run(path, check)
