@@ -74,6 +74,9 @@ class Scheduler:
         self._draining = False
         self._on_idle: Callable[[], None] | None = None
         self._recovered: set[str] = set()  # runs taken over from a previous generation
+        # the cache keys of workflow runs started by this generation, while they
+        # are unfinished: all of them, so a key not here is a miss without a read
+        self._run_keys: dict[str, dict[tuple[str, bytes], str]] = {}
         self.counts: dict[str, Counter[str]] = {}
         self.dispatch = Dispatcher(
             store,
@@ -169,6 +172,9 @@ class Scheduler:
         self._add(job)
         if key is not None:
             self.store.set_cached(key, job.id)
+            keys = self._run_keys.get(msg.run_id)
+            if keys is not None:
+                keys[key[1:]] = job.id
         self._wait_for(job, worker.peer, msg.req_id)
 
     def started(self, worker: WorkerHandle, msg: Started) -> None:
@@ -327,7 +333,8 @@ class Scheduler:
 
     def _cached_job(self, key: CacheKey) -> Job | None:
         """The job answering a cache key, unless it failed (then run again)."""
-        job_id = self.store.get_cached(key)
+        keys = self._run_keys.get(key[0])
+        job_id = self.store.get_cached(key) if keys is None else keys.get(key[1:])
         job = self._find(job_id)
         if job is None or job.state is JobState.FAILED:
             return None
@@ -335,6 +342,8 @@ class Scheduler:
 
     def _add(self, job: Job, not_before: float | None = None) -> None:
         self._live[job.id] = job
+        if job.kind == "workflow":  # a new run: no cache entry of it exists anywhere yet
+            self._run_keys[job.id] = {}
         wait = 0.0 if not_before is None else not_before - time.time()
         if wait > 0:  # a countdown / eta: hold it back, as a retry delay does
             self._delay(job, wait)
@@ -365,6 +374,7 @@ class Scheduler:
         self.store.save_job(job)
         del self._live[job.id]
         self._recovered.discard(job.id)
+        self._run_keys.pop(job.id, None)
         self._count(job.name, "failed" if failure is not None else "succeeded")
         waiters = self._waiters.pop(job.id, None)
         if waiters:

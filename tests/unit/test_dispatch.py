@@ -174,3 +174,23 @@ def test_history_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
         assert isinstance(answer, Finished) and answer.req_id == 9 and answer.result == RESULT
 
     run(check)
+
+
+def test_a_fresh_runs_cache_lookups_do_not_read_the_store(mocker) -> None:  # type: ignore[no-untyped-def]
+    async def check(s: Scheduler) -> None:
+        w = worker(s, 1, slots=5, prefetch=0)
+        reads = mocker.spy(s.store, "get_cached")
+        s.submit(FakePeer(), Submit(req_id=1, name="w", args=ARGS))
+        await turn()
+        (wf,) = sent(w)
+        s.spawn(w, Spawn(1, wf.run_id, "task", "t", ARGS, cache_key=_key(1)))  # a miss
+        s.spawn(w, Spawn(2, wf.run_id, "task", "t", ARGS, cache_key=_key(1)))  # attaches
+        await turn()
+        (only,) = runs(w)
+        s.task_done(w, TaskDone(job_id=only.job_id, result=RESULT))
+        s.spawn(w, Spawn(3, wf.run_id, "task", "t", ARGS, cache_key=_key(1)))  # a hit
+        answers = [m.req_id for m in sent(w) if isinstance(m, Finished)]
+        assert sorted(answers) == [1, 2, 3]
+        assert reads.call_count == 0
+
+    run(check)
