@@ -5,12 +5,14 @@ from pathlib import Path
 
 import pytest
 
-from coda.testing import SupervisorProcess
+from coda.testing import SupervisorProcess, wait_until
 
 
 @pytest.fixture(scope="module")
 def supervisor() -> Iterator[SupervisorProcess]:
     with SupervisorProcess(["tests.apps.basic"], workers=2) as sup:
+        # the ready line comes before the workers have connected
+        wait_until(lambda: len(sup.status()["workers"]) == 2, what="both workers")
         yield sup
 
 
