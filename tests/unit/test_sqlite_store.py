@@ -467,8 +467,10 @@ def test_a_workflows_tasks_are_written_once_finished_or_when_it_ends(path: str) 
         assert [j.id for j in store.unfinished_jobs()] == ["run"]  # a rerun respawns them
         store.save_job(finish(done, 5.0))
         await committed(store)
-        written = store.get_job("done")
-        assert written is not None and written.result == RESULT
+        with contextlib.closing(sqlite3.connect(path)) as db:
+            body, args = db.execute("SELECT body, args FROM jobs WHERE id = 'done'").fetchone()
+        written = sqlite_file.decode_job(body, args)
+        assert written.result == RESULT
         assert written.args.body == b""  # never read again: not written
         assert [step[2].id for step in store.cached_steps("run")] == ["done"]
         store.save_job(finish(run_job, 6.0))  # ends without awaiting "left"
@@ -476,5 +478,27 @@ def test_a_workflows_tasks_are_written_once_finished_or_when_it_ends(path: str) 
         assert [j.id for j in store.unfinished_jobs()] == ["left"]
         recovered = store.get_job("left")
         assert recovered is not None and recovered.args == ARGS  # recoverable on its own
+
+    run(path, check)
+
+
+def test_recently_finished_jobs_are_read_from_memory(
+    path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_store, "RECENT_JOBS", 2)
+
+    async def check(store: SqliteStore) -> None:
+        jobs = [finish(job(f"j{i}"), 1.0) for i in range(3)]
+        for j in jobs:
+            store.save_job(j)
+        await committed(store)
+        assert store.get_job("j2") is jobs[2]  # kept: the very object, no read
+        assert store.get_job("j1") is jobs[1]
+        oldest = store.get_job("j0")  # evicted: read back from the file
+        assert oldest is not None and oldest is not jobs[0] and oldest.result == RESULT
+        done = asyncio.get_running_loop().create_future()
+        store.expire_soon(2.0, done.set_result)  # all three finished at 1.0
+        assert await asyncio.wait_for(done, 10) == 3
+        assert store.get_job("j2") is None  # expired: not served from memory either
 
     run(path, check)
