@@ -80,7 +80,7 @@ def _split_queues(values: tuple[str, ...]) -> tuple[str, ...]:
     default=None,
     help="Tasks sent to each worker beyond its free slots, so it never waits for the next "
     "one; it starts them in order as slots free up. 0 sends only to free slots. "
-    "Default: the same as --concurrency.",
+    "Default: 4 x --concurrency (Celery's default prefetch multiplier).",
 )
 @click.option(
     "--workflow-slots",

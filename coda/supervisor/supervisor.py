@@ -51,7 +51,7 @@ class SupervisorConfig:
     unix_socket: str | None = None
     queues: tuple[str, ...] = (DEFAULT_QUEUE,)
     concurrency: int = 1
-    prefetch: int | None = None  # tasks sent beyond a worker's free slots; None: concurrency
+    prefetch: int | None = None  # tasks sent beyond a worker's slots; None: 4 x concurrency
     workflow_slots: int = 100
     token: str | None = None
     tls_cert: str | None = None  # TLS on the TCP listener: certificate (PEM)
@@ -88,7 +88,7 @@ class SupervisorConfig:
 
     @property
     def task_prefetch(self) -> int:
-        return self.concurrency if self.prefetch is None else self.prefetch
+        return 4 * self.concurrency if self.prefetch is None else self.prefetch
 
 
 def queue_names_ok(queues: tuple[str, ...]) -> bool:
