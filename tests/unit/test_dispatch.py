@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 
 import msgspec
 import pytest
 
-from coda.errors import UnknownNameError
 from coda.messages import (
     CachedStep,
     Failure,
@@ -22,24 +20,8 @@ from coda.messages import (
     WorkflowDone,
 )
 from coda.supervisor import scheduler as scheduler_module
-from coda.supervisor.memory_store import MemoryStore
 from coda.supervisor.scheduler import Scheduler, WorkerHandle
-from tests.unit.test_scheduler import ARGS, RESULT, FakePeer, Info, sent, turn
-
-NAMES = {"t": Info("task"), "slow": Info("task", timeout=5.0), "w": Info("workflow")}
-
-
-def lookup(name: str) -> Info:
-    if name not in NAMES:
-        raise UnknownNameError(name)
-    return NAMES[name]
-
-
-def run(test: Callable[[Scheduler], Awaitable[None]]) -> None:
-    async def main() -> None:
-        await test(Scheduler(MemoryStore(), lookup, accept_content=frozenset({ARGS.content_type})))
-
-    asyncio.run(main())
+from tests.unit.test_scheduler import ARGS, RESULT, FakePeer, run, sent, turn
 
 
 def worker(s: Scheduler, worker_id: int, slots: int = 1, prefetch: int = 1) -> WorkerHandle:

@@ -48,7 +48,12 @@ class Info:
     timeout: float | None = None
 
 
-NAMES = {"t": Info("task"), "w": Info("workflow"), "other_q": Info("task", queue="other")}
+NAMES = {
+    "t": Info("task"),
+    "w": Info("workflow"),
+    "other_q": Info("task", queue="other"),
+    "slow": Info("task", timeout=5.0),
+}
 
 
 def lookup(name: str) -> Info:
