@@ -289,10 +289,8 @@ class Dispatcher:
         log.warning(
             "task %s (%s) exceeded its timeout; replacing worker %s", job.name, job.id, worker.id
         )
-        worker.tasks.discard(job.id)
-        worker.held.discard(job.id)
+        self.release(worker, job)
         self._on_timeout(job, worker)
-        self.schedule_pump()
 
     def _live_job(self, job_id: str) -> Job | None:
         job = self._live.get(job_id)

@@ -15,9 +15,8 @@ class MemoryStore(Store):
 
     def __init__(self) -> None:
         self._jobs: dict[str, Job] = {}
-        self._cache: dict[CacheKey, str] = {}
+        self._cache: dict[str, dict[tuple[str, bytes], str]] = {}  # by workflow run
         self._children: dict[str, list[str]] = {}
-        self._cache_of_run: dict[str, dict[tuple[str, bytes], str]] = {}
 
     def save_job(self, job: Job) -> None:
         if job.id not in self._jobs:
@@ -29,18 +28,17 @@ class MemoryStore(Store):
         return self._jobs.get(job_id)
 
     def get_cached(self, key: CacheKey) -> str | None:
-        return self._cache.get(key)
+        run_id, name, encoded = key
+        return self._cache.get(run_id, {}).get((name, encoded))
 
     def set_cached(self, key: CacheKey, job_id: str) -> None:
-        self._cache[key] = job_id
         run_id, name, encoded = key
-        self._cache_of_run.setdefault(run_id, {})[(name, encoded)] = job_id
+        self._cache.setdefault(run_id, {})[(name, encoded)] = job_id
 
     def cached_steps(self, run_id: str) -> list[tuple[str, bytes, Job]]:
-        entries = self._cache_of_run.get(run_id, {})
         steps = [
             (name, key, self._jobs[job_id])
-            for (name, key), job_id in entries.items()
+            for (name, key), job_id in self._cache.get(run_id, {}).items()
             if job_id in self._jobs
         ]
         steps.sort(key=lambda step: step[2].created_at)
@@ -60,21 +58,17 @@ class MemoryStore(Store):
         dropped = 0
         for root in roots:
             dropped += self._drop_tree(root.id)
-        if dropped:
-            live = self._jobs.keys()
-            self._cache = {k: v for k, v in self._cache.items() if v in live}
-            self._cache_of_run = {}
-            for (run_id, name, encoded), job_id in self._cache.items():
-                self._cache_of_run.setdefault(run_id, {})[(name, encoded)] = job_id
         return dropped
 
     def _drop_tree(self, job_id: str) -> int:
         dropped = 0
         for child in self._children.pop(job_id, []):
             dropped += self._drop_tree(child)
+        self._cache.pop(job_id, None)  # the entries of the run, if it was a workflow
         if self._jobs.pop(job_id, None) is not None:
             dropped += 1
         return dropped
 
     def statistics(self) -> dict[str, int]:
-        return {"jobs": len(self._jobs), "cache_entries": len(self._cache)}
+        entries = sum(len(run) for run in self._cache.values())
+        return {"jobs": len(self._jobs), "cache_entries": entries}

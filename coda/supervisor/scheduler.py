@@ -73,7 +73,6 @@ class Scheduler:
         self._waiters: dict[str, list[tuple[Peer, int]]] = {}
         self._draining = False
         self._on_idle: Callable[[], None] | None = None
-        self._recovered: set[str] = set()  # runs taken over from a previous generation
         # the cache keys of workflow runs started by this generation, while they
         # are unfinished: all of them, so a key not here is a miss without a read
         self._run_keys: dict[str, dict[tuple[str, bytes], str]] = {}
@@ -235,8 +234,6 @@ class Scheduler:
         for job in sorted(self.store.unfinished_jobs(), key=lambda j: j.created_at):
             self._live[job.id] = job
             job.worker = None
-            if job.kind == "workflow":
-                self._recovered.add(job.id)
             if job.state is JobState.DELAYED:
                 self._delay(job, max(0.0, job.ready_at - time.time()))
             else:
@@ -373,7 +370,6 @@ class Scheduler:
         job.finished_at = time.time()
         self.store.save_job(job)
         del self._live[job.id]
-        self._recovered.discard(job.id)
         self._run_keys.pop(job.id, None)
         self._count(job.name, "failed" if failure is not None else "succeeded")
         waiters = self._waiters.pop(job.id, None)
@@ -392,9 +388,10 @@ class Scheduler:
 
     def _history(self, job: Job) -> list[CachedStep]:
         """What a starting workflow run may answer itself: its cached spawns
-        that succeeded, oldest first, up to ``HISTORY_BUDGET`` bytes. Only a
-        run starting again can have any."""
-        if job.attempt == 1 and job.losses == 0 and job.id not in self._recovered:
+        that succeeded, oldest first, up to ``HISTORY_BUDGET`` bytes. A run
+        of this generation that has spawned nothing yet has none, and that
+        is known without asking the store."""
+        if self._run_keys.get(job.id) == {}:
             return []
         budget = HISTORY_BUDGET - len(job.args.body)
         history = []

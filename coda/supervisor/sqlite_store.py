@@ -289,15 +289,18 @@ class SqliteStore(Store):
     # -- reads: pending changes first, then the file ------------------------
 
     def get_job(self, job_id: str) -> Job | None:
-        job = self._dirty.get(job_id)
-        if job is None and self._inflight is not None:
-            job = self._inflight.jobs.get(job_id)
-        if job is None:
-            job = self._recent.get(job_id)
+        job = self._in_memory(job_id)
         if job is not None:
             return job
         row = self._reader.execute("SELECT body, args FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return None if row is None else files.decode_job(*row)
+
+    def _in_memory(self, job_id: str) -> Job | None:
+        """The job's unwritten state, else its recently committed one."""
+        job = self._dirty.get(job_id)
+        if job is None and self._inflight is not None:
+            job = self._inflight.jobs.get(job_id)
+        return self._recent.get(job_id) if job is None else job
 
     def get_cached(self, key: CacheKey) -> str | None:
         job_id = self._dirty_cache.get(key)
@@ -311,22 +314,28 @@ class SqliteStore(Store):
         return None if row is None else str(row[0])
 
     def cached_steps(self, run_id: str) -> list[tuple[str, bytes, Job]]:
-        """The file's entries joined with their jobs in one query, then the
-        unwritten entries and job states on top (they are newer)."""
+        """The file's entries joined with their jobs in one query; unwritten
+        entries and job states are newer, so they win."""
         entries: dict[tuple[str, bytes], str] = {}
-        jobs: dict[str, Job] = {}
+        rows: dict[str, tuple[bytes, bytes]] = {}
         for name, key, job_id, body, args in self._reader.execute(files.CACHED_STEPS, (run_id,)):
             entries[(name, bytes(key))] = job_id
-            jobs[job_id] = files.decode_job(body, args)
-        pending = [] if self._inflight is None else [self._inflight]
-        for batch in (*pending, _Batch(self._dirty, self._dirty_cache, [])):
-            for (entry_run, name, key), job_id in batch.cache.items():
-                if entry_run == run_id:
-                    entries[(name, key)] = job_id
-            jobs.update((job_id, job) for job_id, job in batch.jobs.items() if job_id in jobs)
+            rows[job_id] = (body, args)
+        pending = (
+            [self._dirty_cache]
+            if self._inflight is None
+            else [self._inflight.cache, self._dirty_cache]
+        )
+        for cache in pending:
+            entries.update(
+                ((name, key), job_id) for (run, name, key), job_id in cache.items() if run == run_id
+            )
         steps = []
         for (name, key), job_id in entries.items():
-            job = jobs.get(job_id) or self.get_job(job_id)
+            job = self._in_memory(job_id)
+            if job is None:
+                row = rows.get(job_id)
+                job = files.decode_job(*row) if row is not None else self.get_job(job_id)
             if job is not None:
                 steps.append((name, key, job))
         steps.sort(key=lambda step: step[2].created_at)

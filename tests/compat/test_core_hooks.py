@@ -4,7 +4,6 @@ processes: ``Submit.not_before``, ``TaskDone.retry_args``, ``RunTask.redelivered
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
 
@@ -14,7 +13,7 @@ from coda.errors import RetryRequested
 from coda.messages import Failure, Payload, RunTask, Started, Submit, TaskDone
 from coda.worker.mainthread import MainThreadExecutor
 from coda.worker.runtime import _retry_done
-from tests.unit.test_scheduler import ARGS, FakePeer, run, turn, worker
+from tests.unit.test_scheduler import ARGS, FakePeer, run, turn, until_sent, worker
 
 NEXT = Payload("application/x-msgpack", "binary", b"\x81\xa1n\x01")
 
@@ -27,9 +26,7 @@ def test_not_before_holds_a_submission_back() -> None:
         await turn()
         assert not [m for m in wpeer.sent if isinstance(m, RunTask)]
         assert scheduler.status()["delayed"] == 1
-        await asyncio.sleep(0.3)
-        await turn()
-        assert [m for m in wpeer.sent if isinstance(m, RunTask)]
+        await until_sent(wpeer, RunTask)
 
     run(check)
 
@@ -43,8 +40,7 @@ def test_retry_args_replace_the_next_attempts_arguments() -> None:
         (first,) = [m for m in wpeer.take() if isinstance(m, RunTask)]
         retry = Failure("ConnectionError", "again", retry_in=0.0)
         scheduler.task_done(handle, TaskDone(job_id="job-1", failure=retry, retry_args=NEXT))
-        await asyncio.sleep(0.01)
-        await turn()
+        await until_sent(wpeer, RunTask)
         (second,) = [m for m in wpeer.take() if isinstance(m, RunTask)]
         assert (first.args, second.args, second.attempt) == (ARGS, NEXT, 2)
         assert second.redelivered is False

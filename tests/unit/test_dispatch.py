@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import msgspec
 import pytest
 
@@ -21,7 +19,7 @@ from coda.messages import (
 )
 from coda.supervisor import scheduler as scheduler_module
 from coda.supervisor.scheduler import Scheduler, WorkerHandle
-from tests.unit.test_scheduler import ARGS, RESULT, FakePeer, run, sent, turn
+from tests.unit.test_scheduler import ARGS, RESULT, FakePeer, run, sent, turn, until_sent
 
 
 def worker(s: Scheduler, worker_id: int, slots: int = 1, prefetch: int = 1) -> WorkerHandle:
@@ -126,8 +124,7 @@ async def _workflow_with_cached_steps(s: Scheduler, w: WorkerHandle) -> RunWorkf
     s.task_done(w, TaskDone(job_id=bad.job_id, failure=Failure("E", "no")))
     retry = Failure("E", "again", retry_in=0.0)
     s.workflow_done(w, WorkflowDone(wf.run_id, 1, failure=retry))
-    await asyncio.sleep(0.01)
-    await turn()
+    await until_sent(w.peer, RunWorkflow)  # type: ignore[arg-type]
     (rerun,) = [m for m in sent(w) if isinstance(m, RunWorkflow)]
     return rerun
 

@@ -78,6 +78,14 @@ async def turn() -> None:
         await asyncio.sleep(0)
 
 
+async def until_sent(peer: FakePeer, kind: type[Message], timeout: float = 10.0) -> None:
+    """Wait, with a deadline, until ``peer`` has been sent a ``kind`` (a timer's job)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not any(isinstance(m, kind) for m in peer.sent):
+        assert asyncio.get_running_loop().time() < deadline, f"no {kind.__name__} sent"
+        await asyncio.sleep(0.001)
+
+
 def worker(
     scheduler: Scheduler,
     worker_id: int,
@@ -186,8 +194,7 @@ def test_retry_waits_then_runs_the_next_attempt() -> None:
         s.task_done(w, TaskDone(job_id=first.job_id, failure=Failure("E", "x", retry_in=0.01)))
         await turn()
         assert sent(w) == [] and s.status()["delayed"] == 1
-        await asyncio.sleep(0.05)
-        await turn()
+        await until_sent(w.peer, RunTask)  # type: ignore[arg-type]
         (second,) = sent(w)
         assert isinstance(second, RunTask) and second.attempt == 2
         assert s.counts["t"]["retried"] == 1
