@@ -13,13 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import coda
-
-
-def record(path: str, label: str) -> int:
-    """Append ``label`` and return how many times it has been recorded."""
-    with open(path, "a") as log:
-        log.write(label + "\n")
-    return Path(path).read_text().splitlines().count(label)
+from tests.apps.journal import record
 
 
 @coda.task()

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import os
 import time
-from pathlib import Path
 from typing import Any
 
 from celery import Celery, Task
 
 import coda.compat.kombu  # noqa: F401  (registers coda:// with kombu)
+from tests.apps.journal import lines, record  # noqa: F401  (tests read lines)
 
 BROKER_URL = os.environ.get("CODA_BROKER_URL", "coda://127.0.0.1:42069")
 
@@ -29,20 +29,6 @@ app.conf.update(
     worker_hijack_root_logger=False,
     task_send_sent_event=False,
 )
-
-
-def record(path: str | None, line: str) -> int:
-    """Append ``line`` to ``path``; return how many times it is there now."""
-    if not path:
-        return 0
-    with open(path, "a") as log:
-        log.write(line + "\n")
-    return Path(path).read_text().splitlines().count(line)
-
-
-def lines(path: str) -> list[str]:
-    file = Path(path)
-    return file.read_text().splitlines() if file.exists() else []
 
 
 @app.task

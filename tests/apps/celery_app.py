@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import os
 import time
-from pathlib import Path
 from typing import Any
 
 from celery import Celery, Task, signals
 from celery.exceptions import SoftTimeLimitExceeded
+
+from tests.apps.journal import lines, record  # noqa: F401  (tests read lines)
 
 REDIS_URL = os.environ.get("CODA_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 PREFIX = os.environ.get("CODA_TEST_CELERY_PREFIX", "coda-test:")
@@ -29,20 +30,6 @@ app.conf.update(
     broker_connection_retry_on_startup=True,
     worker_hijack_root_logger=False,
 )
-
-
-def record(path: str | None, line: str) -> int:
-    """Append ``line`` to ``path``; return how many times it is there now."""
-    if not path:
-        return 0
-    with open(path, "a") as log:
-        log.write(line + "\n")
-    return Path(path).read_text().splitlines().count(line)
-
-
-def lines(path: str) -> list[str]:
-    file = Path(path)
-    return file.read_text().splitlines() if file.exists() else []
 
 
 @app.task

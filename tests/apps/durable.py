@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import coda
-from tests.apps.basic import record
+from tests.apps.journal import record
 
 
 @coda.task()
