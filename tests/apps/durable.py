@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import coda
+from tests.apps import basic  # noqa: F401  (its tasks, e.g. noop, are served alongside)
 from tests.apps.journal import record
 
 
