@@ -28,7 +28,7 @@ SUPERVISOR_HELP = (
 
 
 @click.group()
-@click.version_option(package_name="coda")
+@click.version_option(package_name="coda-workflows")
 def main() -> None:
     """Coda: durable workflows and tasks, run by a supervisor and its workers."""
 
