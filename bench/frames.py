@@ -24,6 +24,7 @@ import asyncio
 import os
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any
 
 from coda._wire import FramedProtocol
@@ -38,7 +39,7 @@ def _stream(size: int, count: int) -> bytes:
     body = os.urandom(size)
     frames = []
     for i in range(count):
-        result = Payload("application/x-msgpack", "binary", body)
+        result = Payload("application/x-msgpack", "binary", memoryview(body))
         frames.append(bytes(encode_message(TaskDone(job_id=f"job-{i}", result=result))))
     return b"".join(frames)
 
@@ -132,8 +133,8 @@ def main() -> None:
     options = parser.parse_args()
     print(f"{'payload':<7} {'reads':<20} {'functions µs/msg':>17} {'protocol µs/msg':>16}")
     for label, reads_label, reads in _cases(options.count):
-        pure = _best(lambda: _functions(reads), options.repeats) / options.count
-        framed = _best(lambda: _protocol(reads), options.repeats) / options.count
+        pure = _best(partial(_functions, reads), options.repeats) / options.count
+        framed = _best(partial(_protocol, reads), options.repeats) / options.count
         print(f"{label:<7} {reads_label:<20} {pure * 1e6:>17.2f} {framed * 1e6:>16.2f}")
 
 

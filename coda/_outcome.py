@@ -34,7 +34,7 @@ def failure_from(exc: BaseException, retry_in: float | None = None) -> Failure:
 
 def encode_value(value: Any, serializer: str) -> Payload:
     content_type, encoding, body = registry.dumps(value, serializer)
-    return Payload(content_type, encoding, body)
+    return Payload(content_type, encoding, memoryview(body))
 
 
 def decode_payload(payload: Payload | None, accept: frozenset[str] | None = None) -> Any:

@@ -4,7 +4,8 @@ Every frame carries exactly one of the structs below, encoded as a MessagePack
 array whose first element is the message's tag. Structs are frozen: a message
 is a fact about the past, never edited in place. Payloads (task arguments and
 results) stay opaque bytes with a content type, so the supervisor never
-decodes user data and never needs user classes.
+decodes user data and never needs user classes; it relays them as views of
+the frames they arrived in.
 
 Who sends what::
 
@@ -80,11 +81,24 @@ Kind = Literal["task", "workflow"]
 
 
 class Payload(msgspec.Struct, frozen=True, array_like=True):
-    """Serialized user data: what kombu calls (content_type, encoding, body)."""
+    """Serialized user data: what kombu calls (content_type, encoding, body).
+
+    ``body`` is a ``memoryview``: decoded, it is a view of the frame it came
+    in, so the supervisor stores and forwards it without copying (see
+    ``coda.protocol``); a new one wraps its bytes: ``memoryview(data)``.
+    """
 
     content_type: str
     content_encoding: str
-    body: bytes
+    body: memoryview
+
+    def __reduce__(self) -> tuple[object, ...]:
+        """Pickled (and deep-copied) as bytes: a memoryview itself cannot be."""
+        return (_payload, (self.content_type, self.content_encoding, bytes(self.body)))
+
+
+def _payload(content_type: str, content_encoding: str, body: bytes) -> Payload:
+    return Payload(content_type, content_encoding, memoryview(body))
 
 
 class Failure(msgspec.Struct, frozen=True, array_like=True):

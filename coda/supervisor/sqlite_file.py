@@ -116,7 +116,7 @@ START: Cursor = (-1.0, "")
 
 _BODY_FIELDS = tuple(f.name for f in dataclasses.fields(Job) if f.name != "args")
 _encode = msgspec.msgpack.Encoder().encode
-_NO_ARGS = _encode(Payload("", "", b""))
+_NO_ARGS = _encode(Payload("", "", memoryview(b"")))
 
 
 def parse_sqlite_url(url: str) -> tuple[str, str]:
