@@ -90,9 +90,12 @@ class SupervisorConnection(FramedProtocol):
         expected_role = "worker" if self.expected_worker_id is not None else "client"
         try:
             hello = check_hello(message, expected_role)
-            self._check_token(hello.token)
         except HandshakeError as exc:
             self.fail(exc, code="handshake")
+            return
+        refused_token = self._token_refusal(hello.token)
+        if refused_token is not None:
+            self.fail(HandshakeError(refused_token[1]), code=refused_token[0])
             return
         if expected_role == "client" and self.scheduler.draining:
             self.fail(HandshakeError("the supervisor is shutting down"), code="shutting_down")
@@ -112,12 +115,18 @@ class SupervisorConnection(FramedProtocol):
             )
             self.scheduler.worker_joined(self.worker)
 
-    def _check_token(self, offered: str) -> None:
+    def _token_refusal(self, offered: str) -> tuple[str, str] | None:
+        """The error code and sentence refusing the token offered, if refused:
+        ``token_required`` when none was, ``token_invalid`` when it is wrong
+        (the client turns either into its own advice)."""
         expected = self.supervisor.config.token
         if self.expected_worker_id is not None or not expected:
-            return  # workers are our own children, on a private socket pair
+            return None  # workers are our own children, on a private socket pair
+        if not offered:
+            return "token_required", "this supervisor requires a token and none was offered"
         if not hmac.compare_digest(offered.encode(), expected.encode()):
-            raise HandshakeError("the token offered in the handshake is not valid")
+            return "token_invalid", "the token offered is not this supervisor's --token"
+        return None
 
     def on_closed(self, exc: Exception | None) -> None:
         self.supervisor.broker.disconnected(self)
