@@ -24,6 +24,7 @@ from ._connection import (
     Refused,
     Reply,
     Request,
+    State,
     Welcomed,
 )
 from ._handshake import HANDSHAKE_TIMEOUT
@@ -227,6 +228,8 @@ class Client:
             raise failed.error from exc
 
     def _connected(self) -> ClientConnection:
+        if self._conn is not None and self._conn.state is State.CLOSED:
+            self._drop()  # it failed after the answer we last took: start afresh
         if self._conn is None:
             self._open()
         assert self._conn is not None
