@@ -2,24 +2,24 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
 import sys
-import time
 from ssl import SSLContext
 from typing import Any
 
 import click
 
+from ._cli_run import Resume, wait_with_progress
 from ._cli_tls import tls_client_options, tls_server_options
 from ._client_common import DEFAULT_ADDRESS
 from .client import Client
-from .errors import CodaError, RemoteError, ResultTimeoutError
+from .errors import CodaError, ConnectionLostError, RemoteError, ResultTimeoutError
+from .supervisor import SupervisorConfig
 
 __all__ = ["main"]
-
-DEFAULT_STORE = "sqlite:///coda-state.sqlite3"
 
 SUPERVISOR_HELP = (
     "Supervisor address (host:port or socket path). "
@@ -33,9 +33,18 @@ def main() -> None:
     """Coda: durable workflows and tasks, run by a supervisor and its workers."""
 
 
+def _default(name: str) -> Any:
+    """``SupervisorConfig``'s default for the option ``name`` (a value, or a
+    callable click calls): the one source of the supervisor's defaults."""
+    field = SupervisorConfig.__dataclass_fields__[name]
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory
+    return field.default
+
+
 def _split_queues(values: tuple[str, ...]) -> tuple[str, ...]:
     queues = tuple(q.strip() for value in values for q in value.split(",") if q.strip())
-    return queues or ("default",)
+    return queues or _default("queues")
 
 
 @main.command()
@@ -50,13 +59,13 @@ def _split_queues(values: tuple[str, ...]) -> tuple[str, ...]:
 @click.option(
     "--workers",
     type=click.IntRange(min=0),
-    default=os.cpu_count() or 1,
-    show_default=True,
+    default=_default("workers"),
+    show_default="the number of CPUs",
     help="Worker processes to run (0: no workers).",
 )
 @click.option(
     "--listen",
-    default="127.0.0.1:42069",
+    default=_default("listen"),
     show_default=True,
     help="TCP address for clients; 'none' to disable TCP.",
 )
@@ -65,12 +74,12 @@ def _split_queues(values: tuple[str, ...]) -> tuple[str, ...]:
     "--queues",
     multiple=True,
     metavar="Q1,Q2",
-    help="Queues this supervisor's workers consume. Default: default.",
+    help=f"Queues this supervisor's workers consume. Default: {','.join(_default('queues'))}.",
 )
 @click.option(
     "--concurrency",
     type=click.IntRange(min=1),
-    default=1,
+    default=_default("concurrency"),
     show_default=True,
     help="Tasks each worker runs at once.",
 )
@@ -85,7 +94,7 @@ def _split_queues(values: tuple[str, ...]) -> tuple[str, ...]:
 @click.option(
     "--workflow-slots",
     type=click.IntRange(min=1),
-    default=100,
+    default=_default("workflow_slots"),
     show_default=True,
     help="Workflows each worker drives at once.",
 )
@@ -103,25 +112,25 @@ def _split_queues(values: tuple[str, ...]) -> tuple[str, ...]:
 @click.option(
     "--result-ttl",
     type=click.FloatRange(min=1),
-    default=86400.0,
+    default=_default("result_ttl"),
     show_default=True,
     help="Seconds to keep finished runs and results.",
 )
 @click.option(
     "--store",
     envvar="CODA_STORE",
-    default=DEFAULT_STORE,
-    show_default=True,
+    default=_default("store"),
+    show_default="state.sqlite3 in $XDG_STATE_HOME/coda, else ~/.local/state/coda",
     help=(
         "Where state is kept: sqlite:///relative/file.sqlite3 or sqlite:////absolute/file.sqlite3 "
-        "(durable across restarts; the default is relative to the working directory), or "
-        "memory:// (lost when the supervisor exits). Env: CODA_STORE."
+        "(durable across restarts), or memory:// (lost when the supervisor exits). "
+        "Env: CODA_STORE."
     ),
 )
 @click.option(
     "--shutdown-grace",
     type=click.FloatRange(min=0),
-    default=30.0,
+    default=_default("shutdown_grace"),
     show_default=True,
     help="On SIGTERM/SIGINT, seconds to let running tasks finish before stopping "
     "(a second signal stops at once; unfinished work stays in the store).",
@@ -166,7 +175,7 @@ def supervisor(
     log_level: str,
 ) -> None:
     """Run a supervisor and its worker processes until SIGINT/SIGTERM."""
-    from .supervisor import Supervisor, SupervisorConfig
+    from .supervisor import Supervisor
 
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s supervisor %(levelname)s %(name)s: %(message)s"
@@ -234,6 +243,12 @@ def _parse_args(value: str) -> dict[str, Any]:
     help="Give up waiting after this many seconds (the run goes on).",
 )
 @click.option("--no-wait", is_flag=True, help="Print the run id and return at once.")
+@click.option(
+    "--run-id",
+    metavar="ID",
+    help="Submit under this run id. If a run with this id exists (not yet expired), "
+    "wait for it instead of starting another: how to get back to a run.",
+)
 @tls_client_options
 def run(
     name: str,
@@ -242,6 +257,7 @@ def run(
     token: str | None,
     timeout: float | None,
     no_wait: bool,
+    run_id: str | None,
     ssl: SSLContext | None,
 ) -> None:
     """Run the task or workflow registered as NAME; print its result as JSON."""
@@ -249,41 +265,29 @@ def run(
         args = _parse_args(args_json)
     except click.BadParameter as exc:
         raise click.BadParameter(str(exc), param_hint="--args") from None
+    resume: Resume | None = None
     try:
         with Client(address, token=token, ssl=ssl) as client:
-            handle = client.submit(name, args)
+            handle = client.submit(name, args, run_id=run_id)
             if no_wait:
                 click.echo(handle.run_id)
                 return
-            result = _wait_with_progress(handle, timeout)
+            resume = Resume(name, args_json, address, handle.run_id)
+            result = wait_with_progress(handle, timeout)
+    except KeyboardInterrupt:
+        if resume is None:  # not accepted yet: nothing goes on
+            raise
+        click.echo(resume.interrupted(), err=True)
+        sys.exit(130)  # the shell's code for "stopped by SIGINT"
     except RemoteError as exc:
         if exc.remote_traceback:
             click.echo(exc.remote_traceback.rstrip(), err=True)
         raise click.ClickException(f"run failed: {exc}") from None
+    except (ConnectionLostError, ResultTimeoutError) as exc:
+        raise click.ClickException(resume.ended(exc) if resume else str(exc)) from None
     except CodaError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(json.dumps(result, default=str))
-
-
-def _wait_with_progress(handle: Any, timeout: float | None) -> Any:
-    """Wait in short slices so a long wait shows it is alive (on stderr)."""
-    started = time.monotonic()
-    interactive = sys.stderr.isatty()
-    next_report = 5.0
-    while True:
-        elapsed = time.monotonic() - started
-        if timeout is not None and elapsed >= timeout:
-            raise ResultTimeoutError(f"run {handle.run_id} did not finish within {timeout}s")
-        slice_ = 1.0 if timeout is None else min(1.0, timeout - elapsed)
-        try:
-            return handle.result(timeout=slice_)
-        except ResultTimeoutError:
-            elapsed = time.monotonic() - started
-            if interactive:
-                click.echo(f"\rwaiting for run {handle.run_id}… {elapsed:.0f}s", nl=False, err=True)
-            elif elapsed >= next_report:
-                click.echo(f"still waiting for run {handle.run_id} ({elapsed:.0f}s)", err=True)
-                next_report *= 2
 
 
 @main.command()

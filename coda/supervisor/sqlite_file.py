@@ -143,7 +143,8 @@ def lock(path: str) -> int:
     returned descriptor is open: one supervisor per store file. The kernel
     drops the lock when the process dies, even by ``kill -9``."""
     try:
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        # a folder made for the state is private: it holds task arguments and results
+        os.makedirs(os.path.dirname(os.path.abspath(path)), mode=0o700, exist_ok=True)
         fd = os.open(path + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
     except OSError as exc:
         raise ConfigurationError(f"cannot open the store {path!r}: {exc}") from exc
@@ -153,7 +154,8 @@ def lock(path: str) -> int:
         holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
         os.close(fd)
         raise ConfigurationError(
-            f"the store {path!r} is in use by another supervisor (pid {holder})"
+            f"the store {path!r} is in use by another supervisor (pid {holder}): stop that "
+            "one, or give this one a store of its own with --store (and an address with --listen)"
         ) from None
     os.ftruncate(fd, 0)
     os.write(fd, str(os.getpid()).encode())

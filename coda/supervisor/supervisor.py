@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import functools
 import ipaddress
 import logging
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from .. import registry
+from .._client_common import DEFAULT_ADDRESS
 from .._tls import check_server_options, listener_options
 from .._wire import parse_address
 from ..decorators import DEFAULT_QUEUE
@@ -30,6 +32,7 @@ from .pool import WorkerPool, WorkerSettings
 from .scheduler import NameInfo, Scheduler, new_id
 from .server import SupervisorConnection
 from .sqlite_store import SqliteStore
+from .state_dir import default_store_url, describe_store
 from .store import Store
 
 __all__ = ["Supervisor", "SupervisorConfig"]
@@ -43,11 +46,17 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class SupervisorConfig:
-    """Everything ``coda supervisor`` accepts on its command line."""
+    """Everything ``coda supervisor`` accepts on its command line.
+
+    The defaults here are the command line's too (``cli.py`` reads them from
+    these fields), so a supervisor built in Python behaves as one started by
+    ``coda supervisor`` with the same options: durable state in the state
+    directory (``state_dir.py``), not in memory.
+    """
 
     modules: tuple[str, ...] = ()
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
-    listen: str | None = "127.0.0.1:42069"
+    listen: str | None = DEFAULT_ADDRESS
     unix_socket: str | None = None
     queues: tuple[str, ...] = (DEFAULT_QUEUE,)
     concurrency: int = 1
@@ -60,7 +69,7 @@ class SupervisorConfig:
     accept_pickle: bool = False
     frame_limit: int = DEFAULT_FRAME_LIMIT
     result_ttl: float = 24 * 3600.0
-    store: str = "memory://"
+    store: str = field(default_factory=default_store_url)
     shutdown_grace: float = 30.0  # seconds SIGTERM waits for running tasks
     celery_app: str | None = None  # "module:attribute" of a Celery app whose tasks to adopt
     # coda:// messages of adopted tasks that Coda workers take: "*", "queue:NAME", task names
@@ -196,10 +205,26 @@ class Supervisor:
         recovered = self.scheduler.recover()
         if recovered:
             log.info("recovered %d unfinished jobs from the store", recovered)
+        try:
+            await self._listen(loop)
+        except BaseException:
+            for server in self._servers:
+                server.close()
+            self.store.close()
+            raise
+        await self.pool.start()
+        self._housekeeping = asyncio.create_task(self._expire_periodically())
+
+    async def _listen(self, loop: asyncio.AbstractEventLoop) -> None:
         if self.config.listen is not None:
             _, (host, port) = parse_address(self.config.listen)
             tls = listener_options(self.config.tls_cert, self.config.tls_key, self.config.tls_ca)
-            server = await loop.create_server(lambda: SupervisorConnection(self), host, port, **tls)
+            try:
+                server = await loop.create_server(
+                    lambda: SupervisorConnection(self), host, port, **tls
+                )
+            except OSError as exc:
+                raise _cannot_listen(self.config.listen, exc) from None
             bound = server.sockets[0].getsockname()
             self.addresses.append(f"{bound[0]}:{bound[1]}")
             self._servers.append(server)
@@ -211,8 +236,6 @@ class Supervisor:
             )
             self.addresses.append(self.config.unix_socket)
             self._servers.append(server)
-        await self.pool.start()
-        self._housekeeping = asyncio.create_task(self._expire_periodically())
 
     async def _expire_periodically(self) -> None:
         interval = min(60.0, max(1.0, self.config.result_ttl / 10))
@@ -298,7 +321,9 @@ class Supervisor:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stopping.set)
         if ready_line:
-            print(f"coda supervisor ready on {' and '.join(self.addresses)}", flush=True)
+            where = " and ".join(self.addresses)
+            state = describe_store(self.config.store)
+            print(f"coda supervisor ready on {where} (state: {state})", flush=True)
         await stopping.wait()
         stopping.clear()
         grace = self.config.shutdown_grace
@@ -310,6 +335,17 @@ class Supervisor:
         again.cancel()
         await self.stop()
         sys.stdout.flush()
+
+
+def _cannot_listen(address: str, exc: OSError) -> ConfigurationError:
+    """One line for the operator: which address, why, and the flag to change."""
+    if exc.errno == errno.EADDRINUSE:
+        why = "the address is already in use (another supervisor, or another program, holds it)"
+    else:
+        why = exc.strerror or str(exc)
+    return ConfigurationError(
+        f"cannot listen on {address}: {why}; pick another with --listen HOST:PORT"
+    )
 
 
 def _resolve(future: asyncio.Future[T], value: T) -> None:

@@ -24,7 +24,8 @@ from coda.testing import InProcessSupervisor
 
 @pytest.fixture(scope="module")
 def address() -> Iterator[str]:
-    with InProcessSupervisor(SupervisorConfig(workers=0, listen="127.0.0.1:0")) as supervisor:
+    config = SupervisorConfig(workers=0, listen="127.0.0.1:0", store="memory://")
+    with InProcessSupervisor(config) as supervisor:
         yield supervisor.address
 
 
