@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from ._cli_run import Resume, wait_with_progress
+from ._cli_status import format_status
 from ._cli_tls import tls_client_options, tls_server_options
 from ._client_common import DEFAULT_ADDRESS
 from .client import Client
@@ -303,7 +304,7 @@ def run(
 @click.option("--json", "as_json", is_flag=True, help="Print the raw status as JSON.")
 @tls_client_options
 def status(address: str, token: str | None, as_json: bool, ssl: SSLContext | None) -> None:
-    """Show workers, queues, runs in flight and per-name counts."""
+    """Show workers, queues, runs in flight, the coda:// broker's queues and per-name counts."""
     try:
         with Client(address, token=token, ssl=ssl) as client:
             data = client.status()
@@ -312,42 +313,4 @@ def status(address: str, token: str | None, as_json: bool, ssl: SSLContext | Non
     if as_json:
         click.echo(json.dumps(data, indent=2, default=str))
         return
-    click.echo(_format_status(data))
-
-
-def _format_status(data: dict[str, Any]) -> str:
-    sup = data.get("supervisor", {})
-    addresses = ", ".join(sup.get("addresses", []))
-    lines = [
-        f"supervisor {sup.get('id')} (pid {sup.get('pid')}) on {addresses}, "
-        f"up {sup.get('uptime')}s, {sup.get('worker_restarts', 0)} worker restarts",
-        "",
-        "workers:",
-    ]
-    for w in data.get("workers", []):
-        lines.append(
-            f"  #{w['id']:<4} pid {w['pid']:<8} tasks {w['tasks']:<6} held {w.get('held', 0):<4} "
-            f"workflows {w['workflows']:<8} queues {','.join(w['queues'])}"
-        )
-    if not data.get("workers"):
-        lines.append("  (none)")
-    lines += ["", "queues:"]
-    for name, counts in data.get("queues", {}).items():
-        tasks, workflows = counts.get("tasks", 0), counts.get("workflows", 0)
-        lines.append(f"  {name:<20} {tasks} tasks, {workflows} workflows waiting")
-    lines.append(f"  delayed (retry wait): {data.get('delayed', 0)}")
-    lines += [
-        "",
-        f"in flight: {data.get('runs_in_flight', 0)} runs, {data.get('jobs_in_flight', 0)} jobs",
-        "",
-    ]
-    names = data.get("names", {})
-    if names:
-        header = f"  {'name':<48} {'succeeded':>9} {'failed':>7} {'retried':>8} {'cache hits':>10}"
-        lines += ["per name:", header]
-        for name, c in names.items():
-            lines.append(
-                f"  {name:<48} {c.get('succeeded', 0):>9} {c.get('failed', 0):>7} "
-                f"{c.get('retried', 0):>8} {c.get('cache_hits', 0):>10}"
-            )
-    return "\n".join(lines)
+    click.echo(format_status(data))

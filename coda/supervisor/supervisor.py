@@ -300,6 +300,7 @@ class Supervisor:
             "uptime": round(time.time() - self.started_at, 1),
             "worker_processes": self.config.workers,
             "worker_restarts": self.pool.restarts,
+            "state": describe_store(self.config.store),
         }
         status["broker"] = self.broker.statistics()
         return status
