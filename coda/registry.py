@@ -98,6 +98,6 @@ def adopt_celery_app(path: str, role: str = "supervisor") -> None:
         adopt = importlib.import_module("coda.compat.celery.adopt")
     except ImportError as exc:
         raise ConfigurationError(
-            f"--celery-app needs Celery installed (pip install 'coda[celery]'): {exc}"
+            f"--celery-app needs Celery installed (pip install 'coda-workflows[celery]'): {exc}"
         ) from exc
     adopt.adopt_app_path(path, role=role)
