@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from .broker_messages import (
+from .broker.messages import (
     Ack,
     BasicGet,
     BrokerOk,
@@ -272,7 +272,7 @@ Message = (
     | Started
     | TaskDone
     | WorkflowDone
-    # the broker and result store (coda.broker_messages)
+    # the broker and result store (coda.broker.messages)
     | ExchangeDeclare
     | ExchangeDelete
     | QueueDeclare

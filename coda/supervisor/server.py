@@ -15,7 +15,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from .._wire import FramedProtocol
-from ..broker_messages import BROKER_REQUESTS
+from ..broker.messages import BROKER_REQUESTS
 from ..errors import HandshakeError
 from ..messages import (
     PROTOCOL_VERSION,

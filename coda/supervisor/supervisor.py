@@ -19,12 +19,12 @@ from typing import Any, TypeVar
 from .. import registry
 from .._tls import check_server_options, listener_options
 from .._wire import parse_address
+from ..broker.divert import Diverter, DivertRules
+from ..broker.service import BrokerService
 from ..decorators import DEFAULT_QUEUE
 from ..errors import CodaError, ConfigurationError
 from ..protocol import DEFAULT_FRAME_LIMIT
 from ..serialization import registry as serializers
-from .broker_divert import Diverter, DivertRules
-from .broker_service import BrokerService
 from .memory_store import MemoryStore
 from .pool import WorkerPool, WorkerSettings
 from .scheduler import NameInfo, Scheduler, new_id

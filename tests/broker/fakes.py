@@ -7,7 +7,7 @@ import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from coda.broker_messages import Deliver
+from coda.broker.messages import Deliver
 from coda.messages import Message
 
 

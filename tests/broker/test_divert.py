@@ -5,12 +5,12 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from coda.broker_messages import ExchangeDeclare, Publish, QueueBind, QueueDeclare
+from coda.broker.divert import Diverter, DivertRules
+from coda.broker.messages import ExchangeDeclare, Publish, QueueBind, QueueDeclare
+from coda.broker.service import BrokerService
 from coda.errors import ConfigurationError
 from coda.messages import Submit
 from coda.serialization import registry
-from coda.supervisor.broker_divert import Diverter, DivertRules
-from coda.supervisor.broker_service import BrokerService
 from coda.supervisor.scheduler import Peer
 from tests.broker.fakes import FakeClock, FakePeer
 

@@ -15,7 +15,7 @@ from kombu import Connection, Consumer, Exchange, Producer, Queue
 from kombu.transport import TRANSPORT_ALIASES, resolve_transport
 
 import coda.compat.kombu
-from coda.broker_messages import Deliver, QueueDeclare, QueuePurge
+from coda.broker.messages import Deliver, QueueDeclare, QueuePurge
 from coda.compat.kombu.envelope import decode_delivery, encode_publish, parse_time
 from coda.compat.kombu.link import Link
 from coda.supervisor import SupervisorConfig

@@ -36,7 +36,7 @@ from celery.result import GroupResult, ResultBase, result_from_tuple
 from celery.utils.functional import maybe_list
 from kombu.utils.encoding import bytes_to_str, ensure_bytes
 
-from ...broker_messages import (
+from ...broker.messages import (
     BrokerOk,
     ChordPart,
     ChordReply,

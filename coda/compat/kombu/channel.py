@@ -20,7 +20,7 @@ from amqp.protocol import queue_declare_ok_t
 from kombu.transport import virtual
 from kombu.utils.uuid import uuid
 
-from ...broker_messages import (
+from ...broker.messages import (
     Ack,
     BasicGet,
     BrokerOk,

@@ -3,7 +3,7 @@
 Unlike kombu's virtual transports (Redis, SQS, ...), nothing here emulates a
 broker on the client side: exchanges, bindings, queues, the lease of every
 unacked message and prefetch credit all live in the supervisor
-(``coda.supervisor.broker``); each channel method is one frame
+(``coda.broker``); each channel method is one frame
 (``channel.py``). Deliveries are *pushed* by the supervisor against each
 channel's prefetch credit and dispatched when the socket is readable:
 through ``register_with_event_loop`` (Celery's worker hub: no polling, an
@@ -23,7 +23,7 @@ from typing import Any
 import amqp.exceptions
 from kombu.transport import virtual
 
-from ...broker_messages import Deliver
+from ...broker.messages import Deliver
 from ...errors import ConnectionLostError, ProtocolError
 from ...messages import Error
 from .channel import Channel

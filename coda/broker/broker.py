@@ -1,7 +1,7 @@
 """The supervisor as a message broker for kombu and Celery (AMQP's model).
 
 Theory of operation. Publishers send ``Publish``; the broker routes it through
-its exchange table (``broker_routing``) to queues (``broker_queue``), or holds
+its exchange table (``exchanges``) to queues (``queues``), or holds
 it until its ETA. Consumers are (connection, channel, consumer tag) triples;
 a channel has *prefetch credit*: it may hold at most ``prefetch_count``
 unacknowledged deliveries (0: no limit). Deliveries are *pushed*: whenever a
@@ -10,7 +10,7 @@ once, so an idle consumer costs nothing and nobody polls. One invariant makes
 this simple and fair: after every operation, no consumer with credit is
 subscribed to a queue that has a ready message.
 
-The lease ledger lives here (``broker_channels``), not in the consumer:
+The lease ledger lives here (``channels``), not in the consumer:
 every delivery to an acking consumer is a lease (channel, delivery tag)
 until it is acked or rejected. When a channel closes or its connection drops
 (a worker killed with SIGKILL), its leases go back to the *front* of their
@@ -18,7 +18,7 @@ queues with ``redelivered`` set, in their original order. There is no
 visibility timeout: a long task is never delivered twice while its consumer
 lives.
 
-ETA messages wait in a heap with one timer (``broker_held``); expired
+ETA messages wait in a heap with one timer (``held``); expired
 messages (per-message TTL, Celery's ``expires``, a queue's message TTL) are
 dropped when they reach the front of a queue and reported to ``on_expired``
 with their task id. No I/O: peers are written to through ``Peer.send`` and
@@ -33,7 +33,13 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from ..broker_messages import (
+from ..errors import BrokerError
+from ..supervisor.clock import Clock
+from ..supervisor.scheduler import Peer
+from .channels import ChannelState, ConnectionTable, Consumer, Lease
+from .exchanges import ExchangeTable
+from .held import HeldMessages
+from .messages import (
     Ack,
     BasicGet,
     Cancel,
@@ -50,13 +56,7 @@ from ..broker_messages import (
     QueueUnbind,
     Reject,
 )
-from ..errors import BrokerError
-from .broker_channels import ChannelState, ConnectionTable, Consumer, Lease
-from .broker_held import HeldMessages
-from .broker_queue import MAX_PRIORITY, BrokerQueue, Envelope
-from .broker_routing import ExchangeTable
-from .clock import Clock
-from .scheduler import Peer
+from .queues import MAX_PRIORITY, BrokerQueue, Envelope
 
 __all__ = ["Broker"]
 

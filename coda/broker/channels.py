@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from .broker_queue import BrokerQueue, Envelope
-from .scheduler import Peer
+from ..supervisor.scheduler import Peer
+from .queues import BrokerQueue, Envelope
 
 __all__ = ["ChannelState", "ConnectionState", "ConnectionTable", "Consumer", "Lease"]
 

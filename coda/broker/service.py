@@ -14,7 +14,12 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from ..broker_messages import (
+from ..errors import BrokerError
+from ..messages import Error, Message
+from ..supervisor.clock import Clock, LoopClock
+from ..supervisor.scheduler import Peer
+from .broker import Broker
+from .messages import (
     Ack,
     BasicGet,
     BrokerOk,
@@ -40,12 +45,7 @@ from ..broker_messages import (
     ResultValues,
     ResultWait,
 )
-from ..errors import BrokerError
-from ..messages import Error, Message
-from .broker import Broker
-from .clock import Clock, LoopClock
 from .results import ResultStore
-from .scheduler import Peer
 
 __all__ = ["BrokerService"]
 
@@ -63,7 +63,7 @@ class BrokerService:
         divert: Callable[[Publish, list[str]], bool] | None = None,
     ) -> None:
         """``divert(message, queues)`` may take a message instead of the
-        broker (``broker_divert``: Celery messages for Coda workers)."""
+        broker (``coda.broker.divert``: Celery messages for Coda workers)."""
         clock = clock or LoopClock()
         self.results = ResultStore(clock, default_ttl=result_ttl)
         self.broker = Broker(clock, on_expired=self.results.mark_revoked)

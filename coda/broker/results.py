@@ -30,7 +30,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..broker_messages import (
+from ..supervisor.clock import Clock, Timer
+from ..supervisor.scheduler import Peer
+from .messages import (
     ChordPart,
     ChordReply,
     ChordStart,
@@ -41,8 +43,6 @@ from ..broker_messages import (
     ResultValues,
     ResultWait,
 )
-from .clock import Clock, Timer
-from .scheduler import Peer
 
 __all__ = ["READY_STATES", "ResultStore"]
 

@@ -25,11 +25,11 @@ from typing import Any
 
 import msgspec
 
-from ..broker_messages import Publish
 from ..errors import CodaError, ConfigurationError
 from ..messages import Message, Payload, Submit
 from ..serialization import registry as serializers
-from .scheduler import Peer
+from ..supervisor.scheduler import Peer
+from .messages import Publish
 
 __all__ = ["DivertRules", "Diverter"]
 
