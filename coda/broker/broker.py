@@ -21,7 +21,7 @@ lives.
 ETA messages wait in a heap with one timer (``held``); expired
 messages (per-message TTL, Celery's ``expires``, a queue's message TTL) are
 dropped when they reach the front of a queue and reported to ``on_expired``
-with their task id. No I/O: peers are written to through ``Peer.send`` and
+with their task id. No I/O: peers are written to through ``ClientPeer.send`` and
 time comes from a ``Clock``.
 """
 
@@ -35,7 +35,7 @@ from typing import Any
 
 from ..errors import BrokerError
 from ..supervisor.clock import Clock
-from ..supervisor.scheduler import Peer
+from ..supervisor.extension import ClientPeer
 from .channels import ChannelState, ConnectionTable, Consumer, Lease
 from .exchanges import ExchangeTable
 from .held import HeldMessages
@@ -93,7 +93,7 @@ class Broker:
     def delete_exchange(self, msg: ExchangeDelete) -> None:
         self.exchanges.delete(msg.exchange, if_unused=msg.if_unused)
 
-    def declare_queue(self, peer: Peer, msg: QueueDeclare) -> tuple[int, int]:
+    def declare_queue(self, peer: ClientPeer, msg: QueueDeclare) -> tuple[int, int]:
         """Create the queue unless it exists; return (messages, consumers)."""
         now = self.clock.time()
         queue = self.queues.get(msg.queue)
@@ -127,7 +127,7 @@ class Broker:
         if exchange is not None:
             exchange.unbind(msg.queue, msg.routing_key)
 
-    def delete_queue(self, peer: Peer, msg: QueueDelete) -> int:
+    def delete_queue(self, peer: ClientPeer, msg: QueueDelete) -> int:
         queue = self.queues.get(msg.queue)
         if queue is None:
             return 0
@@ -138,7 +138,7 @@ class Broker:
             raise BrokerError("in_use", f"queue {msg.queue!r} is not empty")
         return self._delete_queue(queue)
 
-    def purge(self, peer: Peer, msg: QueuePurge) -> int:
+    def purge(self, peer: ClientPeer, msg: QueuePurge) -> int:
         queue = self._queue(msg.queue)
         self._check_exclusive(queue, peer)
         count = queue.purge()
@@ -204,7 +204,7 @@ class Broker:
 
     # -- consuming ----------------------------------------------------------
 
-    def consume(self, peer: Peer, msg: Consume) -> None:
+    def consume(self, peer: ClientPeer, msg: Consume) -> None:
         queue = self._queue(msg.queue)
         self._check_exclusive(queue, peer)
         channel = self._connections.channel(peer, msg.channel)
@@ -219,18 +219,18 @@ class Broker:
         queue.last_used = self.clock.time()
         self._dispatch_channel(channel)
 
-    def cancel(self, peer: Peer, msg: Cancel) -> None:
+    def cancel(self, peer: ClientPeer, msg: Cancel) -> None:
         channel = self._connections.existing_channel(peer, msg.channel)
         consumer = channel.consumers.pop(msg.consumer_tag, None) if channel else None
         if consumer is not None:
             self._remove_consumer(consumer)
 
-    def qos(self, peer: Peer, msg: Qos) -> None:
+    def qos(self, peer: ClientPeer, msg: Qos) -> None:
         channel = self._connections.channel(peer, msg.channel)
         channel.prefetch = max(0, msg.prefetch_count)
         self._dispatch_channel(channel)
 
-    def ack(self, peer: Peer, msg: Ack) -> None:
+    def ack(self, peer: ClientPeer, msg: Ack) -> None:
         channel = self._connections.existing_channel(peer, msg.channel)
         if channel is None:
             return
@@ -246,7 +246,7 @@ class Broker:
                 self.counts["acked"] += 1
         self._dispatch_channel(channel)
 
-    def reject(self, peer: Peer, msg: Reject) -> None:
+    def reject(self, peer: ClientPeer, msg: Reject) -> None:
         channel = self._connections.existing_channel(peer, msg.channel)
         lease = channel.unacked.pop(msg.delivery_tag, None) if channel else None
         if channel is None or lease is None:
@@ -257,14 +257,14 @@ class Broker:
             self.counts["rejected"] += 1
         self._dispatch_channel(channel)
 
-    def recover(self, peer: Peer, channel_id: int) -> None:
+    def recover(self, peer: ClientPeer, channel_id: int) -> None:
         channel = self._connections.existing_channel(peer, channel_id)
         if channel is not None:
             leases = list(channel.unacked.values())
             channel.unacked.clear()
             self._requeue(leases)
 
-    def basic_get(self, peer: Peer, msg: BasicGet) -> Deliver | None:
+    def basic_get(self, peer: ClientPeer, msg: BasicGet) -> Deliver | None:
         queue = self._queue(msg.queue)
         self._check_exclusive(queue, peer)
         now = self.clock.time()
@@ -285,13 +285,13 @@ class Broker:
             req_id=msg.req_id,
         )
 
-    def close_channel(self, peer: Peer, channel_id: int) -> None:
+    def close_channel(self, peer: ClientPeer, channel_id: int) -> None:
         connection = self._connections.get(peer)
         channel = connection.channels.pop(channel_id, None) if connection else None
         if channel is not None:
             self._drop_channel(channel)
 
-    def disconnected(self, peer: Peer) -> None:
+    def disconnected(self, peer: ClientPeer) -> None:
         """The peer is gone: requeue its leases, stop its consumers."""
         connection = self._connections.pop(peer)
         if connection is None:
@@ -447,7 +447,7 @@ class Broker:
             raise BrokerError("not_found", f"no queue {name!r}")
         return queue
 
-    def _check_exclusive(self, queue: BrokerQueue, peer: Peer) -> None:
+    def _check_exclusive(self, queue: BrokerQueue, peer: ClientPeer) -> None:
         owner = queue.exclusive_owner
         if owner is not None and owner is not self._connections.get(peer):
             raise BrokerError("locked", f"queue {queue.name!r} is exclusive to another connection")

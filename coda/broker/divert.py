@@ -26,9 +26,9 @@ from typing import Any
 import msgspec
 
 from ..errors import CodaError, ConfigurationError
-from ..messages import Message, Payload, Submit
+from ..messages import Payload, Submit, WireMessage
 from ..serialization import registry as serializers
-from ..supervisor.scheduler import Peer
+from ..supervisor.extension import ClientPeer
 from .messages import Publish
 
 __all__ = ["DivertRules", "Diverter"]
@@ -45,7 +45,7 @@ class _Nobody:
 
     is_open = False
 
-    def send(self, message: Message) -> None:
+    def send(self, message: WireMessage) -> None:
         pass
 
 
@@ -86,7 +86,7 @@ class Diverter:
     def __init__(
         self,
         rules: DivertRules,
-        submit: Callable[[Peer, Submit], None],
+        submit: Callable[[ClientPeer, Submit], None],
         adopted: Callable[[str], bool],
     ) -> None:
         self.rules = rules

@@ -15,9 +15,9 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import BrokerError
-from ..messages import Error, Message
+from ..messages import Error, WireMessage
 from ..supervisor.clock import Clock, LoopClock
-from ..supervisor.scheduler import Peer
+from ..supervisor.extension import ClientPeer
 from .broker import Broker
 from .messages import (
     Ack,
@@ -69,7 +69,7 @@ class BrokerService:
         self.broker = Broker(clock, on_expired=self.results.mark_revoked)
         self.divert = divert
 
-    def handle(self, peer: Peer, message: Message) -> None:
+    def handle(self, peer: ClientPeer, message: WireMessage) -> None:
         req_id = getattr(message, "req_id", None)
         try:
             self._dispatch(peer, message)
@@ -79,7 +79,7 @@ class BrokerService:
             else:
                 peer.send(Error(code=exc.code, message=exc.message, req_id=req_id))
 
-    def _dispatch(self, peer: Peer, message: Message) -> None:  # noqa: C901 - one line per type
+    def _dispatch(self, peer: ClientPeer, message: WireMessage) -> None:  # noqa: C901 - one line per type
         broker = self.broker
         match message:
             case Publish():
@@ -126,7 +126,7 @@ class BrokerService:
             case _:
                 self._dispatch_result(peer, message)
 
-    def _dispatch_result(self, peer: Peer, message: Message) -> None:
+    def _dispatch_result(self, peer: ClientPeer, message: WireMessage) -> None:
         results = self.results
         match message:
             case ResultSave(req_id=req_id):
@@ -147,7 +147,7 @@ class BrokerService:
             case _:
                 raise BrokerError("not_allowed", f"unexpected {type(message).__name__}")
 
-    def disconnected(self, peer: Peer) -> None:
+    def disconnected(self, peer: ClientPeer) -> None:
         self.broker.disconnected(peer)
         self.results.disconnected(peer)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import ipaddress
 import logging
 import os
 import signal
@@ -13,18 +12,18 @@ import socket
 import sys
 import time
 import weakref
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from typing import Any, TypeVar
 
 from .. import registry
-from .._tls import check_server_options, listener_options
+from .._tls import listener_options
 from .._wire import parse_address
-from ..broker.divert import Diverter, DivertRules
-from ..broker.service import BrokerService
-from ..decorators import DEFAULT_QUEUE
 from ..errors import CodaError, ConfigurationError
-from ..protocol import DEFAULT_FRAME_LIMIT
+from ..messages import Submit
 from ..serialization import registry as serializers
+from .clock import Clock, LoopClock
+from .config import SupervisorConfig
+from .extension import ClientPeer, ExtensionFactory, Extensions, discover_extensions
 from .memory_store import MemoryStore
 from .pool import WorkerPool, WorkerSettings
 from .scheduler import NameInfo, Scheduler, new_id
@@ -41,74 +40,11 @@ SAFE_CONTENT = ("json", "msgpack")
 T = TypeVar("T")
 
 
-@dataclass(frozen=True)
-class SupervisorConfig:
-    """Everything ``coda supervisor`` accepts on its command line."""
-
-    modules: tuple[str, ...] = ()
-    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
-    listen: str | None = "127.0.0.1:42069"
-    unix_socket: str | None = None
-    queues: tuple[str, ...] = (DEFAULT_QUEUE,)
-    concurrency: int = 1
-    prefetch: int | None = None  # tasks sent beyond a worker's slots; None: 4 x concurrency
-    workflow_slots: int = 100
-    token: str | None = None
-    tls_cert: str | None = None  # TLS on the TCP listener: certificate (PEM)
-    tls_key: str | None = None  # its private key, unless in the certificate file
-    tls_ca: str | None = None  # require client certificates signed by this CA
-    accept_pickle: bool = False
-    frame_limit: int = DEFAULT_FRAME_LIMIT
-    result_ttl: float = 24 * 3600.0
-    store: str = "memory://"
-    shutdown_grace: float = 30.0  # seconds SIGTERM waits for running tasks
-    celery_app: str | None = None  # "module:attribute" of a Celery app whose tasks to adopt
-    # coda:// messages of adopted tasks that Coda workers take: "*", "queue:NAME", task names
-    celery_divert: tuple[str, ...] = ()
-
-    def check(self) -> None:
-        if self.workers < 0:
-            raise ConfigurationError(f"--workers must be >= 0, got {self.workers}")
-        if self.concurrency < 1 or self.workflow_slots < 1:
-            raise ConfigurationError("--concurrency and --workflow-slots must be >= 1")
-        if self.prefetch is not None and self.prefetch < 0:
-            raise ConfigurationError(f"--prefetch must be >= 0, got {self.prefetch}")
-        if self.listen is None and self.unix_socket is None:
-            raise ConfigurationError("give --listen HOST:PORT, --unix PATH or both")
-        if self.listen is not None:
-            _, (host, _port) = parse_address(self.listen)
-            if not _is_loopback(host) and not self.token:
-                raise ConfigurationError(
-                    f"refusing to listen on {host!r} without a token: set --token or "
-                    "CODA_TOKEN, or listen on a loopback address"
-                )
-        if not queue_names_ok(self.queues):
-            raise ConfigurationError(f"invalid --queues {self.queues!r}")
-        check_server_options(self.tls_cert, self.tls_key, self.tls_ca, tcp=self.listen is not None)
-
-    @property
-    def task_prefetch(self) -> int:
-        return 4 * self.concurrency if self.prefetch is None else self.prefetch
-
-
-def queue_names_ok(queues: tuple[str, ...]) -> bool:
-    return bool(queues) and all(q and not any(c.isspace() for c in q) for q in queues)
-
-
 def _worker_args(config: SupervisorConfig) -> tuple[str, ...]:
     args: tuple[str, ...] = ("--accept-pickle",) if config.accept_pickle else ()
     if config.celery_app:
         args += ("--celery-app", config.celery_app)
     return args
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def open_store(url: str) -> Store:
@@ -123,10 +59,37 @@ def open_store(url: str) -> Store:
     )
 
 
-class Supervisor:
-    """Run with ``await start()`` … ``await stop()``, or ``run()`` to block."""
+class _Host:
+    """What a supervisor offers its extensions (``ExtensionHost``)."""
 
-    def __init__(self, config: SupervisorConfig) -> None:
+    def __init__(self, config: SupervisorConfig, scheduler: Scheduler) -> None:
+        self.config = config
+        self.clock: Clock = LoopClock()
+        self._scheduler = scheduler
+
+    def submit(self, peer: ClientPeer, message: Submit) -> None:
+        self._scheduler.submit(peer, message)
+
+    def is_task(self, name: str) -> bool:
+        try:
+            return registry.get_spec(name).kind == "task"
+        except CodaError:
+            return False
+
+
+class Supervisor:
+    """Run with ``await start()`` … ``await stop()``, or ``run()`` to block.
+
+    ``extensions``: factories by name; by default those installed under the
+    ``coda.supervisor_extensions`` entry points (``coda.supervisor.extension``).
+    """
+
+    def __init__(
+        self,
+        config: SupervisorConfig,
+        *,
+        extensions: Mapping[str, ExtensionFactory] | None = None,
+    ) -> None:
         config.check()
         self.config = config
         self.id = new_id()[:12]
@@ -141,8 +104,9 @@ class Supervisor:
             accept_content=frozenset(serializers.content_type_for(n) for n in accept),
             on_hung_worker=self._kill_worker,
         )
-        self.broker = BrokerService(  # kombu/Celery: coda://
-            result_ttl=config.result_ttl, divert=self._diverter(config)
+        self.extensions = Extensions(
+            discover_extensions() if extensions is None else extensions,
+            _Host(config, self.scheduler),
         )
         self.pool = WorkerPool(
             config.workers,
@@ -161,21 +125,6 @@ class Supervisor:
         self._stopped = asyncio.Event()
         self._housekeeping: asyncio.Task[None] | None = None
         self._worker_conns: weakref.WeakSet[SupervisorConnection] = weakref.WeakSet()
-
-    def _diverter(self, config: SupervisorConfig) -> Diverter | None:
-        rules = DivertRules.parse(config.celery_divert)
-        if not rules:
-            return None
-        if not config.celery_app:
-            raise ConfigurationError("--celery-divert needs --celery-app")
-
-        def adopted(name: str) -> bool:
-            try:
-                return registry.get_spec(name).kind == "task"
-            except CodaError:
-                return False
-
-        return Diverter(rules, self.scheduler.submit, adopted)
 
     @staticmethod
     def _lookup(name: str) -> NameInfo:
@@ -211,6 +160,7 @@ class Supervisor:
             )
             self.addresses.append(self.config.unix_socket)
             self._servers.append(server)
+        self.extensions.start()
         await self.pool.start()
         self._housekeeping = asyncio.create_task(self._expire_periodically())
 
@@ -262,6 +212,7 @@ class Supervisor:
         for conn in conns:
             conn.close()
         await asyncio.gather(*(conn.closed.wait() for conn in conns))
+        self.extensions.close()
         self.store.close()
         self._stopped.set()
 
@@ -278,7 +229,7 @@ class Supervisor:
             "worker_processes": self.config.workers,
             "worker_restarts": self.pool.restarts,
         }
-        status["broker"] = self.broker.statistics()
+        status.update(self.extensions.statistics())
         return status
 
     def run(self, ready_line: bool = True) -> None:

@@ -49,7 +49,7 @@ from ...broker.messages import (
     ResultWait,
 )
 from ...errors import ConnectionLostError, RequestRefusedError, ResultTimeoutError
-from ...messages import Error, Message
+from ...messages import Error, WireMessage
 from .link import Link, tls_context
 from .transport import DEFAULT_PORT
 
@@ -105,7 +105,9 @@ class CodaBackend(BaseBackend):
             )
         return self._link
 
-    def _request(self, build: Callable[[int], Message], timeout: float | None = None) -> Message:
+    def _request(
+        self, build: Callable[[int], WireMessage], timeout: float | None = None
+    ) -> WireMessage:
         """One request; on a lost connection, reconnect and send it once more
         (every request here is idempotent)."""
         with self._lock:

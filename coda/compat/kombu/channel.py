@@ -40,7 +40,7 @@ from ...broker.messages import (
     Reject,
 )
 from ...errors import CodaError
-from ...messages import Error, Message
+from ...messages import Error, WireMessage
 from .envelope import decode_delivery, encode_publish
 from .link import Link
 
@@ -83,14 +83,14 @@ class Channel(virtual.Channel):
     def link(self) -> Link:
         return self.connection.link
 
-    def _call(self, build: Callable[[int], Message]) -> Message:
+    def _call(self, build: Callable[[int], WireMessage]) -> WireMessage:
         reply = self.link.call(build(self.link.next_id()))
         if isinstance(reply, Error):
             error = _CHANNEL_ERRORS.get(reply.code, amqp.exceptions.ChannelError)
             raise error(f"{reply.code.upper()} - {reply.message}")
         return reply
 
-    def _ok(self, build: Callable[[int], Message]) -> BrokerOk:
+    def _ok(self, build: Callable[[int], WireMessage]) -> BrokerOk:
         reply = self._call(build)
         assert isinstance(reply, BrokerOk), reply
         return reply
