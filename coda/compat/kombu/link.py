@@ -147,7 +147,7 @@ class Link:
 
     def call(self, message: WireMessage, timeout: float | None = None) -> WireMessage:
         """Send a request (it has a ``req_id``) and return its answer."""
-        req_id: int = message.req_id  # type: ignore[union-attr]
+        req_id: int = message.req_id  # type: ignore[attr-defined]
         with self._lock:
             self._socket()  # (re)connect first: connecting forgets pending requests
             self._pending.add(req_id)
