@@ -12,9 +12,10 @@ tested with bytes alone.
 
 Which messages a connection accepts is a ``MessageCodec``: ``CORE_CODEC``
 knows the core protocol (``coda.messages.Message``); a connection that also
-serves an extension's messages (the supervisor's client connections, the
-kombu transport's link) decodes with ``CORE_CODEC.extended(types)``. A tag
-outside a codec is refused by name, with the tags that codec knows.
+serves an extension's messages (the supervisor's client connections) decodes
+with ``CORE_CODEC.extended(types)``, and a client of an extension builds one
+from the messages it receives. A tag outside a codec is refused by name,
+with the tags that codec knows.
 
 Limits: before the handshake a peer may send at most ``HANDSHAKE_FRAME_LIMIT``
 bytes per frame; afterwards ``DEFAULT_FRAME_LIMIT`` unless configured.

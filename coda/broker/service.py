@@ -1,11 +1,12 @@
 """Where the supervisor's connections hand broker and result messages.
 
-``SupervisorConnection`` passes every message of ``BROKER_REQUESTS`` from a
-client connection to ``BrokerService.handle``, and tells it when the
-connection closes. Each message is matched to one call on the ``Broker`` or
-the ``ResultStore`` and answered when the protocol says so; a refusal
-(``BrokerError``) becomes an ``Error`` carrying the request id, and the
-connection stays up, as an AMQP channel error would leave the connection.
+The supervisor gives every ``BROKER_REQUESTS`` message of a client connection
+to the broker extension (``extension``), which passes it to
+``BrokerService.handle``, and tells it when the connection closes. Each
+message is matched to one call on the ``Broker`` or the ``ResultStore`` and
+answered when the protocol says so; a refusal (``BrokerError``) becomes an
+``Error`` carrying the request id, and the connection stays up, as an AMQP
+channel error would leave the connection.
 """
 
 from __future__ import annotations

@@ -145,6 +145,7 @@ class Supervisor:
         recovered = self.scheduler.recover()
         if recovered:
             log.info("recovered %d unfinished jobs from the store", recovered)
+        self.extensions.start()  # before the first client can reach one
         if self.config.listen is not None:
             _, (host, port) = parse_address(self.config.listen)
             tls = listener_options(self.config.tls_cert, self.config.tls_key, self.config.tls_ca)
@@ -160,7 +161,6 @@ class Supervisor:
             )
             self.addresses.append(self.config.unix_socket)
             self._servers.append(server)
-        self.extensions.start()
         await self.pool.start()
         self._housekeeping = asyncio.create_task(self._expire_periodically())
 
