@@ -148,10 +148,6 @@ class Extensions:
         # refuses a tag that clashes with the core's or another extension's
         self.codec: MessageCodec[WireMessage] = CORE_CODEC.extended(self._by_type)
 
-    @property
-    def names(self) -> list[str]:
-        return list(self._by_name)
-
     def handler_for(self, message: WireMessage) -> SupervisorExtension | None:
         """The extension that declared this message's type, if any."""
         return self._by_type.get(type(message))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Collection
+from importlib.metadata import EntryPoint
 from typing import Any
 
 import pytest
@@ -27,7 +28,7 @@ from coda.messages import (
     WireMessage,
 )
 from coda.protocol import CORE_CODEC, FrameDecoder, encode_message
-from coda.supervisor import Supervisor, SupervisorConfig
+from coda.supervisor import Supervisor, SupervisorConfig, extension
 from coda.supervisor.extension import ClientPeer, ExtensionFactory, ExtensionHost
 from coda.supervisor.server import SupervisorConnection
 from tests.unit.fake_transport import FakeTransport
@@ -250,3 +251,24 @@ def test_a_message_type_served_twice_is_refused_when_the_supervisor_is_built(
 ) -> None:
     with pytest.raises(ConfigurationError, match=expected):
         Supervisor(CONFIG, extensions=factories)
+
+
+def test_the_broker_is_found_through_its_entry_point() -> None:
+    from coda.broker.extension import BrokerExtension
+
+    assert extension.discover_extensions() == {"broker": BrokerExtension}
+
+
+def test_an_extension_that_cannot_be_loaded_is_named_with_what_to_do(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    broken = EntryPoint(
+        "dashboard", "coda_missing_dashboard:Extension", extension.ENTRY_POINT_GROUP
+    )
+    monkeypatch.setattr(extension, "entry_points", lambda group: [broken])
+    with pytest.raises(ConfigurationError) as refused:
+        Supervisor(CONFIG)
+    assert str(refused.value).startswith(
+        "supervisor extension 'dashboard' (coda_missing_dashboard:Extension) cannot be loaded: "
+    )
+    assert str(refused.value).endswith("reinstall the package that provides it, or uninstall it")
