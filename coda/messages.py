@@ -59,6 +59,7 @@ __all__ = [
     "Failure",
     "Finished",
     "Hello",
+    "Kind",
     "Message",
     "Payload",
     "RunTask",

@@ -56,7 +56,7 @@ from .broker_held import HeldMessages
 from .broker_queue import MAX_PRIORITY, BrokerQueue, Envelope
 from .broker_routing import ExchangeTable
 from .clock import Clock
-from .scheduler import Peer
+from .dispatch import Peer
 
 __all__ = ["Broker"]
 

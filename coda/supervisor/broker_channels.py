@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from .broker_queue import BrokerQueue, Envelope
-from .scheduler import Peer
+from .dispatch import Peer
 
 __all__ = ["ChannelState", "ConnectionState", "ConnectionTable", "Consumer", "Lease"]
 

@@ -29,7 +29,7 @@ from ..broker_messages import Publish
 from ..errors import CodaError, ConfigurationError
 from ..messages import Message, Payload, Submit
 from ..serialization import registry as serializers
-from .scheduler import Peer
+from .dispatch import Peer
 
 __all__ = ["DivertRules", "Diverter"]
 

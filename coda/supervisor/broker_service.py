@@ -44,8 +44,8 @@ from ..errors import BrokerError
 from ..messages import Error, Message
 from .broker import Broker
 from .clock import Clock, LoopClock
+from .dispatch import Peer
 from .results import ResultStore
-from .scheduler import Peer
 
 __all__ = ["BrokerService"]
 

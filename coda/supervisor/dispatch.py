@@ -1,6 +1,6 @@
 """Dispatch: which worker runs which ready job, and the leases they hold.
 
-The ``Scheduler`` decides what becomes ready and what an outcome means; this
+The ``Engine`` decides what becomes ready and what an outcome means; this
 module hands ready jobs to workers and keeps count of what each holds.
 
 Slots: a worker announces how many tasks and how many workflows it runs at
@@ -25,25 +25,24 @@ as lost when it never ran).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections import Counter, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from ..errors import CodaError
-from ..messages import CachedStep, Message, RunTask, RunWorkflow
+from ..messages import CachedStep, Kind, Message, RunTask, RunWorkflow
+from .clock import Clock, Timer
 from .jobs import Job, JobState
-from .store import Store
 
 __all__ = ["Dispatcher", "NameInfo", "Peer", "WorkerHandle"]
 
-log = logging.getLogger("coda.scheduler")
+log = logging.getLogger("coda.dispatch")
 
 
 class Peer(Protocol):
-    """A connection the scheduler can answer on."""
+    """A connection the engine can answer on."""
 
     @property
     def is_open(self) -> bool: ...
@@ -52,10 +51,10 @@ class Peer(Protocol):
 
 
 class NameInfo(Protocol):
-    """What the scheduler needs to know about a registered name."""
+    """What the engine needs to know about a registered name."""
 
     @property
-    def kind(self) -> str: ...
+    def kind(self) -> Kind: ...
 
     @property
     def queue(self) -> str: ...
@@ -68,8 +67,8 @@ class NameInfo(Protocol):
 class WorkerHandle:
     """One connected worker and the jobs leased to it.
 
-    ``tasks`` holds every leased task; ``held`` those of them the worker has
-    not yet reported ``Started``."""
+    ``tasks`` holds every leased task, in the order they were sent; ``held``
+    those of them the worker has not yet reported ``Started``."""
 
     id: int
     peer: Peer
@@ -78,9 +77,9 @@ class WorkerHandle:
     task_slots: int
     workflow_slots: int
     prefetch: int = 0
-    tasks: set[str] = field(default_factory=set)
+    tasks: dict[str, None] = field(default_factory=dict)  # an ordered set
     held: set[str] = field(default_factory=set)
-    workflows: set[str] = field(default_factory=set)
+    workflows: dict[str, None] = field(default_factory=dict)
 
     @property
     def started_tasks(self) -> int:
@@ -92,16 +91,18 @@ class Dispatcher:
 
     def __init__(
         self,
-        store: Store,
         lookup: Callable[[str], NameInfo],
         live: Mapping[str, Job],
+        clock: Clock,
         *,
+        save: Callable[[Job], None],
         history: Callable[[Job], list[CachedStep]],
         on_timeout: Callable[[Job, WorkerHandle], None],
         on_pause: Callable[[], None],
         timeout_grace: float,
     ) -> None:
-        self._store = store
+        self._save = save
+        self._clock = clock
         self._lookup = lookup
         self._live = live
         self._history = history
@@ -111,7 +112,7 @@ class Dispatcher:
         self.workers: dict[int, WorkerHandle] = {}
         self.paused = False
         self._ready: dict[tuple[str, str], deque[Job]] = {}
-        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._timers: dict[str, Timer] = {}
         self._pump_pending = False
         self._rotation = 0
 
@@ -146,7 +147,8 @@ class Dispatcher:
 
     def leave(self, worker_id: int) -> list[tuple[Job, bool]]:
         """Forget a worker; return the jobs it held, each with whether it had
-        started (a held-back task had not), newest first."""
+        started (a held-back task had not), the last sent first (requeued at
+        the head of their queues one by one, they keep their order)."""
         worker = self.workers.pop(worker_id, None)
         if worker is None:
             return []
@@ -156,7 +158,7 @@ class Dispatcher:
             job = self._live_job(job_id)
             if job is not None:
                 held.append((job, job_id not in worker.held))
-        held.sort(key=lambda pair: pair[0].created_at, reverse=True)
+        held.reverse()
         self.schedule_pump()
         return held
 
@@ -176,11 +178,11 @@ class Dispatcher:
         if job.kind == "workflow":
             if job.id not in worker.workflows:
                 return False
-            worker.workflows.discard(job.id)
+            del worker.workflows[job.id]
         else:
             if job.id not in worker.tasks:
                 return False
-            worker.tasks.discard(job.id)
+            del worker.tasks[job.id]
             worker.held.discard(job.id)
             self._cancel_timeout(job.id)
         self.schedule_pump()
@@ -190,12 +192,25 @@ class Dispatcher:
         """How many tasks are leased to workers right now."""
         return sum(len(worker.tasks) for worker in self.workers.values())
 
+    def worker_status(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "id": w.id,
+                "pid": w.pid,
+                "queues": list(w.queues),
+                "tasks": f"{w.started_tasks}/{w.task_slots}",
+                "held": len(w.held),
+                "workflows": f"{len(w.workflows)}/{w.workflow_slots}",
+            }
+            for w in sorted(self.workers.values(), key=lambda w: w.id)
+        ]
+
     # -- handing out work ---------------------------------------------------
 
     def schedule_pump(self) -> None:
         if not self._pump_pending:
             self._pump_pending = True
-            asyncio.get_running_loop().call_soon(self._pump)
+            self._clock.defer(self._pump)
 
     def _pump(self) -> None:
         """Hand ready jobs to workers with free slots (and prefetch room)."""
@@ -231,10 +246,10 @@ class Dispatcher:
     def _lease(self, worker: WorkerHandle, job: Job) -> None:
         job.state = JobState.RUNNING
         job.worker = worker.id
-        self._store.save_job(job)
+        self._save(job)
 
     def _start_workflow(self, worker: WorkerHandle, job: Job) -> None:
-        worker.workflows.add(job.id)
+        worker.workflows[job.id] = None
         self._lease(worker, job)
         worker.peer.send(
             RunWorkflow(
@@ -247,7 +262,7 @@ class Dispatcher:
         )
 
     def _start_task(self, worker: WorkerHandle, job: Job) -> None:
-        worker.tasks.add(job.id)
+        worker.tasks[job.id] = None
         worker.held.add(job.id)
         self._lease(worker, job)
         worker.peer.send(
@@ -271,9 +286,8 @@ class Dispatcher:
         if timeout is None:
             return
         self._cancel_timeout(job.id)
-        self._timers[job.id] = asyncio.get_running_loop().call_later(
-            timeout + self._timeout_grace, self._timed_out, worker, job
-        )
+        due = self._clock.time() + timeout + self._timeout_grace
+        self._timers[job.id] = self._clock.call_at(due, lambda: self._timed_out(worker, job))
 
     def _cancel_timeout(self, job_id: str) -> None:
         timer = self._timers.pop(job_id, None)
@@ -281,7 +295,7 @@ class Dispatcher:
             timer.cancel()
 
     def _timed_out(self, worker: WorkerHandle, job: Job) -> None:
-        """A sync task past its timeout cannot be interrupted: the scheduler
+        """A sync task past its timeout cannot be interrupted: the engine
         fails it and the worker is replaced."""
         self._timers.pop(job.id, None)
         if job.state is not JobState.RUNNING or job.worker != worker.id:

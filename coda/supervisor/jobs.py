@@ -10,10 +10,9 @@ that run.
 from __future__ import annotations
 
 import enum
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from ..messages import Failure, Payload
+from ..messages import Failure, Kind, Payload
 
 __all__ = ["Job", "JobState"]
 
@@ -33,7 +32,7 @@ class JobState(enum.Enum):
 @dataclass(slots=True, eq=False)
 class Job:
     id: str
-    kind: str  # "task" | "workflow"
+    kind: Kind
     name: str
     args: Payload
     queue: str
@@ -46,5 +45,5 @@ class Job:
     failure: Failure | None = None
     worker: int | None = None
     ready_at: float = 0.0  # wall-clock time a delayed job becomes due
-    created_at: float = field(default_factory=time.time)
+    created_at: float = 0.0  # set by the engine from its clock
     finished_at: float | None = None

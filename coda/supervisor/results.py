@@ -42,7 +42,7 @@ from ..broker_messages import (
     ResultWait,
 )
 from .clock import Clock, Timer
-from .scheduler import Peer
+from .dispatch import Peer
 
 __all__ = ["READY_STATES", "ResultStore"]
 

@@ -1,4 +1,4 @@
-"""The supervisor process: listeners, worker pool, scheduler and store together."""
+"""The supervisor process: listeners, worker pool, engine and store together."""
 
 from __future__ import annotations
 
@@ -25,12 +25,11 @@ from ..protocol import DEFAULT_FRAME_LIMIT
 from ..serialization import registry as serializers
 from .broker_divert import Diverter, DivertRules
 from .broker_service import BrokerService
-from .memory_store import MemoryStore
+from .clock import LoopClock
+from .engine import Engine, NameInfo, new_id
 from .pool import WorkerPool, WorkerSettings
-from .scheduler import NameInfo, Scheduler, new_id
 from .server import SupervisorConnection
-from .sqlite_store import SqliteStore
-from .store import Store
+from .stores import open_store
 
 __all__ = ["Supervisor", "SupervisorConfig"]
 
@@ -111,18 +110,6 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def open_store(url: str) -> Store:
-    """``memory://`` (gone on exit) or ``sqlite:///relative.db`` /
-    ``sqlite:////absolute.db`` (durable; see sqlite_store.py)."""
-    if url in ("memory://", "memory"):
-        return MemoryStore()
-    if url.startswith("sqlite:"):
-        return SqliteStore.from_url(url)
-    raise ConfigurationError(
-        f"unknown store {url!r}: use memory:// or sqlite:///path/to/file.sqlite3"
-    )
-
-
 class Supervisor:
     """Run with ``await start()`` … ``await stop()``, or ``run()`` to block."""
 
@@ -133,16 +120,18 @@ class Supervisor:
         registry.import_modules(list(config.modules))
         if config.celery_app:
             registry.adopt_celery_app(config.celery_app)
-        self.store = open_store(config.store)
+        self.clock = LoopClock()
+        self.store = open_store(config.store, self.clock)
         accept = set(SAFE_CONTENT) | ({"pickle"} if config.accept_pickle else set())
-        self.scheduler = Scheduler(
+        self.engine = Engine(
             self.store,
             self._lookup,
+            self.clock,
             accept_content=frozenset(serializers.content_type_for(n) for n in accept),
             on_hung_worker=self._kill_worker,
         )
         self.broker = BrokerService(  # kombu/Celery: coda://
-            result_ttl=config.result_ttl, divert=self._diverter(config)
+            result_ttl=config.result_ttl, clock=self.clock, divert=self._diverter(config)
         )
         self.pool = WorkerPool(
             config.workers,
@@ -175,7 +164,7 @@ class Supervisor:
             except CodaError:
                 return False
 
-        return Diverter(rules, self.scheduler.submit, adopted)
+        return Diverter(rules, self.engine.submit, adopted)
 
     @staticmethod
     def _lookup(name: str) -> NameInfo:
@@ -193,7 +182,7 @@ class Supervisor:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        recovered = self.scheduler.recover()
+        recovered = self.engine.recover()
         if recovered:
             log.info("recovered %d unfinished jobs from the store", recovered)
         if self.config.listen is not None:
@@ -220,7 +209,7 @@ class Supervisor:
         while True:
             await asyncio.sleep(interval)
             expired: asyncio.Future[int] = loop.create_future()
-            self.scheduler.expire(self.config.result_ttl, functools.partial(_resolve, expired))
+            self.engine.expire(self.config.result_ttl, functools.partial(_resolve, expired))
             dropped = await expired
             if dropped:
                 log.info("expired %d finished jobs", dropped)
@@ -233,13 +222,13 @@ class Supervisor:
         the store, for the next supervisor on it to run."""
         loop = asyncio.get_running_loop()
         idle: asyncio.Future[None] = loop.create_future()
-        self.scheduler.drain(lambda: _resolve(idle, None))
+        self.engine.drain(lambda: _resolve(idle, None))
         try:
             await asyncio.wait_for(idle, grace)
         except TimeoutError:
             log.warning(
                 "%d tasks still running after the %.0fs grace: they run again after a restart",
-                self.scheduler.in_flight(),
+                self.engine.in_flight(),
                 grace,
             )
         committed: asyncio.Future[None] = loop.create_future()
@@ -253,8 +242,8 @@ class Supervisor:
         saved as requeued (without counting a loss: we are draining)."""
         if self._housekeeping is not None:
             self._housekeeping.cancel()
-        if not self.scheduler.draining:
-            self.scheduler.drain(lambda: None)
+        if not self.engine.draining:
+            self.engine.drain(lambda: None)
         for server in self._servers:
             server.close()
         await self.pool.stop()
@@ -269,7 +258,7 @@ class Supervisor:
         await self._stopped.wait()
 
     def status(self) -> dict[str, Any]:
-        status = self.scheduler.status()
+        status = self.engine.status()
         status["supervisor"] = {
             "id": self.id,
             "pid": os.getpid(),

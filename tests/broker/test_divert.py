@@ -11,7 +11,7 @@ from coda.messages import Submit
 from coda.serialization import registry
 from coda.supervisor.broker_divert import Diverter, DivertRules
 from coda.supervisor.broker_service import BrokerService
-from coda.supervisor.scheduler import Peer
+from coda.supervisor.dispatch import Peer
 from tests.broker.fakes import FakeClock, FakePeer
 
 
