@@ -21,6 +21,11 @@ timeout begin, and if the worker dies, a task it never started goes back
 to its queue without counting as a loss (it cannot have killed the worker)
 and without ``redelivered`` (an early-acked Celery task must not be failed
 as lost when it never ran).
+
+Isolation: a job suspected, together with others, of killing its worker
+too often (see ``Engine.worker_left``) is *isolated*: it is given only to a
+worker that holds no other job of its kind, and that worker gets no other
+job of its kind while it holds it. Its next deaths are then its own.
 """
 
 from __future__ import annotations
@@ -80,6 +85,7 @@ class WorkerHandle:
     tasks: dict[str, None] = field(default_factory=dict)  # an ordered set
     held: set[str] = field(default_factory=set)
     workflows: dict[str, None] = field(default_factory=dict)
+    alone: dict[str, str] = field(default_factory=dict)  # kind -> its isolated job
 
     @property
     def started_tasks(self) -> int:
@@ -112,6 +118,7 @@ class Dispatcher:
         self.workers: dict[int, WorkerHandle] = {}
         self.paused = False
         self._ready: dict[tuple[str, str], deque[Job]] = {}
+        self._isolated: dict[tuple[str, str], deque[Job]] = {}
         self._timers: dict[str, Timer] = {}
         self._pump_pending = False
         self._rotation = 0
@@ -123,9 +130,10 @@ class Dispatcher:
         given back by a dead worker goes before newer ones)."""
         job.state = JobState.QUEUED
         key = (job.kind, job.queue)
-        ready = self._ready.get(key)
+        queues = self._isolated if job.isolated else self._ready
+        ready = queues.get(key)
         if ready is None:
-            ready = self._ready[key] = deque()
+            ready = queues[key] = deque()
         if front:
             ready.appendleft(job)
         else:
@@ -135,8 +143,9 @@ class Dispatcher:
     def queued(self) -> dict[str, Counter[str]]:
         """Per queue, how many tasks and workflows wait (status)."""
         queues: dict[str, Counter[str]] = {}
-        for (kind, queue), ready in self._ready.items():
-            queues.setdefault(queue, Counter())[kind + "s"] += len(ready)
+        for waiting in (self._ready, self._isolated):
+            for (kind, queue), ready in waiting.items():
+                queues.setdefault(queue, Counter())[kind + "s"] += len(ready)
         return queues
 
     # -- workers and their leases -------------------------------------------
@@ -175,6 +184,8 @@ class Dispatcher:
         """End the worker's lease on a job; False if it held none."""
         if job.worker != worker.id:
             return False
+        if worker.alone.get(job.kind) == job.id:
+            del worker.alone[job.kind]
         if job.kind == "workflow":
             if job.id not in worker.workflows:
                 return False
@@ -223,20 +234,32 @@ class Dispatcher:
             return
         self._rotation = (self._rotation + 1) % len(workers)
         for worker in workers[self._rotation :] + workers[: self._rotation]:
-            while len(worker.tasks) < worker.task_slots + worker.prefetch:
-                job = self._pop_ready(worker.queues, "task")
-                if job is None:
-                    break
-                self._start_task(worker, job)
-            while len(worker.workflows) < worker.workflow_slots:
-                job = self._pop_ready(worker.queues, "workflow")
-                if job is None:
-                    break
-                self._start_workflow(worker, job)
+            self._fill(worker, "task", worker.tasks, worker.task_slots + worker.prefetch)
+            self._fill(worker, "workflow", worker.workflows, worker.workflow_slots)
 
-    def _pop_ready(self, queues: tuple[str, ...], kind: str) -> Job | None:
+    def _fill(self, worker: WorkerHandle, kind: str, leased: dict[str, None], room: int) -> None:
+        """Send jobs of one kind until the worker's room for them is full; an
+        isolated job only to a worker holding none, and then nothing else."""
+        start = self._start_task if kind == "task" else self._start_workflow
+        if kind in worker.alone or room <= 0:
+            return
+        if not leased:
+            job = self._pop_ready(self._isolated, worker.queues, kind)
+            if job is not None:
+                worker.alone[kind] = job.id
+                start(worker, job)
+                return
+        while len(leased) < room:
+            job = self._pop_ready(self._ready, worker.queues, kind)
+            if job is None:
+                return
+            start(worker, job)
+
+    def _pop_ready(
+        self, waiting: dict[tuple[str, str], deque[Job]], queues: tuple[str, ...], kind: str
+    ) -> Job | None:
         for queue in queues:
-            ready = self._ready.get((kind, queue))
+            ready = waiting.get((kind, queue))
             while ready:
                 job = ready.popleft()
                 if job.state is JobState.QUEUED and self._live.get(job.id) is job:

@@ -72,6 +72,7 @@ class Engine:
         self._on_hung_worker = on_hung_worker
         self._max_worker_losses = max_worker_losses
         self._live: dict[str, Job] = {}
+        self._killed_on_purpose: set[int] = set()
         self._draining = False
         self._on_idle: Callable[[], None] | None = None
         self.counts: dict[str, Counter[str]] = {}
@@ -190,22 +191,48 @@ class Engine:
         self.dispatch.join(worker)
 
     def worker_left(self, worker_id: int) -> None:
-        """Requeue, at the head of their queues, the jobs the worker held.
+        """Requeue, at the head of their queues, the jobs the worker held, and
+        decide who is to blame for its death.
 
-        While draining, workers are being let go on purpose: that is not a
-        loss to count against the jobs they held. Nor is a task the worker
-        held back and never started."""
-        for job, started in self.dispatch.leave(worker_id):
-            if started and not self._draining:
-                job.losses += 1
+        The suspects are the tasks it had started (user code running in its
+        threads or on its loop), else, when none had, the workflows it drove.
+        A task it held back and never started cannot have killed it; nor is
+        anybody blamed while draining (workers are let go on purpose) or when
+        the engine had it killed (a task past its timeout, already failed).
+        A suspect alone is surely to blame: past ``max_worker_losses`` such
+        deaths it fails as ``coda.WorkerLost``. A suspect among several may be
+        a bystander of the one that did it: past ``max_worker_losses``
+        suspicions it is isolated (dispatch.py), so its next deaths are its own.
+        """
+        held = self.dispatch.leave(worker_id)
+        innocent = self._draining or worker_id in self._killed_on_purpose
+        self._killed_on_purpose.discard(worker_id)
+        if not self._draining:
+            for job, started in held:
+                job.losses += started  # a redelivery: it may have run
+        suspects = [] if innocent else _suspects(held)
+        for job in suspects:
+            job.blamed += 1
+            if len(suspects) == 1:
+                job.blamed_alone += 1
+        for job, _ in held:
             job.worker = None
-            if job.losses > self._max_worker_losses:
+            if job.blamed_alone > self._max_worker_losses:
                 failure = Failure(
                     type_name="coda.WorkerLost",
-                    message=f"the worker running it died {job.losses} times; giving up",
+                    message=f"its worker died {job.blamed_alone} times while it ran there "
+                    "alone; giving up",
                 )
                 self._settle(job, None, failure)
                 continue
+            if job.blamed > self._max_worker_losses and not job.isolated:
+                job.isolated = True
+                log.warning(
+                    "%s %s was running when %d workers died: it runs alone from now on",
+                    job.kind,
+                    job.id,
+                    job.blamed,
+                )
             self.dispatch.enqueue(job, front=True)
             self.steps.save(job)
 
@@ -353,6 +380,7 @@ class Engine:
             self.steps.save(job)
 
     def _timed_out(self, job: Job, worker: WorkerHandle) -> None:
+        self._killed_on_purpose.add(worker.id)
         self._settle(
             job,
             None,
@@ -367,6 +395,14 @@ class Engine:
         if counts is None:
             counts = self.counts[name] = Counter()
         counts[what] += n
+
+
+def _suspects(held: list[tuple[Job, bool]]) -> list[Job]:
+    """Who may have killed a worker that held these (job, started) leases."""
+    started_tasks = [job for job, started in held if started and job.kind == "task"]
+    if started_tasks:
+        return started_tasks
+    return [job for job, _ in held if job.kind == "workflow"]
 
 
 def _interned(args: Payload) -> Payload:

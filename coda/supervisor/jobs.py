@@ -39,7 +39,10 @@ class Job:
     parent_run: str | None = None
     cache_key: bytes | None = None
     attempt: int = 1
-    losses: int = 0  # times the worker holding it died
+    losses: int = 0  # times its worker died while it ran there (it may have run before)
+    blamed: int = 0  # deaths of its worker it was a suspect of (see Engine.worker_left)
+    blamed_alone: int = 0  # ...of which it was the only suspect
+    isolated: bool = False  # runs alone on its worker from now on
     state: JobState = JobState.QUEUED
     result: Payload | None = None
     failure: Failure | None = None
