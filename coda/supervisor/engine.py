@@ -105,6 +105,8 @@ class Engine:
         if info is None:
             return
         job = self._find(msg.run_id) if msg.run_id else None
+        if job is None and self._refused_for_store(peer, msg.req_id):
+            return
         if job is None:  # a resubmission with the same id is idempotent
             job = self._new_job(msg.run_id or new_id(), info.kind, msg.name, msg.args)
             job.queue = sys.intern(msg.queue or info.queue)
@@ -150,6 +152,8 @@ class Engine:
         job = None if step is None else self.steps.answering(msg.run_id, step)
         if job is not None:
             self._count(msg.name, "cache_hits")
+        elif self._refused_for_store(worker.peer, msg.req_id):
+            return
         else:
             job = self._new_job(new_id(), msg.kind, msg.name, msg.args)
             job.queue = sys.intern(msg.queue or info.queue)
@@ -323,6 +327,20 @@ class Engine:
             )
             return None
         return info
+
+    def _refused_for_store(self, peer: Peer, req_id: int) -> bool:
+        """Refuse new work while the store cannot commit, saying why."""
+        reason = self.store.unavailable()
+        if reason is not None:
+            peer.send(
+                Error(
+                    code="store_unavailable",
+                    message=f"the supervisor cannot save new work: its store fails to commit "
+                    f"({reason}); it keeps retrying, so submit again later",
+                    req_id=req_id,
+                )
+            )
+        return reason is not None
 
     def _find(self, job_id: str | None) -> Job | None:
         if job_id is None:

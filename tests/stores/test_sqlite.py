@@ -352,3 +352,33 @@ def test_a_workflows_tasks_are_written_once_finished_or_when_it_ends(
     with reopened(path) as next_store:
         recovered = next_store.get_job(left_step.job_id)
         assert recovered is not None and recovered.args == ARGS  # recoverable on its own
+
+
+def test_while_commits_fail_new_work_is_refused_with_the_reason(
+    engine: Engine, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_write = rows.Rows.write
+    failing = [True]
+
+    def full_disk(batch: rows.Rows, db: sqlite3.Connection) -> tuple[int, int]:
+        if failing:
+            raise sqlite3.OperationalError("database or disk is full")
+        return real_write(batch, db)
+
+    monkeypatch.setattr(rows.Rows, "write", full_disk)
+    first, second = FakePeer(), FakePeer()
+    engine.submit(first, Submit(req_id=1, name="t", args=ARGS))
+    clock.settle()
+    clock.wait_threadsafe()  # that commit failed: the submit waits, unacknowledged
+    engine.submit(second, Submit(req_id=2, name="t", args=ARGS))
+    (refusal,) = second.take()
+    assert refusal.code == "store_unavailable"  # type: ignore[union-attr]
+    assert "database or disk is full" in refusal.message  # type: ignore[union-attr]
+    assert first.take() == []
+    failing.clear()  # the disk has room again: the retry commits, the first is accepted
+    clock.advance(commits.RETRY_AFTER)
+    clock.wait_threadsafe()
+    assert [type(m) for m in first.take()] == [Accepted]
+    engine.submit(second, Submit(req_id=3, name="t", args=ARGS))
+    committed(engine.store, clock)
+    assert [type(m) for m in second.take()] == [Accepted]

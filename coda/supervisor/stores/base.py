@@ -76,6 +76,13 @@ class Store(abc.ABC):
         once when nothing is pending)."""
         callback()
 
+    def unavailable(self) -> str | None:
+        """Why the store cannot save new work right now (its last commit
+        failed: disk full, read-only, I/O error), or None. The engine then
+        refuses new work with that reason rather than leave clients waiting
+        for an acknowledgement that cannot come."""
+        return None
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Flush and release resources."""
 

@@ -7,6 +7,7 @@ to write.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import sqlite3
@@ -14,7 +15,16 @@ from urllib.parse import parse_qs, urlsplit
 
 from ....errors import ConfigurationError
 
-__all__ = ["SCHEMA_VERSION", "connect", "counts", "file_bytes", "lock", "parse_sqlite_url"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "check_file",
+    "check_integrity",
+    "connect",
+    "counts",
+    "file_bytes",
+    "lock",
+    "parse_sqlite_url",
+]
 
 SCHEMA_VERSION = 1
 
@@ -82,6 +92,44 @@ def lock(path: str) -> int:
     return fd
 
 
+def check_file(path: str) -> None:
+    """Before opening: refuse what cannot be a store, and drop a stale
+    shared-memory index.
+
+    A file of 0 bytes is what a truncated store looks like (SQLite would
+    take it for a new, empty database and the work it held would silently
+    be gone). The ``-shm`` file is only an index of the WAL, rebuilt from
+    the WAL when missing; a damaged one makes SQLite read out of bounds of
+    its mapping (the process dies by SIGBUS), so with the store's lock held,
+    no other supervisor can be using it, and it is removed."""
+    try:
+        size = os.stat(path).st_size
+    except FileNotFoundError:
+        return  # a new store
+    if size == 0:
+        raise ConfigurationError(
+            f"the store {path!r} is an empty file, not a Coda store (truncated?): "
+            "move it away to start a new store there"
+        )
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path + "-shm")
+
+
+def check_integrity(db: sqlite3.Connection, path: str) -> None:
+    """``PRAGMA quick_check`` (every page and index, in time linear in the
+    file's size): a damaged store is refused at start, with what to do,
+    instead of failing reads and commits later while looking alive."""
+    try:
+        problems = [" ".join(str(row[0]).split()) for row in db.execute("PRAGMA quick_check(3)")]
+    except sqlite3.DatabaseError as exc:
+        problems = [str(exc)]
+    if problems != ["ok"]:
+        raise ConfigurationError(
+            f"the store {path!r} is damaged ({'; '.join(problems)}): restore it from a backup, "
+            "or move it away to start a new store (the work it holds is then lost)"
+        )
+
+
 def connect(path: str, synchronous: str, *, writer: bool) -> sqlite3.Connection:
     """The writer creates the schema and is used from the store's commit
     thread; the reader serves the event loop's point reads."""
@@ -90,6 +138,11 @@ def connect(path: str, synchronous: str, *, writer: bool) -> sqlite3.Connection:
     if not writer:
         db.execute("PRAGMA query_only = 1")
         return db
+    try:
+        check_integrity(db, path)
+    except ConfigurationError:
+        db.close()
+        raise
     mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
     if str(mode).lower() != "wal":
         raise sqlite3.OperationalError(f"WAL journal mode unavailable (got {mode})")

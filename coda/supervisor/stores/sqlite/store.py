@@ -95,11 +95,15 @@ class SqliteStore(Store):
         self.path = path
         self._lock_fd = schema.lock(path)
         try:
+            schema.check_file(path)
             self._writer = schema.connect(path, synchronous, writer=True)
             self._reader = schema.connect(path, synchronous, writer=False)
         except sqlite3.Error as exc:
             os.close(self._lock_fd)
             raise ConfigurationError(f"cannot open the store {path!r}: {exc}") from exc
+        except ConfigurationError:
+            os.close(self._lock_fd)
+            raise
         self._jobs, self._cache = schema.counts(self._writer)  # then kept up to date
         self._dirty: dict[str, tuple[Job, bool]] = {}
         self._dirty_cache: dict[CacheKey, str] = {}
@@ -294,6 +298,10 @@ class SqliteStore(Store):
         if jobs:  # some of the recent ones may be gone from the file now
             self._recent.clear()
         return jobs, cursor
+
+    def unavailable(self) -> str | None:
+        error = self._commits.last_error
+        return None if error is None else f"{type(error).__name__}: {error}"
 
     # -- lifecycle -------------------------------------------------------------
 
