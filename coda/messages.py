@@ -36,6 +36,7 @@ __all__ = [
     "Failure",
     "Finished",
     "Hello",
+    "Kind",
     "Message",
     "Payload",
     "RunTask",

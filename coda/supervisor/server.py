@@ -1,4 +1,4 @@
-"""Connections to the supervisor: handshake, then messages to the scheduler.
+"""Connections to the supervisor: handshake, then messages to the engine.
 
 One ``SupervisorConnection`` per peer. Until the handshake completes a peer
 may only send a small ``Hello`` frame; afterwards each message is matched to
@@ -34,7 +34,7 @@ from ..messages import (
     WorkflowDone,
 )
 from ..protocol import CORE_CODEC, HANDSHAKE_FRAME_LIMIT, check_hello
-from .scheduler import WorkerHandle
+from .dispatch import WorkerHandle
 
 if TYPE_CHECKING:
     from .supervisor import Supervisor
@@ -56,7 +56,7 @@ class SupervisorConnection(FramedProtocol):
         )
         self.supervisor = supervisor
         self.extensions = supervisor.extensions
-        self.scheduler = supervisor.scheduler
+        self.engine = supervisor.engine
         self.expected_worker_id = worker_id
         self.role: str | None = None
         self.worker: WorkerHandle | None = None
@@ -68,19 +68,19 @@ class SupervisorConnection(FramedProtocol):
         worker = self.worker
         match message:
             case Submit():
-                self.scheduler.submit(self, message)
+                self.engine.submit(self, message)
             case Await():
-                self.scheduler.await_run(self, message)
+                self.engine.await_run(self, message)
             case StatusRequest(req_id=req_id):
                 self.send(StatusReply(req_id=req_id, status=self.supervisor.status()))
             case Spawn() if worker is not None:
-                self.scheduler.spawn(worker, message)
+                self.engine.spawn(worker, message)
             case Started() if worker is not None:
-                self.scheduler.started(worker, message)
+                self.engine.started(worker, message)
             case TaskDone() if worker is not None:
-                self.scheduler.task_done(worker, message)
+                self.engine.task_done(worker, message)
             case WorkflowDone() if worker is not None:
-                self.scheduler.workflow_done(worker, message)
+                self.engine.workflow_done(worker, message)
             case _:
                 self._to_extension_or_refuse(message)
 
@@ -107,7 +107,7 @@ class SupervisorConnection(FramedProtocol):
         except HandshakeError as exc:
             self.fail(exc, code="handshake")
             return
-        if expected_role == "client" and self.scheduler.draining:
+        if expected_role == "client" and self.engine.draining:
             self.fail(HandshakeError("the supervisor is shutting down"), code="shutting_down")
             return
         self.role = hello.role
@@ -123,7 +123,7 @@ class SupervisorConnection(FramedProtocol):
                 workflow_slots=max(0, hello.workflow_slots),
                 prefetch=self.supervisor.config.task_prefetch,
             )
-            self.scheduler.worker_joined(self.worker)
+            self.engine.worker_joined(self.worker)
 
     def _check_token(self, offered: str) -> None:
         expected = self.supervisor.config.token
@@ -137,5 +137,5 @@ class SupervisorConnection(FramedProtocol):
             self.extensions.disconnected(self)
         if self.worker is not None:
             log.info("worker %s (pid %s) disconnected", self.worker.id, self.worker.pid)
-            self.scheduler.worker_left(self.worker.id)
+            self.engine.worker_left(self.worker.id)
             self.worker = None

@@ -11,6 +11,7 @@ interleave and a SIGKILL leaves whole lines only):
     body  RUN BODY PID ATTEMPT   a workflow body began (BODY: fresh id)
     seen  RUN KEY EXEC BODY  that body was handed EXEC as the result of KEY
     end   RUN BODY           that body reached its end and returns
+    poison RUN PID           a poison step began (it kills its worker at once)
 
 The steps are cache-keyed, so a rerun of the workflow (after its worker died,
 or after the supervisor restarted) must be handed the results already
@@ -85,3 +86,18 @@ async def pipeline(log: str, steps: int, work_ms: list[float]) -> dict[str, str]
     record(log, "seen", run, FINAL, results[FINAL], body)
     record(log, "end", run, body)
     return results
+
+
+@coda.task()
+def poison(log: str, run: str) -> None:
+    """Kills the worker process that runs it, every time."""
+    record(log, "poison", run, os.getpid())
+    os._exit(1)
+
+
+@coda.workflow(max_retries=0)
+async def poisoned(log: str, steps: int, work_ms: list[float]) -> None:
+    """A run whose one step is poison: it fails as coda.WorkerLost, by design."""
+    run = coda.context.info().run_id
+    record(log, "body", run, os.urandom(6).hex(), os.getpid(), coda.context.info().attempt)
+    await coda.context.spawn_task(poison, args={"log": log, "run": run}, cache_key=["poison"])

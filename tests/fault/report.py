@@ -22,6 +22,8 @@ class Scenario:
     kill_workers: int = 0
     kill_supervisor: int = 0
     store: str = ""  # --store URL; empty: a SQLite file in the scenario's directory
+    kill_over: float = 0.0  # > 0: worker kills at random times over this many seconds
+    poisoned: int = 0  # of the workflows, how many run a step that kills its worker
     seed: int = 1
     timeout: float = 120.0
 
@@ -32,6 +34,10 @@ class Scenario:
             if self.kill_supervisor
             else f"{self.kill_workers} SIGKILLs of random workers"
         )
+        if self.kill_over:
+            chaos += f" spread over {self.kill_over:.0f}s"
+        if self.poisoned:
+            chaos += f"; {self.poisoned} of the workflows run a poison step"
         return (
             f"{self.workflows} workflows x ({self.steps} steps + final), {self.in_flight} at once; "
             f"{self.workers} workers x {self.concurrency} task slots; {chaos}; "
@@ -59,9 +65,30 @@ class Report:
         return len(self.results)
 
     @property
+    def poisoned_runs(self) -> set[str]:
+        """Runs that began a poison step: their failure is by design."""
+        return set(self.ledger.poisoned)
+
+    @property
     def lost(self) -> int:
-        """Accepted runs that never came back with a result."""
-        return self.accepted - self.completed
+        """Accepted runs that never came back with a result (a poisoned run's
+        failure is its expected outcome, not a loss)."""
+        return self.accepted - self.completed - len(self.poisoned_runs & set(self.failed))
+
+    @property
+    def innocents_lost_to_workers(self) -> int:
+        """Runs failed with WorkerLost that never began a poison step: blamed
+        for a worker's death they did not cause."""
+        return sum(
+            1
+            for run, failure in self.failed.items()
+            if "WorkerLost" in failure and run not in self.poisoned_runs
+        )
+
+    @property
+    def worker_deaths(self) -> int:
+        """Worker processes killed by the harness or by a poison step."""
+        return self.kills + sum(self.ledger.poisoned.values())
 
     @property
     def reexecution_bound(self) -> int | None:
@@ -71,13 +98,21 @@ class Report:
         on timing, so no bound is claimed (the figure is reported)."""
         if self.scenario.kill_supervisor:
             return None
-        return self.kills * self.scenario.concurrency
+        return self.worker_deaths * self.scenario.concurrency
 
     def violations(self) -> list[str]:
         """The promises that did not hold (empty when all did)."""
         checks = [
             (self.accepted == self.scenario.workflows, "not every submit was accepted"),
             (self.lost == 0, f"{self.lost} accepted runs lost: {sorted(self.failed.items())[:5]}"),
+            (
+                self.innocents_lost_to_workers == 0,
+                f"{self.innocents_lost_to_workers} runs that ran no poison failed as WorkerLost",
+            ),
+            (
+                len(self.poisoned_runs & set(self.failed)) == self.scenario.poisoned,
+                "a poisoned run did not fail",
+            ),
             (self.ledger.recorded_twice == 0, "a cache-keyed result was recorded twice"),
             (self.ledger.unexplained_results == 0, "a result came from no finished execution"),
             (self.duplicate_completions == 0, "a run completed with two different outcomes"),
@@ -85,7 +120,7 @@ class Report:
             (
                 self.reexecution_bound is None
                 or self.ledger.raw_reexecutions <= self.reexecution_bound,
-                "more raw re-executions than kills x task slots can explain",
+                "more raw re-executions than worker deaths x task slots can explain",
             ),
             (
                 self.kills == self.scenario.kill_workers + self.scenario.kill_supervisor,
@@ -101,6 +136,13 @@ class Report:
             ("completed", self.completed, ""),
             ("lost", self.lost, "must be 0"),
             ("kills", self.kills, ""),
+            ("poisoned runs failed (by design)", len(self.poisoned_runs & set(self.failed)), ""),
+            ("worker deaths from poison", sum(self.ledger.poisoned.values()), ""),
+            (
+                "runs without poison failed as WorkerLost",
+                self.innocents_lost_to_workers,
+                "must be 0",
+            ),
             ("worker restarts", self.worker_restarts, ""),
             ("step executions finished", ledger.step_executions, ""),
             ("step executions interrupted by a kill", ledger.interrupted, "re-run: at least once"),
@@ -110,7 +152,7 @@ class Report:
                 ledger.raw_reexecutions,
                 "at-least-once: reported, no bound claimed"
                 if self.reexecution_bound is None
-                else f"allowed <= {self.reexecution_bound} (kills x task slots)",
+                else f"allowed <= {self.reexecution_bound} (worker deaths x task slots)",
             ),
             ("cache-keyed results recorded more than once", ledger.recorded_twice, "must be 0"),
             ("results from no finished execution", ledger.unexplained_results, "must be 0"),

@@ -6,7 +6,7 @@ Three layers, each fed what a hostile peer could send:
   broker's) on arbitrary bytes, on mutated valid frames and on near-valid
   MessagePack: only ``ProtocolError`` subclasses may come out, and a length
   prefix above the limit is refused without allocating the announced body.
-- A real ``SupervisorConnection`` (real scheduler, memory store, no worker
+- A real ``SupervisorConnection`` (real engine, memory store, no worker
   processes) on a fake transport, fed random streams: ``data_received`` never
   raises and nothing reaches the event loop's exception handler.
 """
