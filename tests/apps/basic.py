@@ -87,8 +87,9 @@ def quick_with_timeout() -> int:
 
 
 @coda.task()
-def busy_for(seconds: float) -> int:
-    time.sleep(seconds)  # a task body that takes a while, not a wait in a test
+def busy_until(gate: str) -> int:
+    """Hold the slot until the test creates ``gate`` (at most 60 s)."""
+    wait_until(lambda: os.path.exists(gate), timeout=60, what=f"the gate {gate}")
     return os.getpid()
 
 
