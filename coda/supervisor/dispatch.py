@@ -10,7 +10,9 @@ tasks never holds the slot those tasks need (no deadlock with one worker).
 Prefetch: beyond its task slots a worker is sent up to ``prefetch`` more
 tasks, which it holds back and starts, in arrival order, as its slots free
 up. The worker then never idles for a round trip between two tasks, and a
-burst of tasks travels in fewer, larger writes.
+burst of tasks travels in fewer, larger writes. Every worker's free slots
+are filled before any worker is sent tasks to hold, so gathered spawns run
+side by side on idle workers instead of queueing in one worker's prefetch.
 
 Leased is not started. The worker reports every task it starts with
 ``Started`` (a few bytes, in the same write as the ``TaskDone`` of the task
@@ -233,7 +235,12 @@ class Dispatcher:
         if not workers:
             return
         self._rotation = (self._rotation + 1) % len(workers)
-        for worker in workers[self._rotation :] + workers[: self._rotation]:
+        rotated = workers[self._rotation :] + workers[: self._rotation]
+        # Free slots everywhere before any prefetch: a task must not wait in one
+        # worker's prefetch while another worker has a slot to run it now.
+        for worker in rotated:
+            self._fill(worker, "task", worker.tasks, worker.task_slots)
+        for worker in rotated:
             self._fill(worker, "task", worker.tasks, worker.task_slots + worker.prefetch)
             self._fill(worker, "workflow", worker.workflows, worker.workflow_slots)
 

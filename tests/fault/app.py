@@ -16,6 +16,11 @@ interleave and a SIGKILL leaves whole lines only):
 The steps are cache-keyed, so a rerun of the workflow (after its worker died,
 or after the supervisor restarted) must be handed the results already
 recorded, never a fresh execution's.
+
+A workflow given ``hold=KEY`` and a ``gate`` path runs step KEY up to its
+``start`` line and then waits for the gate file: the harness kills that
+worker while the step is certainly in its body, then creates the gate so the
+rerun of the step goes through.
 """
 
 from __future__ import annotations
@@ -38,18 +43,24 @@ def record(log: str, *fields: object) -> None:
         os.close(fd)
 
 
-def _execute(log: str, run: str, key: str, work_ms: float) -> str:
+GATE_TIMEOUT = 120.0  # a harness that died must not leave workers blocked for ever
+
+
+def _execute(log: str, run: str, key: str, work_ms: float, gate: str = "") -> str:
     execution = os.urandom(6).hex()
     record(log, "start", run, key, os.getpid(), execution)
+    deadline = time.monotonic() + GATE_TIMEOUT
+    while gate and not os.path.exists(gate) and time.monotonic() < deadline:
+        time.sleep(0.005)  # the step's body, held open until the harness has killed it
     time.sleep(work_ms / 1000)
     record(log, "done", run, key, os.getpid(), execution)
     return execution
 
 
 @coda.task()
-def step(log: str, run: str, key: str, work_ms: float) -> str:
+def step(log: str, run: str, key: str, work_ms: float, gate: str = "") -> str:
     """One unit of work; returns the id of the execution that did it."""
-    return _execute(log, run, key, work_ms)
+    return _execute(log, run, key, work_ms, gate)
 
 
 @coda.task()
@@ -65,7 +76,9 @@ def step_keys(steps: int) -> list[str]:
 
 
 @coda.workflow(max_retries=20)
-async def pipeline(log: str, steps: int, work_ms: list[float]) -> dict[str, str]:
+async def pipeline(
+    log: str, steps: int, work_ms: list[float], hold: str = "", gate: str = ""
+) -> dict[str, str]:
     """Two steps in sequence, the rest in parallel, then the final step."""
     run = coda.context.info().run_id
     body = os.urandom(6).hex()
@@ -75,6 +88,8 @@ async def pipeline(log: str, steps: int, work_ms: list[float]) -> dict[str, str]
 
     async def one(index: int, key: str) -> None:
         args = {"log": log, "run": run, "key": key, "work_ms": work_ms[index]}
+        if key == hold:
+            args["gate"] = gate
         results[key] = await coda.context.spawn_task(step, args=args, cache_key=[key])
         record(log, "seen", run, key, results[key], body)
 

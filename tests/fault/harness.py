@@ -9,6 +9,9 @@ running ``tests.fault.app``:
 - *worker kills*: SIGKILL of a random worker (a busy one when there is one)
   at random moments, spread over the run by progress thresholds so each
   lands while work is in flight; the pool replaces the dead workers.
+  ``pinned_kills`` of them land mid-step by construction: a chosen step of a
+  chosen workflow logs its start and waits on a gate, the harness kills the
+  worker named in that line, then opens the gate.
 - *supervisor kills*: SIGKILL of the supervisor's whole process group (it and
   its workers), then a restart on the same durable store and port. Clients
   see their connection drop, reconnect, resubmit with the same run id (a
@@ -48,7 +51,7 @@ from typing import IO, Any, TypeVar
 from coda import AsyncClient, Client
 from coda.errors import ConnectionLostError, RequestRefusedError, ResultTimeoutError, WorkflowFailed
 from coda.testing import SupervisorProcess
-from tests.fault.app import pipeline, poisoned
+from tests.fault.app import pipeline, poisoned, step_keys
 from tests.fault.ledger import read_ledger
 from tests.fault.report import Report, Scenario
 
@@ -109,6 +112,15 @@ class Driver:
         self.client = AsyncClient(address)
         self.log = log
         self.rng = random.Random(scenario.seed)
+        self.run_ids = [
+            f"fault-{scenario.seed}-{i}-{os.urandom(4).hex()}" for i in range(scenario.workflows)
+        ]
+        pinned = self.rng.sample(range(scenario.workflows), scenario.pinned_kills)
+        # run index -> (the step held open at its gate, the gate file)
+        self.holds = {
+            index: (self.rng.choice(step_keys(scenario.steps)), log.parent / f"gate-{index}")
+            for index in pinned
+        }
         self.deadline = time.monotonic() + scenario.timeout
         self.accepted: set[str] = set()
         self.results: dict[str, dict[str, str]] = {}
@@ -116,7 +128,8 @@ class Driver:
         self.finished = 0
         self.progress = asyncio.Event()
         self.kills = 0
-        self.poisoned = set(self.rng.sample(range(scenario.workflows), scenario.poisoned))
+        unpinned = [i for i in range(scenario.workflows) if i not in self.holds]
+        self.poisoned = set(self.rng.sample(unpinned, scenario.poisoned))
 
     async def retrying(self, call: Callable[[], Awaitable[T]]) -> T:
         """Repeat ``call`` while the supervisor is unreachable (being restarted)."""
@@ -138,9 +151,12 @@ class Driver:
         await asyncio.gather(*(self.run_one(i, spans[i], gate) for i in range(count)))
 
     async def run_one(self, index: int, work_ms: list[float], gate: asyncio.Semaphore) -> None:
-        run_id = f"fault-{self.scenario.seed}-{index}-{os.urandom(4).hex()}"
+        run_id = self.run_ids[index]
         args = {"log": str(self.log), "steps": self.scenario.steps, "work_ms": work_ms}
         workflow = poisoned if index in self.poisoned else pipeline
+        if index in self.holds:
+            hold, gate_file = self.holds[index]
+            args.update(hold=hold, gate=str(gate_file))
         async with gate:
             await self.retrying(lambda: self.client.submit(workflow, args, run_id=run_id))
             self.accepted.add(run_id)
@@ -168,7 +184,40 @@ class Driver:
         return sorted(self.rng.uniform(low, high) * self.scenario.workflows for _ in range(kills))
 
     async def kill_workers(self) -> None:
-        for threshold in self.thresholds(self.scenario.kill_workers, 0.0, 0.85):
+        await asyncio.gather(self.kill_pinned(), self.kill_at_random())
+
+    async def kill_pinned(self) -> None:
+        """Kill the worker of each held step while its body waits at the gate."""
+        for index, (key, gate_file) in sorted(self.holds.items()):
+            await self.kill_held_step(self.run_ids[index], key)
+            gate_file.touch()  # the step's rerun goes through
+
+    async def kill_held_step(self, run_id: str, key: str) -> None:
+        """Every execution of the step waits at the (still shut) gate, so one of
+        the workers named in its ``start`` lines is alive and mid-step; kill it.
+        (A random kill may have taken an earlier one: its rerun is next.)"""
+        tried: set[int] = set()
+        while time.monotonic() < self.deadline:
+            for pid in self.step_starts(run_id, key):
+                if pid in tried:
+                    continue
+                tried.add(pid)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                    self.kills += 1
+                    return
+            await asyncio.sleep(RETRY_PAUSE)
+        raise TimeoutError(f"step {key} of {run_id} never started")
+
+    def step_starts(self, run_id: str, key: str) -> list[int]:
+        """Pids of the workers that began the step, from the execution log."""
+        text = self.log.read_text() if self.log.exists() else ""
+        starts = (line.split() for line in text.splitlines() if line.startswith("start "))
+        return [int(f[3]) for f in starts if f[1] == run_id and f[2] == key]
+
+    async def kill_at_random(self) -> None:
+        random_kills = self.scenario.kill_workers - self.scenario.pinned_kills
+        for threshold in self.thresholds(random_kills, 0.0, 0.85):
             if not await self.until_finished(threshold):
                 return
             await asyncio.sleep(self.rng.uniform(0, 0.03))  # a random moment within the step
@@ -289,7 +338,7 @@ def supervisor_kills(base: Scenario, workdir: Path) -> Report:
     """With ``--store memory://`` this shows what a restart loses without a
     durable store: every run it held is reported lost."""
     workdir = workdir / "supervisor-kills"
-    scenario = replace(base, kill_workers=0, store=base.store or sqlite_in(workdir))
+    scenario = replace(base, kill_workers=0, pinned_kills=0, store=base.store or sqlite_in(workdir))
     return run_scenario("supervisor kills", scenario, workdir)
 
 
@@ -300,6 +349,7 @@ def backlog(base: Scenario, workdir: Path) -> Report:
         base,
         kill_supervisor=0,
         in_flight=base.workflows,
+        pinned_kills=0,
         kill_over=base.kill_over or 10.0,
         store=base.store or sqlite_in(workdir),
     )
@@ -313,6 +363,7 @@ def poison(base: Scenario, workdir: Path) -> Report:
         base,
         kill_supervisor=0,
         kill_workers=0,
+        pinned_kills=0,
         in_flight=base.workflows,
         poisoned=base.poisoned or 1,
         store=base.store or sqlite_in(workdir),
@@ -331,10 +382,10 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--kill-workers", type=int, default=6, help="0 skips that scenario")
     parser.add_argument("--kill-supervisor", type=int, default=2, help="0 skips that scenario")
     parser.add_argument(
-        "--backlog-kills",
-        type=int,
-        default=0,
-        help="worker kills of the backlog scenario (0 skips)",
+        "--pinned-kills", type=int, default=2, help="worker kills made to land mid-step"
+    )
+    parser.add_argument(
+        "--backlog-kills", type=int, default=0, help="worker kills of the backlog scenario; 0 skips"
     )
     parser.add_argument("--kill-over", type=float, default=10.0, help="seconds they spread over")
     parser.add_argument(
@@ -360,6 +411,7 @@ def main(argv: list[str] | None = None) -> int:
         in_flight=options.in_flight,
         kill_workers=options.kill_workers,
         kill_supervisor=options.kill_supervisor,
+        pinned_kills=min(options.pinned_kills, options.kill_workers),
         store=options.store,
         seed=options.seed,
         timeout=options.timeout,

@@ -20,6 +20,7 @@ class Scenario:
     concurrency: int = 2  # task slots per worker
     in_flight: int = 6  # workflows the driver keeps running at once
     kill_workers: int = 0
+    pinned_kills: int = 0  # of kill_workers: made to land mid-step (the step waits on a gate)
     kill_supervisor: int = 0
     store: str = ""  # --store URL; empty: a SQLite file in the scenario's directory
     kill_over: float = 0.0  # > 0: worker kills at random times over this many seconds
@@ -32,7 +33,7 @@ class Scenario:
             f"{self.kill_supervisor} SIGKILLs of the supervisor's process group, each followed "
             "by a restart on the same store"
             if self.kill_supervisor
-            else f"{self.kill_workers} SIGKILLs of random workers"
+            else f"{self.kill_workers} SIGKILLs of workers ({self.pinned_kills} pinned mid-step)"
         )
         if self.kill_over:
             chaos += f" spread over {self.kill_over:.0f}s"
@@ -125,6 +126,11 @@ class Report:
             (
                 self.kills == self.scenario.kill_workers + self.scenario.kill_supervisor,
                 f"only {self.kills} kills happened while work was in flight",
+            ),
+            (
+                self.ledger.interrupted >= self.scenario.pinned_kills,
+                f"{self.scenario.pinned_kills} kills were pinned mid-step, but only"
+                f" {self.ledger.interrupted} step executions were interrupted",
             ),
         ]
         return [message for ok, message in checks if not ok]

@@ -44,6 +44,7 @@ from ...broker.messages import (
     ResultEntry,
     ResultFetch,
     ResultForget,
+    ResultKind,
     ResultSave,
     ResultValues,
     ResultWait,
@@ -77,7 +78,7 @@ def _leaf_ids(results: Any) -> Iterator[str]:
             yield str(result)
 
 
-class CodaBackend(BaseBackend):
+class CodaBackend(BaseBackend):  # type: ignore[misc]  # Celery ships no types: Any
     supports_native_join = True
     supports_autoexpire = True
 
@@ -145,8 +146,8 @@ class CodaBackend(BaseBackend):
         self._request(lambda r: ResultSave(r, bytes_to_str(task_id), value, state, ttl=self._ttl()))
         return result
 
-    def _fetch(self, ids: list[str], kind: str = "task") -> list[ResultEntry]:
-        reply = self._request(lambda r: ResultFetch(r, ids, kind))  # type: ignore[arg-type]
+    def _fetch(self, ids: list[str], kind: ResultKind = "task") -> list[ResultEntry]:
+        reply = self._request(lambda r: ResultFetch(r, ids, kind))
         assert isinstance(reply, ResultValues)
         return reply.entries
 

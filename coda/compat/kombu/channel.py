@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import amqp.exceptions
 from amqp.protocol import queue_declare_ok_t
@@ -58,6 +58,13 @@ _CHANNEL_ERRORS: dict[str, type[amqp.exceptions.ChannelError]] = {
 }
 
 
+_EXCHANGE_TYPES: dict[str, Literal["direct", "topic", "fanout"]] = {
+    "direct": "direct",
+    "topic": "topic",
+    "fanout": "fanout",
+}
+
+
 def _seconds(arguments: dict[str, Any], key: str) -> float | None:
     value = arguments.get(key)
     return None if value is None else float(value) / 1000.0
@@ -68,12 +75,13 @@ class Channel(virtual.Channel):
 
     supports_fanout = True
     do_restore = False  # leases live in the supervisor
-    body_encoding = None  # frames carry bytes: no base64
-    from_transport_options = ()
+    # kombu's base declares these as str and a two-name tuple
+    body_encoding = None  # type: ignore[assignment]  # frames carry bytes: no base64
+    from_transport_options = ()  # type: ignore[assignment]
     connection: Transport
 
     def __init__(self, connection: Transport, **kwargs: Any) -> None:
-        super().__init__(connection, **kwargs)
+        super().__init__(connection, **kwargs)  # type: ignore[no-untyped-call]  # kombu's
         self._handlers: dict[str, tuple[Callable[[Any], Any], bool]] = {}
         connection.channels_by_id[self.channel_id] = self
 
@@ -109,18 +117,10 @@ class Channel(virtual.Channel):
     ) -> None:
         if not exchange:
             return  # the default exchange always exists
-        if type not in ("direct", "topic", "fanout"):
+        kind = _EXCHANGE_TYPES.get(type)
+        if kind is None:
             raise amqp.exceptions.NotImplemented(f"exchange type {type!r} is not supported")
-        self._ok(
-            lambda r: ExchangeDeclare(
-                r,
-                exchange,
-                type,
-                durable,
-                auto_delete,
-                passive,  # type: ignore[arg-type]
-            )
-        )
+        self._ok(lambda r: ExchangeDeclare(r, exchange, kind, durable, auto_delete, passive))
 
     def exchange_delete(self, exchange: str, if_unused: bool = False, nowait: bool = False) -> None:
         self._ok(lambda r: ExchangeDelete(r, exchange, if_unused))

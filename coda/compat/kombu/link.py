@@ -147,7 +147,9 @@ class Link:
 
     def call(self, message: WireMessage, timeout: float | None = None) -> WireMessage:
         """Send a request (it has a ``req_id``) and return its answer."""
-        req_id: int = message.req_id  # type: ignore[attr-defined]
+        req_id = getattr(message, "req_id", None)
+        if not isinstance(req_id, int):
+            raise TypeError(f"{type(message).__name__} is not a request: it has no req_id")
         with self._lock:
             self._socket()  # (re)connect first: connecting forgets pending requests
             self._pending.add(req_id)
@@ -204,7 +206,9 @@ class Link:
         the descriptor readable again."""
         sock = self._socket()
         tls = isinstance(sock, ssl.SSLSocket)
-        if (timeout is None or timeout > 0) and not (tls and sock.pending()):
+        if (timeout is None or timeout > 0) and not (
+            isinstance(sock, ssl.SSLSocket) and sock.pending()
+        ):
             readable, _, _ = select.select([sock], [], [], timeout)
             if not readable:
                 return
