@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .sqlite_file import parse_sqlite_url
+from .stores.sqlite.schema import parse_sqlite_url
 
 __all__ = ["default_store_url", "describe_store", "state_dir"]
 

@@ -80,6 +80,7 @@ def request_info(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
         "headers": request.headers,
         "hostname": request.hostname,
         "redelivered": (request.delivery_info or {}).get("redelivered"),
+        "priority": (request.delivery_info or {}).get("priority"),
         "called_directly": request.called_directly,
     }
 

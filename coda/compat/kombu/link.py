@@ -30,14 +30,15 @@ from collections import deque
 from typing import Any
 
 from ..._tls import client_context, open_socket
+from ...broker.messages import CLIENT_CODEC
 from ...errors import (
     ConnectionLostError,
     HandshakeError,
     RequestRefusedError,
     ResultTimeoutError,
 )
-from ...messages import PROTOCOL_VERSION, Error, Hello, Message, Welcome
-from ...protocol import FrameDecoder, decode_message, encode_message
+from ...messages import PROTOCOL_VERSION, Error, Hello, Welcome, WireMessage
+from ...protocol import FrameDecoder, encode_message
 
 __all__ = ["Link", "tls_context"]
 
@@ -72,12 +73,12 @@ class Link:
         self.token = token
         self.connect_timeout = connect_timeout
         self.tls = tls
-        self.events: deque[Message] = deque()
+        self.events: deque[WireMessage] = deque()
         self._sock: socket.socket | None = None
         self._pid = 0
         self._decoder = FrameDecoder()
         self._pending: set[int] = set()
-        self._replies: dict[int, Message] = {}
+        self._replies: dict[int, WireMessage] = {}
         self._refusal: Error | None = None
         self._ids = itertools.count(1)
         self._lock = threading.RLock()
@@ -139,14 +140,16 @@ class Link:
     def next_id(self) -> int:
         return next(self._ids)
 
-    def send(self, message: Message) -> None:
+    def send(self, message: WireMessage) -> None:
         """Write one message; never waits for an answer."""
         with self._lock:
             self._write(encode_message(message))
 
-    def call(self, message: Message, timeout: float | None = None) -> Message:
+    def call(self, message: WireMessage, timeout: float | None = None) -> WireMessage:
         """Send a request (it has a ``req_id``) and return its answer."""
-        req_id: int = message.req_id  # type: ignore[union-attr]
+        req_id = getattr(message, "req_id", None)
+        if not isinstance(req_id, int):
+            raise TypeError(f"{type(message).__name__} is not a request: it has no req_id")
         with self._lock:
             self._socket()  # (re)connect first: connecting forgets pending requests
             self._pending.add(req_id)
@@ -162,7 +165,7 @@ class Link:
             self._socket()
             self._pending.add(req_id)
 
-    def wait_reply(self, req_ids: set[int], timeout: float | None = None) -> Message:
+    def wait_reply(self, req_ids: set[int], timeout: float | None = None) -> WireMessage:
         """The first answer to any of ``req_ids``; other pushes become events."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
@@ -203,7 +206,9 @@ class Link:
         the descriptor readable again."""
         sock = self._socket()
         tls = isinstance(sock, ssl.SSLSocket)
-        if (timeout is None or timeout > 0) and not (tls and sock.pending()):
+        if (timeout is None or timeout > 0) and not (
+            isinstance(sock, ssl.SSLSocket) and sock.pending()
+        ):
             readable, _, _ = select.select([sock], [], [], timeout)
             if not readable:
                 return
@@ -222,7 +227,7 @@ class Link:
 
     def _take(self, data: bytes) -> None:
         for frame in self._decoder.feed(data):
-            message = decode_message(frame)
+            message = CLIENT_CODEC.decode(frame)
             req_id = getattr(message, "req_id", None)
             if req_id is not None and req_id in self._pending:
                 self._replies[req_id] = message

@@ -30,7 +30,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..broker_messages import (
+from ..supervisor.clock import Clock, Timer
+from ..supervisor.extension import ClientPeer
+from .messages import (
     ChordPart,
     ChordReply,
     ChordStart,
@@ -41,8 +43,6 @@ from ..broker_messages import (
     ResultValues,
     ResultWait,
 )
-from .clock import Clock, Timer
-from .scheduler import Peer
 
 __all__ = ["READY_STATES", "ResultStore"]
 
@@ -73,7 +73,7 @@ class ResultStore:
         self.default_ttl = default_ttl
         self.counts: Counter[str] = Counter()
         self._records: dict[tuple[str, str], Record] = {}
-        self._waiters: dict[str, list[tuple[Peer, int]]] = {}
+        self._waiters: dict[str, list[tuple[ClientPeer, int]]] = {}
         self._chords: dict[str, Chord] = {}
         self._chord_of: dict[str, str] = {}
         self._expiry: list[tuple[float, str, str]] = []
@@ -101,7 +101,7 @@ class ResultStore:
     def forget(self, msg: ResultForget) -> None:
         self._records.pop((msg.kind, msg.id), None)
 
-    def wait(self, peer: Peer, msg: ResultWait) -> None:
+    def wait(self, peer: ClientPeer, msg: ResultWait) -> None:
         """Answer now if the task is ready, else when it becomes so."""
         entry = self._entry("task", msg.id)
         if entry.state in READY_STATES:
@@ -153,7 +153,7 @@ class ResultStore:
 
     # -- connections and status -------------------------------------------------
 
-    def disconnected(self, peer: Peer) -> None:
+    def disconnected(self, peer: ClientPeer) -> None:
         for task_id in list(self._waiters):
             kept = [(p, r) for p, r in self._waiters[task_id] if p is not peer]
             if kept:

@@ -1,8 +1,8 @@
 """The supervisor as a message broker for kombu and Celery (AMQP's model).
 
 Theory of operation. Publishers send ``Publish``; the broker routes it through
-its exchange table (``broker_routing``) to queues (``broker_queue``), or holds
-it until its ETA. Consumers are (connection, channel, consumer tag) triples;
+its topology (``topology``: exchanges, bindings, queues) to queues, or holds it
+until its ETA. Consumers are (connection, channel, consumer tag) triples;
 a channel has *prefetch credit*: it may hold at most ``prefetch_count``
 unacknowledged deliveries (0: no limit). Deliveries are *pushed*: whenever a
 message becomes ready or credit frees up, the broker sends ``Deliver`` at
@@ -10,7 +10,7 @@ once, so an idle consumer costs nothing and nobody polls. One invariant makes
 this simple and fair: after every operation, no consumer with credit is
 subscribed to a queue that has a ready message.
 
-The lease ledger lives here (``broker_channels``), not in the consumer:
+The lease ledger lives with the channel (``channels``), not the consumer:
 every delivery to an acking consumer is a lease (channel, delivery tag)
 until it is acked or rejected. When a channel closes or its connection drops
 (a worker killed with SIGKILL), its leases go back to the *front* of their
@@ -18,11 +18,11 @@ queues with ``redelivered`` set, in their original order. There is no
 visibility timeout: a long task is never delivered twice while its consumer
 lives.
 
-ETA messages wait in a heap with one timer (``broker_held``); expired
+ETA messages wait in a heap with one timer (``held``); expired
 messages (per-message TTL, Celery's ``expires``, a queue's message TTL) are
 dropped when they reach the front of a queue and reported to ``on_expired``
-with their task id. No I/O: peers are written to through ``Peer.send`` and
-time comes from a ``Clock``.
+with their task id. No I/O: peers are written to through ``ClientPeer.send``
+and time comes from a ``Clock``.
 """
 
 from __future__ import annotations
@@ -33,7 +33,12 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from ..broker_messages import (
+from ..errors import BrokerError
+from ..supervisor.clock import Clock
+from ..supervisor.extension import ClientPeer
+from .channels import ChannelState, ConnectionTable, Consumer, Lease
+from .held import HeldMessages
+from .messages import (
     Ack,
     BasicGet,
     Cancel,
@@ -50,13 +55,8 @@ from ..broker_messages import (
     QueueUnbind,
     Reject,
 )
-from ..errors import BrokerError
-from .broker_channels import ChannelState, ConnectionTable, Consumer, Lease
-from .broker_held import HeldMessages
-from .broker_queue import MAX_PRIORITY, BrokerQueue, Envelope
-from .broker_routing import ExchangeTable
-from .clock import Clock
-from .scheduler import Peer
+from .queues import BrokerQueue, Envelope
+from .topology import Topology
 
 __all__ = ["Broker"]
 
@@ -71,89 +71,53 @@ def _earliest(*times: float | None) -> float | None:
 class Broker:
     def __init__(self, clock: Clock, on_expired: Callable[[str], None] | None = None) -> None:
         self.clock = clock
-        self.exchanges = ExchangeTable()
-        self.queues: dict[str, BrokerQueue] = {}
+        self.topology = Topology(clock)
+        self.queues = self.topology.queues  # by name (the same dict)
         self.counts: Counter[str] = Counter()
         self._on_expired = on_expired
         self._connections = ConnectionTable()
         self._seq = itertools.count(1)
         self._held = HeldMessages(clock, self._release_held)
 
-    # -- topology -----------------------------------------------------------
+    # -- topology (``Topology``; exclusivity is per connection) ----------------
 
     def declare_exchange(self, msg: ExchangeDeclare) -> None:
-        self.exchanges.declare(
-            msg.exchange,
-            msg.type,
-            durable=msg.durable,
-            auto_delete=msg.auto_delete,
-            passive=msg.passive,
-        )
+        self.topology.declare_exchange(msg)
 
     def delete_exchange(self, msg: ExchangeDelete) -> None:
-        self.exchanges.delete(msg.exchange, if_unused=msg.if_unused)
+        self.topology.delete_exchange(msg)
 
-    def declare_queue(self, peer: Peer, msg: QueueDeclare) -> tuple[int, int]:
+    def declare_queue(self, peer: ClientPeer, msg: QueueDeclare) -> tuple[int, int]:
         """Create the queue unless it exists; return (messages, consumers)."""
-        now = self.clock.time()
-        queue = self.queues.get(msg.queue)
-        if queue is None:
-            if msg.passive:
-                raise BrokerError("not_found", f"no queue {msg.queue!r}")
-            if not msg.queue:
-                raise BrokerError("not_allowed", "a queue needs a name")
-            queue = self.queues[msg.queue] = BrokerQueue(
-                msg.queue,
-                durable=msg.durable,
-                exclusive_owner=self._connections.ensure(peer) if msg.exclusive else None,
-                auto_delete=msg.auto_delete,
-                max_priority=MAX_PRIORITY if msg.max_priority is None else msg.max_priority,
-                message_ttl=msg.message_ttl,
-                expires=msg.expires,
-            )
-        self._check_exclusive(queue, peer)
-        queue.last_used = now
-        self._arm_queue_expiry(queue)
+        creates_exclusive = msg.exclusive and not msg.passive and msg.queue not in self.queues
+        owner = self._connections.ensure(peer) if creates_exclusive else None
+        queue = self.topology.declare_queue(msg, asker=self._connections.get(peer), owner=owner)
         return len(queue), len(queue.consumers)
 
     def bind(self, msg: QueueBind) -> None:
-        self._queue(msg.queue)
-        if not msg.exchange:
-            raise BrokerError("access_refused", "queues cannot be bound to the default exchange")
-        self.exchanges.get(msg.exchange).bind(msg.queue, msg.routing_key)
+        self.topology.bind(msg)
 
     def unbind(self, msg: QueueUnbind) -> None:
-        exchange = self.exchanges.exchanges.get(msg.exchange)
-        if exchange is not None:
-            exchange.unbind(msg.queue, msg.routing_key)
+        self.topology.unbind(msg)
 
-    def delete_queue(self, peer: Peer, msg: QueueDelete) -> int:
-        queue = self.queues.get(msg.queue)
-        if queue is None:
-            return 0
-        self._check_exclusive(queue, peer)
-        if msg.if_unused and queue.consumers:
-            raise BrokerError("in_use", f"queue {msg.queue!r} has consumers")
-        if msg.if_empty and len(queue):
-            raise BrokerError("in_use", f"queue {msg.queue!r} is not empty")
-        return self._delete_queue(queue)
+    def delete_queue(self, peer: ClientPeer, msg: QueueDelete) -> int:
+        return self.topology.delete_queue(msg, self._connections.get(peer))
 
-    def purge(self, peer: Peer, msg: QueuePurge) -> int:
-        queue = self._queue(msg.queue)
+    def purge(self, peer: ClientPeer, msg: QueuePurge) -> int:
+        queue = self.topology.queue(msg.queue)
         self._check_exclusive(queue, peer)
         count = queue.purge()
         self.counts["purged"] += count
         return count
 
     def size(self, name: str) -> int:
-        return len(self._queue(name))
+        return len(self.topology.queue(name))
 
     # -- publishing ---------------------------------------------------------
 
     def destinations(self, msg: Publish) -> list[str]:
         """The existing queues a message would be routed to."""
-        names = self.exchanges.route(msg.exchange, msg.routing_key)
-        return [name for name in names if name in self.queues]
+        return self.topology.destinations(msg)
 
     def publish(self, msg: Publish) -> int:
         """Route one message; return the number of queues it went to."""
@@ -204,8 +168,8 @@ class Broker:
 
     # -- consuming ----------------------------------------------------------
 
-    def consume(self, peer: Peer, msg: Consume) -> None:
-        queue = self._queue(msg.queue)
+    def consume(self, peer: ClientPeer, msg: Consume) -> None:
+        queue = self.topology.queue(msg.queue)
         self._check_exclusive(queue, peer)
         channel = self._connections.channel(peer, msg.channel)
         if msg.consumer_tag in channel.consumers:
@@ -219,18 +183,18 @@ class Broker:
         queue.last_used = self.clock.time()
         self._dispatch_channel(channel)
 
-    def cancel(self, peer: Peer, msg: Cancel) -> None:
+    def cancel(self, peer: ClientPeer, msg: Cancel) -> None:
         channel = self._connections.existing_channel(peer, msg.channel)
         consumer = channel.consumers.pop(msg.consumer_tag, None) if channel else None
         if consumer is not None:
             self._remove_consumer(consumer)
 
-    def qos(self, peer: Peer, msg: Qos) -> None:
+    def qos(self, peer: ClientPeer, msg: Qos) -> None:
         channel = self._connections.channel(peer, msg.channel)
         channel.prefetch = max(0, msg.prefetch_count)
         self._dispatch_channel(channel)
 
-    def ack(self, peer: Peer, msg: Ack) -> None:
+    def ack(self, peer: ClientPeer, msg: Ack) -> None:
         channel = self._connections.existing_channel(peer, msg.channel)
         if channel is None:
             return
@@ -246,7 +210,7 @@ class Broker:
                 self.counts["acked"] += 1
         self._dispatch_channel(channel)
 
-    def reject(self, peer: Peer, msg: Reject) -> None:
+    def reject(self, peer: ClientPeer, msg: Reject) -> None:
         channel = self._connections.existing_channel(peer, msg.channel)
         lease = channel.unacked.pop(msg.delivery_tag, None) if channel else None
         if channel is None or lease is None:
@@ -257,15 +221,15 @@ class Broker:
             self.counts["rejected"] += 1
         self._dispatch_channel(channel)
 
-    def recover(self, peer: Peer, channel_id: int) -> None:
+    def recover(self, peer: ClientPeer, channel_id: int) -> None:
         channel = self._connections.existing_channel(peer, channel_id)
         if channel is not None:
             leases = list(channel.unacked.values())
             channel.unacked.clear()
             self._requeue(leases)
 
-    def basic_get(self, peer: Peer, msg: BasicGet) -> Deliver | None:
-        queue = self._queue(msg.queue)
+    def basic_get(self, peer: ClientPeer, msg: BasicGet) -> Deliver | None:
+        queue = self.topology.queue(msg.queue)
         self._check_exclusive(queue, peer)
         now = self.clock.time()
         queue.last_used = now
@@ -285,13 +249,13 @@ class Broker:
             req_id=msg.req_id,
         )
 
-    def close_channel(self, peer: Peer, channel_id: int) -> None:
+    def close_channel(self, peer: ClientPeer, channel_id: int) -> None:
         connection = self._connections.get(peer)
         channel = connection.channels.pop(channel_id, None) if connection else None
         if channel is not None:
             self._drop_channel(channel)
 
-    def disconnected(self, peer: Peer) -> None:
+    def disconnected(self, peer: ClientPeer) -> None:
         """The peer is gone: requeue its leases, stop its consumers."""
         connection = self._connections.pop(peer)
         if connection is None:
@@ -301,7 +265,7 @@ class Broker:
         connection.channels.clear()
         for queue in list(self.queues.values()):
             if queue.exclusive_owner is connection:
-                self._delete_queue(queue)
+                self.topology.delete(queue)
 
     # -- status -------------------------------------------------------------
 
@@ -320,7 +284,7 @@ class Broker:
                 }
                 for name, queue in sorted(self.queues.items())
             },
-            "exchanges": len(self.exchanges.exchanges),
+            "exchanges": len(self.topology.exchanges.exchanges),
             "connections": len(self._connections),
             "counts": dict(self.counts),
         }
@@ -405,49 +369,14 @@ class Broker:
         if queue.consumers or self.queues.get(queue.name) is not queue:
             return
         if queue.auto_delete and queue.had_consumers:
-            self._delete_queue(queue)
+            self.topology.delete(queue)
         else:
-            self._arm_queue_expiry(queue)
-
-    def _delete_queue(self, queue: BrokerQueue) -> int:
-        if self.queues.get(queue.name) is queue:
-            del self.queues[queue.name]
-        self.exchanges.unbind_queue(queue.name)
-        for consumer in list(queue.consumers):
-            consumer.channel.consumers.pop(consumer.tag, None)
-        queue.consumers.clear()
-        return queue.purge()
-
-    def _arm_queue_expiry(self, queue: BrokerQueue) -> None:
-        """x-expires: delete the queue once unused (no consumers, no use) that long."""
-        if queue.expires is None or queue.expiry_armed or queue.consumers:
-            return
-        queue.expiry_armed = True
-        expires = queue.expires
-
-        def check() -> None:
-            queue.expiry_armed = False
-            if self.queues.get(queue.name) is not queue or queue.consumers:
-                return
-            if self.clock.time() >= queue.last_used + expires:
-                self._delete_queue(queue)
-            else:
-                self._arm_queue_expiry(queue)
-
-        self.clock.call_at(queue.last_used + expires, check)
+            self.topology.arm_expiry(queue)
 
     def _expired(self, envelope: Envelope) -> None:
         self.counts["expired"] += 1
         if envelope.task_id is not None and self._on_expired is not None:
             self._on_expired(envelope.task_id)
 
-    def _queue(self, name: str) -> BrokerQueue:
-        queue = self.queues.get(name)
-        if queue is None:
-            raise BrokerError("not_found", f"no queue {name!r}")
-        return queue
-
-    def _check_exclusive(self, queue: BrokerQueue, peer: Peer) -> None:
-        owner = queue.exclusive_owner
-        if owner is not None and owner is not self._connections.get(peer):
-            raise BrokerError("locked", f"queue {queue.name!r} is exclusive to another connection")
+    def _check_exclusive(self, queue: BrokerQueue, peer: ClientPeer) -> None:
+        self.topology.check_exclusive(queue, self._connections.get(peer))

@@ -4,21 +4,21 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from .jobs import Job
-from .store import CacheKey, Store
+from ..jobs import Job
+from .base import CacheKey, Store
 
 __all__ = ["MemoryStore"]
 
 
 class MemoryStore(Store):
-    """Holds the scheduler's own job objects; nothing is copied."""
+    """Holds the engine's own job objects; nothing is copied."""
 
     def __init__(self) -> None:
         self._jobs: dict[str, Job] = {}
         self._cache: dict[str, dict[tuple[str, bytes], str]] = {}  # by workflow run
         self._children: dict[str, list[str]] = {}
 
-    def save_job(self, job: Job) -> None:
+    def save_job(self, job: Job, *, with_args: bool = True) -> None:
         if job.id not in self._jobs:
             self._jobs[job.id] = job
             if job.parent_run is not None:
@@ -45,7 +45,9 @@ class MemoryStore(Store):
         return steps
 
     def unfinished_jobs(self) -> Iterable[Job]:
-        return [job for job in self._jobs.values() if not job.state.finished]
+        unfinished = [job for job in self._jobs.values() if not job.state.finished]
+        unfinished.sort(key=lambda job: job.created_at)
+        return unfinished
 
     def expire(self, finished_before: float) -> int:
         roots = [
@@ -57,17 +59,27 @@ class MemoryStore(Store):
         ]
         dropped = 0
         for root in roots:
-            dropped += self._drop_tree(root.id)
+            tree = self._tree(root.id)
+            if all(self._jobs[job_id].state.finished for job_id in tree):
+                dropped += self._drop(tree)
         return dropped
 
-    def _drop_tree(self, job_id: str) -> int:
-        dropped = 0
-        for child in self._children.pop(job_id, []):
-            dropped += self._drop_tree(child)
-        self._cache.pop(job_id, None)  # the entries of the run, if it was a workflow
-        if self._jobs.pop(job_id, None) is not None:
-            dropped += 1
-        return dropped
+    def _tree(self, root_id: str) -> list[str]:
+        """The root and every recorded job beneath it."""
+        tree, pending = [], [root_id]
+        while pending:
+            job_id = pending.pop()
+            if job_id in self._jobs:
+                tree.append(job_id)
+            pending.extend(self._children.get(job_id, ()))
+        return tree
+
+    def _drop(self, tree: list[str]) -> int:
+        for job_id in tree:
+            self._children.pop(job_id, None)
+            self._cache.pop(job_id, None)  # the entries of the run, if it was a workflow
+            del self._jobs[job_id]
+        return len(tree)
 
     def statistics(self) -> dict[str, int]:
         entries = sum(len(run) for run in self._cache.values())

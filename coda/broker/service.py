@@ -1,11 +1,12 @@
 """Where the supervisor's connections hand broker and result messages.
 
-``SupervisorConnection`` passes every message of ``BROKER_REQUESTS`` from a
-client connection to ``BrokerService.handle``, and tells it when the
-connection closes. Each message is matched to one call on the ``Broker`` or
-the ``ResultStore`` and answered when the protocol says so; a refusal
-(``BrokerError``) becomes an ``Error`` carrying the request id, and the
-connection stays up, as an AMQP channel error would leave the connection.
+The supervisor gives every ``BROKER_REQUESTS`` message of a client connection
+to the broker extension (``extension``), which passes it to
+``BrokerService.handle``, and tells it when the connection closes. Each
+message is matched to one call on the ``Broker`` or the ``ResultStore`` and
+answered when the protocol says so; a refusal (``BrokerError``) becomes an
+``Error`` carrying the request id, and the connection stays up, as an AMQP
+channel error would leave the connection.
 """
 
 from __future__ import annotations
@@ -14,7 +15,12 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from ..broker_messages import (
+from ..errors import BrokerError
+from ..messages import Error, WireMessage
+from ..supervisor.clock import Clock, LoopClock
+from ..supervisor.extension import ClientPeer
+from .broker import Broker
+from .messages import (
     Ack,
     BasicGet,
     BrokerOk,
@@ -40,12 +46,7 @@ from ..broker_messages import (
     ResultValues,
     ResultWait,
 )
-from ..errors import BrokerError
-from ..messages import Error, Message
-from .broker import Broker
-from .clock import Clock, LoopClock
 from .results import ResultStore
-from .scheduler import Peer
 
 __all__ = ["BrokerService"]
 
@@ -63,13 +64,13 @@ class BrokerService:
         divert: Callable[[Publish, list[str]], bool] | None = None,
     ) -> None:
         """``divert(message, queues)`` may take a message instead of the
-        broker (``broker_divert``: Celery messages for Coda workers)."""
+        broker (``coda.broker.divert``: Celery messages for Coda workers)."""
         clock = clock or LoopClock()
         self.results = ResultStore(clock, default_ttl=result_ttl)
         self.broker = Broker(clock, on_expired=self.results.mark_revoked)
         self.divert = divert
 
-    def handle(self, peer: Peer, message: Message) -> None:
+    def handle(self, peer: ClientPeer, message: WireMessage) -> None:
         req_id = getattr(message, "req_id", None)
         try:
             self._dispatch(peer, message)
@@ -79,7 +80,7 @@ class BrokerService:
             else:
                 peer.send(Error(code=exc.code, message=exc.message, req_id=req_id))
 
-    def _dispatch(self, peer: Peer, message: Message) -> None:  # noqa: C901 - one line per type
+    def _dispatch(self, peer: ClientPeer, message: WireMessage) -> None:  # noqa: C901 - one line per type
         broker = self.broker
         match message:
             case Publish():
@@ -126,7 +127,7 @@ class BrokerService:
             case _:
                 self._dispatch_result(peer, message)
 
-    def _dispatch_result(self, peer: Peer, message: Message) -> None:
+    def _dispatch_result(self, peer: ClientPeer, message: WireMessage) -> None:
         results = self.results
         match message:
             case ResultSave(req_id=req_id):
@@ -147,7 +148,7 @@ class BrokerService:
             case _:
                 raise BrokerError("not_allowed", f"unexpected {type(message).__name__}")
 
-    def disconnected(self, peer: Peer) -> None:
+    def disconnected(self, peer: ClientPeer) -> None:
         self.broker.disconnected(peer)
         self.results.disconnected(peer)
 

@@ -1,36 +1,35 @@
-"""The scheduler: what runs, and who hears about the result.
+"""The engine: what runs, and who hears about the result.
 
-It owns the live state of the supervisor: every unfinished job, the waiters
-of each, and retry timers; ``Dispatcher`` (dispatch.py) hands ready jobs to
-workers and keeps their leases. It does no I/O of its own: messages go out
-through ``Peer.send`` and persistence goes through a ``Store``, so the whole
-of it runs in one thread, synchronously, one message at a time.
+A sans-I/O state machine, in h11's spirit. It owns the live state of the
+supervisor (every unfinished job, who waits for what, retry timers) and
+changes it in response to messages from clients and workers and to the
+clock; it sends through ``Peer.send``, reads the time and sets timers
+through an injected ``Clock``, and records state through a ``Store``. It
+never touches a socket or the event loop, so it runs synchronously, one
+message at a time, and unit tests drive it with fake peers and a
+``ManualClock``.
 
-Reruns: a workflow run that starts again (a retry, a lost worker, a
-supervisor restart) is sent, with ``RunWorkflow``, the results of its
-cached spawns that already succeeded, up to ``HISTORY_BUDGET`` bytes of
-them; the worker answers those spawns itself, without a round trip.
+Its parts, one concept each: ``Dispatcher`` (dispatch.py) hands ready jobs
+to workers and keeps their leases; ``Steps`` (steps.py) is the durable step
+(cache keys, rerun history, what is written when); ``Waiters`` (waiters.py)
+answers whoever awaits a job once its end is durable.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import sys
-import time
 from collections import Counter
 from collections.abc import Callable
-from typing import Literal
 
 from ..errors import CodaError, UnknownNameError
 from ..messages import (
     Accepted,
     Await,
-    CachedStep,
     Error,
     Failure,
-    Finished,
+    Kind,
     Payload,
     Spawn,
     Started,
@@ -38,26 +37,28 @@ from ..messages import (
     TaskDone,
     WorkflowDone,
 )
+from .clock import Clock
 from .dispatch import Dispatcher, NameInfo, Peer, WorkerHandle
 from .jobs import Job, JobState
-from .store import CacheKey, Store
+from .steps import Steps
+from .stores.base import Store
+from .waiters import Waiters
 
-__all__ = ["HISTORY_BUDGET", "NameInfo", "Peer", "Scheduler", "WorkerHandle"]
+__all__ = ["Engine", "NameInfo", "Peer", "WorkerHandle", "new_id"]
 
-log = logging.getLogger("coda.scheduler")
-
-HISTORY_BUDGET = 8 * 1024 * 1024  # bytes of cached results sent with one RunWorkflow
+log = logging.getLogger("coda.engine")
 
 
 def new_id() -> str:
     return os.urandom(16).hex()
 
 
-class Scheduler:
+class Engine:
     def __init__(
         self,
         store: Store,
         lookup: Callable[[str], NameInfo],
+        clock: Clock,
         *,
         accept_content: frozenset[str],
         on_hung_worker: Callable[[int], None] = lambda worker_id: None,
@@ -65,23 +66,24 @@ class Scheduler:
         timeout_grace: float = 2.0,
     ) -> None:
         self.store = store
+        self.clock = clock
         self._lookup = lookup
         self._accept = accept_content
         self._on_hung_worker = on_hung_worker
         self._max_worker_losses = max_worker_losses
         self._live: dict[str, Job] = {}
-        self._waiters: dict[str, list[tuple[Peer, int]]] = {}
+        self._killed_on_purpose: set[int] = set()
         self._draining = False
         self._on_idle: Callable[[], None] | None = None
-        # the cache keys of workflow runs started by this generation, while they
-        # are unfinished: all of them, so a key not here is a miss without a read
-        self._run_keys: dict[str, dict[tuple[str, bytes], str]] = {}
         self.counts: dict[str, Counter[str]] = {}
+        self.steps = Steps(store, self._find)
+        self.waiters = Waiters(store)
         self.dispatch = Dispatcher(
-            store,
             lookup,
             self._live,
-            history=self._history,
+            clock,
+            save=self.steps.save,
+            history=self.steps.history,
             on_timeout=self._timed_out,
             on_pause=self._check_idle,
             timeout_grace=timeout_grace,
@@ -102,23 +104,18 @@ class Scheduler:
         info = self._checked(peer, msg.req_id, msg.name, msg.args, kind=None)
         if info is None:
             return
-        existing = self._find(msg.run_id) if msg.run_id else None
-        if existing is not None:  # a resubmission with the same id is idempotent
-            job = existing
-        else:
-            job = Job(
-                id=msg.run_id or new_id(),
-                kind=info.kind,
-                name=sys.intern(msg.name),
-                args=_interned(msg.args),
-                queue=sys.intern(msg.queue or info.queue),
-            )
+        job = self._find(msg.run_id) if msg.run_id else None
+        if job is None and self._refused_for_store(peer, msg.req_id):
+            return
+        if job is None:  # a resubmission with the same id is idempotent
+            job = self._new_job(msg.run_id or new_id(), info.kind, msg.name, msg.args)
+            job.queue = sys.intern(msg.queue or info.queue)
             self._add(job, not_before=msg.not_before)
 
         def acknowledge() -> None:
-            peer.send(Accepted(req_id=msg.req_id, run_id=job.id, kind=_kind(job)))
+            peer.send(Accepted(req_id=msg.req_id, run_id=job.id, kind=job.kind))
             if msg.wait:
-                self._wait_for(job, peer, msg.req_id)
+                self.waiters.add(job, peer, msg.req_id)
 
         self.store.after_commit(acknowledge)
 
@@ -133,7 +130,7 @@ class Scheduler:
                 )
             )
             return
-        self._wait_for(job, peer, msg.req_id)
+        self.waiters.add(job, peer, msg.req_id)
 
     # -- worker requests --------------------------------------------------
 
@@ -151,30 +148,21 @@ class Scheduler:
         info = self._checked(worker.peer, msg.req_id, msg.name, msg.args, kind=msg.kind)
         if info is None:
             return
-        key: CacheKey | None = None
-        if msg.cache_key is not None:
-            key = (msg.run_id, msg.name, msg.cache_key)
-            cached = self._cached_job(key)
-            if cached is not None:
-                self._count(msg.name, "cache_hits")
-                self._wait_for(cached, worker.peer, msg.req_id)
-                return
-        job = Job(
-            id=new_id(),
-            kind=msg.kind,
-            name=sys.intern(msg.name),
-            args=_interned(msg.args),
-            queue=sys.intern(msg.queue or info.queue),
-            parent_run=msg.run_id,
-            cache_key=msg.cache_key,
-        )
-        self._add(job)
-        if key is not None:
-            self.store.set_cached(key, job.id)
-            keys = self._run_keys.get(msg.run_id)
-            if keys is not None:
-                keys[key[1:]] = job.id
-        self._wait_for(job, worker.peer, msg.req_id)
+        step = None if msg.cache_key is None else (msg.name, msg.cache_key)
+        job = None if step is None else self.steps.answering(msg.run_id, step)
+        if job is not None:
+            self._count(msg.name, "cache_hits")
+        elif self._refused_for_store(worker.peer, msg.req_id):
+            return
+        else:
+            job = self._new_job(new_id(), msg.kind, msg.name, msg.args)
+            job.queue = sys.intern(msg.queue or info.queue)
+            job.parent_run = msg.run_id
+            job.cache_key = msg.cache_key
+            self._add(job)
+            if step is not None:
+                self.steps.record(msg.run_id, step, job)
+        self.waiters.add(job, worker.peer, msg.req_id)
 
     def started(self, worker: WorkerHandle, msg: Started) -> None:
         self.dispatch.started(worker, msg.job_id)
@@ -207,45 +195,72 @@ class Scheduler:
         self.dispatch.join(worker)
 
     def worker_left(self, worker_id: int) -> None:
-        """Requeue, at the head of their queues, the jobs the worker held.
+        """Requeue, at the head of their queues, the jobs the worker held, and
+        decide who is to blame for its death.
 
-        While draining, workers are being let go on purpose: that is not a
-        loss to count against the jobs they held. Nor is a task the worker
-        held back and never started."""
-        for job, started in self.dispatch.leave(worker_id):
-            if started and not self._draining:
-                job.losses += 1
+        The suspects are the tasks it had started (user code running in its
+        threads or on its loop), else, when none had, the workflows it drove.
+        A task it held back and never started cannot have killed it; nor is
+        anybody blamed while draining (workers are let go on purpose) or when
+        the engine had it killed (a task past its timeout, already failed).
+        A suspect alone is surely to blame: past ``max_worker_losses`` such
+        deaths it fails as ``coda.WorkerLost``. A suspect among several may be
+        a bystander of the one that did it: past ``max_worker_losses``
+        suspicions it is isolated (dispatch.py), so its next deaths are its own.
+        """
+        held = self.dispatch.leave(worker_id)
+        innocent = self._draining or worker_id in self._killed_on_purpose
+        self._killed_on_purpose.discard(worker_id)
+        if not self._draining:
+            for job, started in held:
+                job.losses += started  # a redelivery: it may have run
+        suspects = [] if innocent else _suspects(held)
+        for job in suspects:
+            job.blamed += 1
+            if len(suspects) == 1:
+                job.blamed_alone += 1
+        for job, _ in held:
             job.worker = None
-            if job.losses > self._max_worker_losses:
+            if job.blamed_alone > self._max_worker_losses:
                 failure = Failure(
                     type_name="coda.WorkerLost",
-                    message=f"the worker running it died {job.losses} times; giving up",
+                    message=f"its worker died {job.blamed_alone} times while it ran there "
+                    "alone; giving up",
                 )
                 self._settle(job, None, failure)
                 continue
+            if job.blamed > self._max_worker_losses and not job.isolated:
+                job.isolated = True
+                log.warning(
+                    "%s %s was running when %d workers died: it runs alone from now on",
+                    job.kind,
+                    job.id,
+                    job.blamed,
+                )
             self.dispatch.enqueue(job, front=True)
-            self.store.save_job(job)
+            self.steps.save(job)
 
     # -- recovery and housekeeping ----------------------------------------
 
     def recover(self) -> int:
         """Take back the unfinished jobs of a previous supervisor generation."""
         count = 0
-        for job in sorted(self.store.unfinished_jobs(), key=lambda j: j.created_at):
+        for job in self.store.unfinished_jobs():
             self._live[job.id] = job
+            self.steps.recovered(job)
             job.worker = None
             if job.state is JobState.DELAYED:
-                self._delay(job, max(0.0, job.ready_at - time.time()))
+                self._delay(job, job.ready_at)
             else:
                 self.dispatch.enqueue(job)
-            self.store.save_job(job)
+            self.steps.save(job)
             count += 1
         return count
 
     def expire(self, ttl: float, done: Callable[[int], None]) -> None:
         """Forget runs finished more than ``ttl`` seconds ago; the store may
         work in the background and calls ``done(dropped)`` when it is done."""
-        self.store.expire_soon(time.time() - ttl, done)
+        self.store.expire_soon(self.clock.time() - ttl, done)
 
     # -- graceful shutdown (the supervisor drives it) -----------------------
 
@@ -277,17 +292,7 @@ class Scheduler:
         queues = self.dispatch.queued()
         delayed = sum(1 for job in self._live.values() if job.state is JobState.DELAYED)
         return {
-            "workers": [
-                {
-                    "id": w.id,
-                    "pid": w.pid,
-                    "queues": list(w.queues),
-                    "tasks": f"{w.started_tasks}/{w.task_slots}",
-                    "held": len(w.held),
-                    "workflows": f"{len(w.workflows)}/{w.workflow_slots}",
-                }
-                for w in sorted(self.dispatch.workers.values(), key=lambda w: w.id)
-            ],
+            "workers": self.dispatch.worker_status(),
             "queues": {name: dict(counts) for name, counts in sorted(queues.items())},
             "delayed": delayed,
             "runs_in_flight": sum(1 for j in self._live.values() if j.parent_run is None),
@@ -323,37 +328,44 @@ class Scheduler:
             return None
         return info
 
+    def _refused_for_store(self, peer: Peer, req_id: int) -> bool:
+        """Refuse new work while the store cannot commit, saying why."""
+        reason = self.store.unavailable()
+        if reason is not None:
+            peer.send(
+                Error(
+                    code="store_unavailable",
+                    message=f"the supervisor cannot save new work: its store fails to commit "
+                    f"({reason}); it keeps retrying, so submit again later",
+                    req_id=req_id,
+                )
+            )
+        return reason is not None
+
     def _find(self, job_id: str | None) -> Job | None:
         if job_id is None:
             return None
         return self._live.get(job_id) or self.store.get_job(job_id)
 
-    def _cached_job(self, key: CacheKey) -> Job | None:
-        """The job answering a cache key, unless it failed (then run again)."""
-        keys = self._run_keys.get(key[0])
-        job_id = self.store.get_cached(key) if keys is None else keys.get(key[1:])
-        job = self._find(job_id)
-        if job is None or job.state is JobState.FAILED:
-            return None
-        return job
+    def _new_job(self, job_id: str, kind: Kind, name: str, args: Payload) -> Job:
+        return Job(
+            id=job_id,
+            kind=kind,
+            name=sys.intern(name),
+            args=_interned(args),
+            queue="",
+            created_at=self.clock.time(),
+        )
 
     def _add(self, job: Job, not_before: float | None = None) -> None:
         self._live[job.id] = job
-        if job.kind == "workflow":  # a new run: no cache entry of it exists anywhere yet
-            self._run_keys[job.id] = {}
-        wait = 0.0 if not_before is None else not_before - time.time()
-        if wait > 0:  # a countdown / eta: hold it back, as a retry delay does
-            self._delay(job, wait)
-            self.store.save_job(job)
-            return
-        self.store.save_job(job)
-        self.dispatch.enqueue(job)
-
-    def _wait_for(self, job: Job, peer: Peer, req_id: int) -> None:
-        if job.state.finished:  # its end may be this turn's, not yet committed
-            self.store.after_commit(lambda: _notify([(peer, req_id)], job))
+        if job.kind == "workflow":
+            self.steps.run_created(job.id)
+        if not_before is not None and not_before > self.clock.time():
+            self._delay(job, not_before)  # a countdown / eta: held back, as a retry is
         else:
-            self._waiters.setdefault(job.id, []).append((peer, req_id))
+            self.dispatch.enqueue(job)
+        self.steps.save(job)
 
     def _settle(self, job: Job, result: Payload | None, failure: Failure | None) -> None:
         job.worker = None
@@ -361,50 +373,32 @@ class Scheduler:
             job.attempt += 1
             job.failure = failure
             self._count(job.name, "retried")
-            self._delay(job, failure.retry_in)
-            self.store.save_job(job)
+            self._delay(job, self.clock.time() + failure.retry_in)
+            self.steps.save(job)
             return
         job.state = JobState.FAILED if failure is not None else JobState.SUCCEEDED
         job.result = result
         job.failure = failure
-        job.finished_at = time.time()
-        self.store.save_job(job)
+        job.finished_at = self.clock.time()
+        self.steps.save(job)
         del self._live[job.id]
-        self._run_keys.pop(job.id, None)
+        if job.kind == "workflow":
+            self.steps.run_finished(job)
         self._count(job.name, "failed" if failure is not None else "succeeded")
-        waiters = self._waiters.pop(job.id, None)
-        if waiters:
-            self.store.after_commit(lambda: _notify(waiters, job))
+        self.waiters.job_ended(job)
 
-    def _delay(self, job: Job, seconds: float) -> None:
+    def _delay(self, job: Job, until: float) -> None:
         job.state = JobState.DELAYED
-        job.ready_at = time.time() + seconds
-        asyncio.get_running_loop().call_later(seconds, self._wake, job)
+        job.ready_at = until
+        self.clock.call_at(until, lambda: self._wake(job))
 
     def _wake(self, job: Job) -> None:
         if job.state is JobState.DELAYED and self._live.get(job.id) is job:
             self.dispatch.enqueue(job)
-            self.store.save_job(job)
-
-    def _history(self, job: Job) -> list[CachedStep]:
-        """What a starting workflow run may answer itself: its cached spawns
-        that succeeded, oldest first, up to ``HISTORY_BUDGET`` bytes. A run
-        of this generation that has spawned nothing yet has none, and that
-        is known without asking the store."""
-        if self._run_keys.get(job.id) == {}:
-            return []
-        budget = HISTORY_BUDGET - len(job.args.body)
-        history = []
-        for name, key, step in self.store.cached_steps(job.id):
-            if step.state is not JobState.SUCCEEDED or step.result is None:
-                continue
-            budget -= len(step.result.body) + len(key) + len(name)
-            if budget < 0:
-                break
-            history.append(CachedStep(_kind(step), name, key, step.result))
-        return history
+            self.steps.save(job)
 
     def _timed_out(self, job: Job, worker: WorkerHandle) -> None:
+        self._killed_on_purpose.add(worker.id)
         self._settle(
             job,
             None,
@@ -421,23 +415,15 @@ class Scheduler:
         counts[what] += n
 
 
+def _suspects(held: list[tuple[Job, bool]]) -> list[Job]:
+    """Who may have killed a worker that held these (job, started) leases."""
+    started_tasks = [job for job, started in held if started and job.kind == "task"]
+    if started_tasks:
+        return started_tasks
+    return [job for job, _ in held if job.kind == "workflow"]
+
+
 def _interned(args: Payload) -> Payload:
     """The payload with its content type and encoding shared with every other
     job's: a queued job then costs its body, not three more strings."""
     return Payload(sys.intern(args.content_type), sys.intern(args.content_encoding), args.body)
-
-
-def _kind(job: Job) -> Literal["task", "workflow"]:
-    return "workflow" if job.kind == "workflow" else "task"
-
-
-def _finished(req_id: int, job: Job) -> Finished:
-    return Finished(
-        req_id=req_id, run_id=job.id, kind=_kind(job), result=job.result, failure=job.failure
-    )
-
-
-def _notify(waiters: list[tuple[Peer, int]], job: Job) -> None:
-    for peer, req_id in waiters:
-        if peer.is_open:
-            peer.send(_finished(req_id, job))

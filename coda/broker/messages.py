@@ -1,12 +1,14 @@
 """The typed messages of the supervisor's broker and result store.
 
-These are the frames a kombu transport (``coda.compat.kombu``) exchanges with
-the supervisor when the supervisor stands in for RabbitMQ or Redis, and the
-frames of the ``coda://`` Celery result backend. They share the wire format
-of ``coda.messages`` (a MessagePack array tagged by its first element) and are
-members of its ``Message`` union; they live in their own module because they
-are one concept: AMQP's model (exchanges, queues, bindings, consumers with
-prefetch credit, delivery tags) in typed, frozen structs.
+These are the frames a kombu transport exchanges with the supervisor when the
+supervisor stands in for RabbitMQ or Redis, and the frames of the ``coda://``
+Celery result backend: AMQP's model (exchanges, queues, bindings, consumers
+with prefetch credit, delivery tags) in typed, frozen structs. They share the
+wire format of ``coda.messages`` (``WireMessage``: a MessagePack array tagged
+by its first element) but not its ``Message`` union: the core protocol knows
+none of them. The supervisor's client connections decode them because the
+broker extension declares ``BROKER_REQUESTS``; a client decodes them with
+``CLIENT_CODEC``.
 
 Message bodies stay opaque bytes: the transport encodes the whole kombu
 message (body, headers, properties) once, and what the supervisor needs to
@@ -34,8 +36,13 @@ from typing import Literal
 
 import msgspec
 
+from ..messages import Error, Welcome, WireMessage
+from ..protocol import MessageCodec
+
 __all__ = [
+    "BROKER_REPLIES",
     "BROKER_REQUESTS",
+    "CLIENT_CODEC",
     "Ack",
     "BasicGet",
     "BrokerOk",
@@ -69,9 +76,7 @@ ExchangeType = Literal["direct", "topic", "fanout"]
 ResultKind = Literal["task", "group"]
 
 
-class _BrokerMessage(
-    msgspec.Struct, frozen=True, array_like=True, tag_field="t", omit_defaults=True
-):
+class _BrokerMessage(WireMessage, frozen=True):
     pass
 
 
@@ -318,7 +323,7 @@ class ChordReply(_BrokerMessage, tag="chord_reply", frozen=True):
     values: list[bytes] = []
 
 
-BROKER_REQUESTS: tuple[type[msgspec.Struct], ...] = (
+BROKER_REQUESTS: tuple[type[WireMessage], ...] = (
     ExchangeDeclare,
     ExchangeDelete,
     QueueDeclare,
@@ -343,3 +348,10 @@ BROKER_REQUESTS: tuple[type[msgspec.Struct], ...] = (
     ChordPart,
 )
 """Messages a client connection may send to the supervisor's broker."""
+
+BROKER_REPLIES: tuple[type[WireMessage], ...] = (BrokerOk, Deliver, ResultValues, ChordReply)
+"""Messages the broker sends to a client connection."""
+
+CLIENT_CODEC: MessageCodec[WireMessage] = MessageCodec((Welcome, Error, *BROKER_REPLIES))
+"""What a client of the broker (a kombu transport, the result backend) decodes:
+the core's handshake answer and refusals, and the broker's replies."""

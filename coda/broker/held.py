@@ -13,8 +13,8 @@ import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .broker_queue import BrokerQueue, Envelope
-from .clock import Clock, Timer
+from ..supervisor.clock import Clock, Timer
+from .queues import BrokerQueue, Envelope
 
 __all__ = ["HeldMessages"]
 

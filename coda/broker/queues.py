@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .broker_channels import Consumer
+    from .channels import Consumer
 
 __all__ = ["MAX_PRIORITY", "BrokerQueue", "Envelope"]
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from .broker_queue import BrokerQueue, Envelope
-from .scheduler import Peer
+from ..supervisor.extension import ClientPeer
+from .queues import BrokerQueue, Envelope
 
 __all__ = ["ChannelState", "ConnectionState", "ConnectionTable", "Consumer", "Lease"]
 
@@ -34,7 +34,7 @@ class Lease:
 
 @dataclass(eq=False)
 class ConnectionState:
-    peer: Peer
+    peer: ClientPeer
     channels: dict[int, ChannelState] = field(default_factory=dict)
 
 
@@ -75,25 +75,25 @@ class ConnectionTable:
     def __iter__(self) -> Iterator[ConnectionState]:
         return iter(list(self._by_peer.values()))
 
-    def get(self, peer: Peer) -> ConnectionState | None:
+    def get(self, peer: ClientPeer) -> ConnectionState | None:
         return self._by_peer.get(id(peer))
 
-    def ensure(self, peer: Peer) -> ConnectionState:
+    def ensure(self, peer: ClientPeer) -> ConnectionState:
         connection = self._by_peer.get(id(peer))
         if connection is None:
             connection = self._by_peer[id(peer)] = ConnectionState(peer)
         return connection
 
-    def pop(self, peer: Peer) -> ConnectionState | None:
+    def pop(self, peer: ClientPeer) -> ConnectionState | None:
         return self._by_peer.pop(id(peer), None)
 
-    def channel(self, peer: Peer, channel_id: int) -> ChannelState:
+    def channel(self, peer: ClientPeer, channel_id: int) -> ChannelState:
         connection = self.ensure(peer)
         channel = connection.channels.get(channel_id)
         if channel is None:
             channel = connection.channels[channel_id] = ChannelState(connection, channel_id)
         return channel
 
-    def existing_channel(self, peer: Peer, channel_id: int) -> ChannelState | None:
+    def existing_channel(self, peer: ClientPeer, channel_id: int) -> ChannelState | None:
         connection = self._by_peer.get(id(peer))
         return connection.channels.get(channel_id) if connection else None

@@ -10,8 +10,8 @@ queue) or a task name.
 
 The job is exactly what a Coda-routed ``.delay()`` submits: named after the
 task, its id is Celery's task id (a republished message is idempotent), its
-arguments ``{"__celery__": <the protocol-v2 message>}`` (see
-``coda.compat.celery.message``), held until the message's ``eta``. This is
+arguments ``{ENVELOPE: <the protocol-v2 message>}`` (the shape the Celery
+bridge's workers read), held until the message's ``eta``. This is
 the one place the supervisor opens a message: the kombu envelope (headers,
 properties); the task's own body stays opaque bytes.
 """
@@ -21,21 +21,25 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from ..broker_messages import Publish
 from ..errors import CodaError, ConfigurationError
-from ..messages import Message, Payload, Submit
+from ..messages import Payload, Submit, WireMessage
 from ..serialization import registry as serializers
-from .scheduler import Peer
+from .messages import Publish
 
-__all__ = ["DivertRules", "Diverter"]
+if TYPE_CHECKING:  # a Celery producer imports ENVELOPE; it needs no supervisor
+    from ..supervisor.extension import ClientPeer
+
+__all__ = ["ENVELOPE", "DivertRules", "Diverter"]
 
 log = logging.getLogger("coda.broker")
 
-ENVELOPE = "__celery__"  # the job-argument key of coda.compat.celery.message
+ENVELOPE = "__celery__"
+"""The one key of a Celery message's job arguments, defined here once: the
+Celery bridge builds and reads the same ``{ENVELOPE: {...}}`` shape."""
 
 _decoder = msgspec.msgpack.Decoder()
 
@@ -45,7 +49,7 @@ class _Nobody:
 
     is_open = False
 
-    def send(self, message: Message) -> None:
+    def send(self, message: WireMessage) -> None:
         pass
 
 
@@ -86,7 +90,7 @@ class Diverter:
     def __init__(
         self,
         rules: DivertRules,
-        submit: Callable[[Peer, Submit], None],
+        submit: Callable[[ClientPeer, Submit], None],
         adopted: Callable[[str], bool],
     ) -> None:
         self.rules = rules
