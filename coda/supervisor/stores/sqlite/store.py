@@ -45,8 +45,8 @@ from ....messages import Payload
 from ...clock import Clock
 from ...jobs import Job
 from ..base import CacheKey, Store
+from ..commits import CommitPipeline
 from . import retention, schema
-from .commits import CommitPipeline
 from .recent import RecentJobs
 from .rows import CACHED_STEPS, Rows, decode_job
 
@@ -110,7 +110,7 @@ class SqliteStore(Store):
         self._inflight: _Batch | None = None
         self._written_args: dict[str, Payload] = {}  # unfinished jobs in the file -> their args
         self._recent = RecentJobs(RECENT_JOBS, RECENT_BYTES)
-        self._commits = CommitPipeline(
+        self._commits: CommitPipeline[sqlite3.Connection] = CommitPipeline(
             self._writer, clock, self._take_batch, lambda: bool(self._dirty or self._dirty_cache)
         )
 
