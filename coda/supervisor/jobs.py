@@ -45,6 +45,8 @@ class Job:
     blamed_alone: int = 0  # ...of which it was the only suspect
     isolated: bool = False  # runs alone on its worker from now on
     cancelling: bool = False  # cancel requested: it ends cancelled, and is never rerun
+    owner: str | None = None  # on a shared store: the supervisor that holds it (None: nobody)
+    epoch: int = 0  # on a shared store: how many times it was claimed (fences late writes)
     state: JobState = JobState.QUEUED
     result: Payload | None = None
     failure: Failure | None = None
