@@ -18,6 +18,7 @@ from .async_client import AsyncClient, AsyncRunHandle
 from .client import Client, RunHandle
 from .decorators import TaskFunction, WorkflowFunction, task, workflow
 from .errors import (
+    Cancelled,
     CodaError,
     ConfigurationError,
     NotInWorkflowError,
@@ -32,6 +33,7 @@ from .retry import RetryPolicy
 __all__ = [
     "AsyncClient",
     "AsyncRunHandle",
+    "Cancelled",
     "Client",
     "CodaError",
     "ConfigurationError",

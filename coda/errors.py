@@ -21,6 +21,7 @@ The hierarchy::
     ├── BrokerError               a kombu-style broker operation was refused (no such queue, ...)
     ├── UnsupportedCanvas         (coda.compat.celery) a canvas shape left to Celery
     ├── StepFailed                (coda.compat.celery) a canvas leaf failed inside its workflow
+    ├── Cancelled                 the run was cancelled on request (client.cancel)
     └── RemoteError               user code failed in a worker; carries the remote
         ├── TaskFailed            type name, message and traceback
         └── WorkflowFailed
@@ -43,6 +44,7 @@ from __future__ import annotations
 
 __all__ = [
     "BrokerError",
+    "Cancelled",
     "CodaError",
     "ConfigurationError",
     "ConnectionLostError",
@@ -189,6 +191,12 @@ class RemoteError(CodaError):
 
     def __reduce__(self) -> tuple[object, ...]:
         return (type(self), (self.type_name, self.message, self.remote_traceback))
+
+
+class Cancelled(CodaError):
+    """The run was cancelled on request: ``result()`` raises it, and so does
+    awaiting a cancelled child inside a workflow. A cancelled run is never
+    rerun."""
 
 
 class TaskFailed(RemoteError):

@@ -9,10 +9,10 @@ decodes user data and never needs user classes.
 Who sends what::
 
     any      → any        Hello (first frame), Welcome, Error
-    client   → supervisor Submit, Await, StatusRequest
+    client   → supervisor Submit, Await, CancelRun, StatusRequest
     worker   → supervisor Spawn, Started, TaskDone, WorkflowDone
-    supervisor → client   Accepted, Finished, StatusReply
-    supervisor → worker   RunTask, RunWorkflow, Finished (answer to a Spawn)
+    supervisor → client   Accepted, Finished, CancelReply, StatusReply
+    supervisor → worker   RunTask, RunWorkflow, StopJob, Finished (answer to a Spawn)
 
 ``Message`` is the union of these, the core protocol and nothing else. An
 extension of the supervisor (the ``coda://`` broker is one) declares its own
@@ -32,6 +32,8 @@ __all__ = [
     "Accepted",
     "Await",
     "CachedStep",
+    "CancelReply",
+    "CancelRun",
     "Error",
     "Failure",
     "Finished",
@@ -45,6 +47,7 @@ __all__ = [
     "Started",
     "StatusReply",
     "StatusRequest",
+    "StopJob",
     "Submit",
     "TaskDone",
     "Welcome",
@@ -154,6 +157,23 @@ class Finished(WireMessage, tag="finished", frozen=True):
     failure: Failure | None = None
 
 
+class CancelRun(WireMessage, tag="cancel_run", frozen=True):
+    """Cancel a run (a workflow with its children, or a task). ``terminate``
+    also stops a sync task that is running, by replacing its worker process."""
+
+    req_id: int
+    run_id: str
+    terminate: bool = False
+
+
+class CancelReply(WireMessage, tag="cancel_reply", frozen=True):
+    """``state``: ``cancelled``, or ``cancelling`` while a worker stops it."""
+
+    req_id: int
+    run_id: str
+    state: str
+
+
 class StatusRequest(WireMessage, tag="status", frozen=True):
     req_id: int
 
@@ -212,6 +232,15 @@ class Spawn(WireMessage, tag="spawn", frozen=True):
     queue: str | None = None
 
 
+class StopJob(WireMessage, tag="stop_job", frozen=True):
+    """Cancel a workflow run or an async task the worker holds (its coroutine
+    gets ``CancelledError``), or drop a task it holds back; the worker then
+    answers ``WorkflowDone``/``TaskDone`` as usual. A sync task that is
+    running cannot be interrupted: it finishes."""
+
+    job_id: str
+
+
 class Started(WireMessage, tag="started", frozen=True):
     """The worker started a task (at once, or once a slot freed up): its
     timeout runs from here, and only now would its loss count against it."""
@@ -248,11 +277,14 @@ Message = (
     | Accepted
     | Await
     | Finished
+    | CancelRun
+    | CancelReply
     | StatusRequest
     | StatusReply
     | RunTask
     | RunWorkflow
     | Spawn
+    | StopJob
     | Started
     | TaskDone
     | WorkflowDone

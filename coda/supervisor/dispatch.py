@@ -69,6 +69,9 @@ class NameInfo(Protocol):
     @property
     def timeout(self) -> float | None: ...
 
+    @property
+    def is_async(self) -> bool: ...
+
 
 @dataclass(eq=False)
 class WorkerHandle:

@@ -23,10 +23,11 @@ import sys
 from collections import Counter
 from collections.abc import Callable
 
-from ..errors import CodaError, UnknownNameError
 from ..messages import (
     Accepted,
     Await,
+    CancelReply,
+    CancelRun,
     Error,
     Failure,
     Kind,
@@ -37,6 +38,9 @@ from ..messages import (
     TaskDone,
     WorkflowDone,
 )
+from .admission import Admission
+from .blame import judge
+from .cancel import CANCELLED, Cancellations
 from .clock import Clock
 from .dispatch import Dispatcher, NameInfo, Peer, WorkerHandle
 from .jobs import Job, JobState
@@ -68,7 +72,7 @@ class Engine:
         self.store = store
         self.clock = clock
         self._lookup = lookup
-        self._accept = accept_content
+        self.admission = Admission(lookup, accept_content, store)
         self._on_hung_worker = on_hung_worker
         self._max_worker_losses = max_worker_losses
         self._live: dict[str, Job] = {}
@@ -88,6 +92,13 @@ class Engine:
             on_pause=self._check_idle,
             timeout_grace=timeout_grace,
         )
+        self.cancellations = Cancellations(
+            self._live,
+            self.dispatch,
+            lookup,
+            finish=lambda job: self._settle(job, None, CANCELLED),
+            replace_worker=self._replace_worker,
+        )
 
     # -- client requests --------------------------------------------------
 
@@ -101,11 +112,11 @@ class Engine:
                 )
             )
             return
-        info = self._checked(peer, msg.req_id, msg.name, msg.args, kind=None)
+        info = self.admission.check(peer, msg.req_id, msg.name, msg.args, kind=None)
         if info is None:
             return
         job = self._find(msg.run_id) if msg.run_id else None
-        if job is None and self._refused_for_store(peer, msg.req_id):
+        if job is None and self.admission.store_refuses(peer, msg.req_id):
             return
         if job is None:  # a resubmission with the same id is idempotent
             job = self._new_job(msg.run_id or new_id(), info.kind, msg.name, msg.args)
@@ -132,6 +143,27 @@ class Engine:
             return
         self.waiters.add(job, peer, msg.req_id)
 
+    def cancel(self, peer: Peer, msg: CancelRun) -> None:
+        job = self._find(msg.run_id)
+        if job is None or job.state.finished:
+            code, what = (
+                ("not_found", "never submitted here, or expired")
+                if job is None
+                else ("already_finished", f"it has already {job.state.value}; nothing was changed")
+            )
+            peer.send(
+                Error(
+                    code=code,
+                    message=f"cannot cancel run {msg.run_id!r}: {what}",
+                    req_id=msg.req_id,
+                )
+            )
+            return
+        self.cancellations.cancel(job, msg.terminate)
+        state = "cancelled" if job.state.finished else "cancelling"
+        reply = CancelReply(req_id=msg.req_id, run_id=job.id, state=state)
+        self.store.after_commit(lambda: peer.send(reply))
+
     # -- worker requests --------------------------------------------------
 
     def spawn(self, worker: WorkerHandle, msg: Spawn) -> None:
@@ -145,14 +177,14 @@ class Engine:
                 )
             )
             return
-        info = self._checked(worker.peer, msg.req_id, msg.name, msg.args, kind=msg.kind)
+        info = self.admission.check(worker.peer, msg.req_id, msg.name, msg.args, kind=msg.kind)
         if info is None:
             return
         step = None if msg.cache_key is None else (msg.name, msg.cache_key)
         job = None if step is None else self.steps.answering(msg.run_id, step)
         if job is not None:
             self._count(msg.name, "cache_hits")
-        elif self._refused_for_store(worker.peer, msg.req_id):
+        elif self.admission.store_refuses(worker.peer, msg.req_id):
             return
         else:
             job = self._new_job(new_id(), msg.kind, msg.name, msg.args)
@@ -195,48 +227,22 @@ class Engine:
         self.dispatch.join(worker)
 
     def worker_left(self, worker_id: int) -> None:
-        """Requeue, at the head of their queues, the jobs the worker held, and
-        decide who is to blame for its death.
-
-        The suspects are the tasks it had started (user code running in its
-        threads or on its loop), else, when none had, the workflows it drove.
-        A task it held back and never started cannot have killed it; nor is
-        anybody blamed while draining (workers are let go on purpose) or when
-        the engine had it killed (a task past its timeout, already failed).
-        A suspect alone is surely to blame: past ``max_worker_losses`` such
-        deaths it fails as ``coda.WorkerLost``. A suspect among several may be
-        a bystander of the one that did it: past ``max_worker_losses``
-        suspicions it is isolated (dispatch.py), so its next deaths are its own.
-        """
+        """Requeue, at the head of their queues, the jobs the worker held,
+        except those blame.py says must not run again, or that were being
+        cancelled."""
         held = self.dispatch.leave(worker_id)
-        innocent = self._draining or worker_id in self._killed_on_purpose
+        verdicts = judge(
+            held,
+            blameless=worker_id in self._killed_on_purpose,
+            draining=self._draining,
+            max_losses=self._max_worker_losses,
+        )
         self._killed_on_purpose.discard(worker_id)
-        if not self._draining:
-            for job, started in held:
-                job.losses += started  # a redelivery: it may have run
-        suspects = [] if innocent else _suspects(held)
-        for job in suspects:
-            job.blamed += 1
-            if len(suspects) == 1:
-                job.blamed_alone += 1
         for job, _ in held:
             job.worker = None
-            if job.blamed_alone > self._max_worker_losses:
-                failure = Failure(
-                    type_name="coda.WorkerLost",
-                    message=f"its worker died {job.blamed_alone} times while it ran there "
-                    "alone; giving up",
-                )
-                self._settle(job, None, failure)
+            if job.id in verdicts or job.cancelling:
+                self._settle(job, None, verdicts.get(job.id, CANCELLED))
                 continue
-            if job.blamed > self._max_worker_losses and not job.isolated:
-                job.isolated = True
-                log.warning(
-                    "%s %s was running when %d workers died: it runs alone from now on",
-                    job.kind,
-                    job.id,
-                    job.blamed,
-                )
             self.dispatch.enqueue(job, front=True)
             self.steps.save(job)
 
@@ -303,45 +309,6 @@ class Engine:
 
     # -- internals --------------------------------------------------------
 
-    def _checked(
-        self, peer: Peer, req_id: int, name: str, args: Payload, kind: str | None
-    ) -> NameInfo | None:
-        """Look the name up and vet the payload; answer the refusal if any."""
-        try:
-            info = self._lookup(name)
-            if kind is not None and info.kind != kind:
-                raise UnknownNameError(name, kind)
-        except CodaError as exc:
-            peer.send(Error(code="unknown_name", message=str(exc), req_id=req_id))
-            return None
-        if args.content_type not in self._accept:
-            peer.send(
-                Error(
-                    code="content_disallowed",
-                    message=(
-                        f"content type {args.content_type!r} is not accepted by this supervisor "
-                        f"(accepted: {', '.join(sorted(self._accept))})"
-                    ),
-                    req_id=req_id,
-                )
-            )
-            return None
-        return info
-
-    def _refused_for_store(self, peer: Peer, req_id: int) -> bool:
-        """Refuse new work while the store cannot commit, saying why."""
-        reason = self.store.unavailable()
-        if reason is not None:
-            peer.send(
-                Error(
-                    code="store_unavailable",
-                    message=f"the supervisor cannot save new work: its store fails to commit "
-                    f"({reason}); it keeps retrying, so submit again later",
-                    req_id=req_id,
-                )
-            )
-        return reason is not None
-
     def _find(self, job_id: str | None) -> Job | None:
         if job_id is None:
             return None
@@ -369,14 +336,19 @@ class Engine:
 
     def _settle(self, job: Job, result: Payload | None, failure: Failure | None) -> None:
         job.worker = None
-        if failure is not None and failure.retry_in is not None:
+        if job.cancelling:  # however it ended, it ends cancelled
+            result, failure = None, CANCELLED
+        elif failure is not None and failure.retry_in is not None:
             job.attempt += 1
             job.failure = failure
             self._count(job.name, "retried")
             self._delay(job, self.clock.time() + failure.retry_in)
             self.steps.save(job)
             return
-        job.state = JobState.FAILED if failure is not None else JobState.SUCCEEDED
+        if job.cancelling:
+            job.state = JobState.CANCELLED
+        else:
+            job.state = JobState.FAILED if failure is not None else JobState.SUCCEEDED
         job.result = result
         job.failure = failure
         job.finished_at = self.clock.time()
@@ -384,7 +356,7 @@ class Engine:
         del self._live[job.id]
         if job.kind == "workflow":
             self.steps.run_finished(job)
-        self._count(job.name, "failed" if failure is not None else "succeeded")
+        self._count(job.name, _outcome_label(job.state))
         self.waiters.job_ended(job)
 
     def _delay(self, job: Job, until: float) -> None:
@@ -398,15 +370,15 @@ class Engine:
             self.steps.save(job)
 
     def _timed_out(self, job: Job, worker: WorkerHandle) -> None:
-        self._killed_on_purpose.add(worker.id)
-        self._settle(
-            job,
-            None,
-            Failure(
-                type_name="coda.TaskTimeout", message=f"task {job.name!r} exceeded its timeout"
-            ),
-        )
-        self._on_hung_worker(worker.id)
+        message = f"task {job.name!r} exceeded its timeout"
+        self._settle(job, None, Failure(type_name="coda.TaskTimeout", message=message))
+        self._replace_worker(worker.id)
+
+    def _replace_worker(self, worker_id: int) -> None:
+        """Have a worker process killed (the pool starts another); the jobs it
+        still holds are requeued without blame."""
+        self._killed_on_purpose.add(worker_id)
+        self._on_hung_worker(worker_id)
 
     def _count(self, name: str, what: str, n: int = 1) -> None:
         counts = self.counts.get(name)
@@ -415,12 +387,9 @@ class Engine:
         counts[what] += n
 
 
-def _suspects(held: list[tuple[Job, bool]]) -> list[Job]:
-    """Who may have killed a worker that held these (job, started) leases."""
-    started_tasks = [job for job, started in held if started and job.kind == "task"]
-    if started_tasks:
-        return started_tasks
-    return [job for job, _ in held if job.kind == "workflow"]
+def _outcome_label(state: JobState) -> str:
+    """The status counter of a finished job's state."""
+    return {JobState.SUCCEEDED: "succeeded", JobState.CANCELLED: "cancelled"}.get(state, "failed")
 
 
 def _interned(args: Payload) -> Payload:

@@ -23,10 +23,11 @@ class JobState(enum.Enum):
     RUNNING = "running"  # leased to a worker
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+    CANCELLED = "cancelled"
 
     @property
     def finished(self) -> bool:
-        return self in (JobState.SUCCEEDED, JobState.FAILED)
+        return self in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
 
 
 @dataclass(slots=True, eq=False)
@@ -43,6 +44,9 @@ class Job:
     blamed: int = 0  # deaths of its worker it was a suspect of (see Engine.worker_left)
     blamed_alone: int = 0  # ...of which it was the only suspect
     isolated: bool = False  # runs alone on its worker from now on
+    cancelling: bool = False  # cancel requested: it ends cancelled, and is never rerun
+    owner: str | None = None  # on a shared store: the supervisor that holds it (None: nobody)
+    epoch: int = 0  # on a shared store: how many times it was claimed (fences late writes)
     state: JobState = JobState.QUEUED
     result: Payload | None = None
     failure: Failure | None = None

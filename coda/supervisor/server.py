@@ -22,6 +22,7 @@ from ..errors import HandshakeError
 from ..messages import (
     PROTOCOL_VERSION,
     Await,
+    CancelRun,
     Error,
     Spawn,
     Started,
@@ -71,6 +72,8 @@ class SupervisorConnection(FramedProtocol):
                 self.engine.submit(self, message)
             case Await():
                 self.engine.await_run(self, message)
+            case CancelRun():
+                self.engine.cancel(self, message)
             case StatusRequest(req_id=req_id):
                 self.send(StatusReply(req_id=req_id, status=self.supervisor.status()))
             case Spawn() if worker is not None:

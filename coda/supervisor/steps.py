@@ -80,11 +80,12 @@ class Steps:
 
     def answering(self, run_id: str, step: StepName) -> Job | None:
         """The job that answers a step: running, or succeeded. None when the
-        step has not been reached, or its job failed (then it runs again)."""
+        step has not been reached, or its job failed or was cancelled (then
+        it runs again)."""
         index = self._index.get(run_id)
         job_id = self.store.get_cached((run_id, *step)) if index is None else index.get(step)
         job = None if job_id is None else self._find_job(job_id)
-        if job is None or job.state is JobState.FAILED:
+        if job is None or job.state in (JobState.FAILED, JobState.CANCELLED):
             return None
         return job
 

@@ -25,9 +25,9 @@ from coda.messages import (
 from coda.supervisor.clock import ManualClock
 from coda.supervisor.engine import Engine
 from coda.supervisor.jobs import JobState
-from coda.supervisor.stores import MemoryStore, SqliteStore, open_store
-from coda.supervisor.stores.sqlite import commits, retention, rows
-from coda.supervisor.stores.sqlite import store as store_module
+from coda.supervisor.stores import MemoryStore, SqliteStore, commits, open_store
+from coda.supervisor.stores import buffered as store_module
+from coda.supervisor.stores.sqlite import retention, rows
 from coda.supervisor.stores.sqlite.schema import parse_sqlite_url
 from tests.stores.test_contract import ARGS, RESULT, finished, flow, task
 from tests.unit.engine_fakes import FakePeer, again, make_engine, runs, sent, worker

@@ -37,10 +37,12 @@ class Info:
     kind: Kind
     queue: str = "default"
     timeout: float | None = None
+    is_async: bool = False
 
 
 NAMES = {
     "t": Info("task"),
+    "at": Info("task", is_async=True),
     "w": Info("workflow"),
     "other_q": Info("task", queue="other"),
     "slow": Info("task", timeout=5.0),

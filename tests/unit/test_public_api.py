@@ -9,6 +9,7 @@ import coda
 PUBLIC = [
     "AsyncClient",
     "AsyncRunHandle",
+    "Cancelled",
     "Client",
     "CodaError",
     "ConfigurationError",

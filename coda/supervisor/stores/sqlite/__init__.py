@@ -1,6 +1,6 @@
-"""The SQLite store (see store.py), split by concept: the file (schema.py),
-its rows (rows.py), group commit (commits.py), recently finished jobs
-(recent.py) and retention (retention.py)."""
+"""The SQLite store (see store.py): the file (schema.py), its rows (rows.py)
+and retention (retention.py); buffering and group commit are shared with the
+other durable store (``..buffered``, ``..commits``)."""
 
 from .store import SqliteStore
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 
-__all__ = ["START", "Cursor", "expire_batch"]
+__all__ = ["Cursor", "expire_batch"]
 
 # The next ``:roots`` finished root runs after the cursor, with every job
 # beneath them; then the trees holding an unfinished job are spared (their
@@ -36,7 +36,6 @@ DELETE FROM doomed WHERE root IN (
 """
 
 Cursor = tuple[float, str]  # (finished_at, id) of the last root examined
-START: Cursor = (-1.0, "")
 
 
 def expire_batch(

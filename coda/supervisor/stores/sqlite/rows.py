@@ -1,11 +1,7 @@
-"""Rows of the SQLite file: how a job and a cache entry are written and read.
+"""Rows of the SQLite file: how a batch of jobs and cache entries is written.
 
-A few columns serve the queries (parent, state, timestamps) and the whole
-``Job`` rides as MessagePack (``body``: every dataclass field but ``args``,
-so a field added to ``Job`` later is kept without a migration, and rows
-written before it existed decode with its default). ``args`` has its own
-column, rewritten only when the job's arguments change, not at every change
-of state.
+A few columns serve the queries (parent, state, timestamps); the job itself
+is encoded by ``..codec``.
 """
 
 from __future__ import annotations
@@ -14,13 +10,12 @@ import dataclasses
 import sqlite3
 from typing import Any
 
-import msgspec
-
 from ....messages import Payload
 from ...jobs import Job
 from ..base import CacheKey
+from ..codec import NO_ARGS, decode_job, encode_args, encode_body, finished_at
 
-__all__ = ["CACHED_STEPS", "Rows", "decode_job"]
+__all__ = ["CACHED_STEPS", "Rows", "decode_job"]  # decode_job: re-exported for the store
 
 # Inserts are INSERT OR IGNORE, so their row count says how many rows are new
 # (the store keeps its statistics without counting the tables); the rare rows
@@ -39,10 +34,6 @@ WHERE cache.run_id = ?
 INSERT_CACHE = "INSERT OR IGNORE INTO cache (run_id, name, key, job_id) VALUES (?, ?, ?, ?)"
 UPDATE_CACHE = "UPDATE cache SET job_id = ? WHERE run_id = ? AND name = ? AND key = ?"
 
-_BODY_FIELDS = tuple(f.name for f in dataclasses.fields(Job) if f.name != "args")
-_encode = msgspec.msgpack.Encoder().encode
-_NO_ARGS = _encode(Payload("", "", b""))
-
 
 @dataclasses.dataclass
 class Rows:
@@ -57,18 +48,14 @@ class Rows:
         """``written_args``: the args last written for this job (None: not in
         the file); without ``with_args``, a new row gets empty args (a task
         first written finished: they are never read again)."""
-        state = job.state.value
-        finished_at = None
-        if job.state.finished:  # the engine always stamps it; a finished row must look finished
-            finished_at = job.finished_at if job.finished_at is not None else job.created_at
-        body = _encode({name: getattr(job, name) for name in _BODY_FIELDS})
+        state, finished, body = job.state.value, finished_at(job), encode_body(job)
         if written_args is None:
-            head = (job.id, job.parent_run, state, job.created_at, finished_at)
-            self.upserts.append((*head, _encode(job.args) if with_args else _NO_ARGS, body))
+            head = (job.id, job.parent_run, state, job.created_at, finished)
+            self.upserts.append((*head, encode_args(job.args) if with_args else NO_ARGS, body))
         elif written_args is job.args:
-            self.updates.append((state, finished_at, body, job.id))
+            self.updates.append((state, finished, body, job.id))
         else:
-            self.updates_args.append((state, finished_at, body, _encode(job.args), job.id))
+            self.updates_args.append((state, finished, body, encode_args(job.args), job.id))
 
     def add_cache(self, key: CacheKey, job_id: str) -> None:
         self.cache.append((*key, job_id))
@@ -90,9 +77,3 @@ class Rows:
                 if new_cache < len(self.cache):  # a key moved on (its job had failed)
                     db.executemany(UPDATE_CACHE, [(r[3], r[0], r[1], r[2]) for r in self.cache])
         return new_jobs, new_cache
-
-
-def decode_job(body: bytes, args: bytes) -> Job:
-    fields = msgspec.msgpack.decode(body)
-    fields["args"] = msgspec.msgpack.decode(args)
-    return msgspec.convert(fields, Job)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-from ...jobs import Job
+from ..jobs import Job
 
 __all__ = ["JOB_OVERHEAD", "RecentJobs", "held_bytes"]
 

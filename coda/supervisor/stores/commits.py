@@ -1,5 +1,8 @@
 """Group commit: every change of one turn in one transaction, off the loop.
 
+Shared by the durable stores (SQLite, PostgreSQL): it knows nothing of SQL,
+only of a connection ``C`` that belongs to its thread.
+
 The engine changes jobs many times per turn (a burst of submits; a task
 leased, finished and its workflow woken). The store only marks them dirty
 and asks this pipeline for a flush; the first request of a turn defers one
@@ -14,9 +17,10 @@ One batch is in flight at a time; whatever turns dirty meanwhile waits and
 goes in the next batch, right after. Under load, batches therefore grow by
 themselves (fewer, larger commits), and the loop never waits for the disk
 (nor for the WAL checkpoints' fsync, which SQLite runs inside commits).
-Measured against committing on the loop itself: less supervisor CPU per
-task (about 295 against 360 us) and more throughput (about 2,080 against
-1,700 no-op tasks/s, with 2,360 for the memory store; 2 workers, 2 cores).
+Measured on SQLite against committing on the loop itself: less supervisor
+CPU per task (about 295 against 360 us) and more throughput (about 2,080
+against 1,700 no-op tasks/s, with 2,360 for the memory store; 2 workers, 2
+cores).
 
 A failed commit puts its batch back in front of what turned dirty since
 (the newer state of a job wins) and is retried after ``RETRY_AFTER``
@@ -32,13 +36,12 @@ every change is committed before the call that made it returns.
 from __future__ import annotations
 
 import logging
-import sqlite3
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
-from ...clock import Clock
+from ..clock import Clock
 
 __all__ = ["RETRY_AFTER", "Batch", "CommitPipeline"]
 
@@ -48,10 +51,12 @@ RETRY_AFTER = 1.0  # seconds before a failed commit is tried again
 
 Callback = Callable[[], None]
 T = TypeVar("T")
+C = TypeVar("C")
+C_contra = TypeVar("C_contra", contravariant=True)
 
 
-class Batch(Protocol):
-    def write(self, db: sqlite3.Connection) -> object:
+class Batch(Protocol[C_contra]):
+    def write(self, db: C_contra) -> object:
         """On the commit thread: write the batch in one transaction."""
         ...
 
@@ -67,8 +72,8 @@ class Batch(Protocol):
 
 
 @dataclass(eq=False)
-class _InFlight:
-    batch: Batch
+class _InFlight(Generic[C]):
+    batch: Batch[C]
     callbacks: list[Callback]
     future: Future[object]
     handled: bool = False
@@ -80,14 +85,14 @@ class _Chore(Generic[T]):
     done: Callable[[Future[T]], None]
 
 
-class CommitPipeline:
+class CommitPipeline(Generic[C]):
     """Commits the batches ``take()`` hands it, one at a time, on its thread."""
 
     def __init__(
         self,
-        db: sqlite3.Connection,
+        db: C,
         clock: Clock | None,
-        take: Callable[[], Batch | None],
+        take: Callable[[], Batch[C] | None],
         has_pending: Callable[[], bool],
     ) -> None:
         self._db = db
@@ -96,7 +101,7 @@ class CommitPipeline:
         self._has_pending = has_pending
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="coda-store")
         self._callbacks: list[Callback] = []
-        self._inflight: _InFlight | None = None
+        self._inflight: _InFlight[C] | None = None
         self._flush_requested = False
         self.closed = False
         self.commits = 0
@@ -122,7 +127,7 @@ class CommitPipeline:
 
     def flush(self) -> None:
         """Commit everything pending now, blocking until it is durable;
-        raises ``sqlite3.Error`` if that fails (the changes stay pending)."""
+        raises the database's error if that fails (the changes stay pending)."""
         if self._inflight is not None:
             self._landed(self._inflight, raise_errors=True)
         if self._has_pending() or self._callbacks:
@@ -147,7 +152,7 @@ class CommitPipeline:
             lambda _: clock.defer_threadsafe(lambda: self._landed(inflight))
         )
 
-    def _landed(self, inflight: _InFlight, raise_errors: bool = False) -> None:
+    def _landed(self, inflight: _InFlight[C], raise_errors: bool = False) -> None:
         """On the engine's thread (or in a blocking flush): settle the batch."""
         if inflight.handled:
             return
@@ -155,7 +160,7 @@ class CommitPipeline:
         self._inflight = None
         try:
             result = inflight.future.result()
-        except Exception as exc:  # sqlite3.Error, or a bug: either way, not committed
+        except Exception as exc:  # the database's error, or a bug: either way, not committed
             self.failed_commits += 1
             self.last_error = exc
             inflight.batch.put_back()
@@ -173,9 +178,7 @@ class CommitPipeline:
         if self._has_pending() or self._callbacks:
             self.request()  # what turned dirty meanwhile: the next batch
 
-    def run_on_thread(
-        self, work: Callable[[sqlite3.Connection], T], done: Callable[[Future[T]], None]
-    ) -> None:
+    def run_on_thread(self, work: Callable[[C], T], done: Callable[[Future[T]], None]) -> None:
         """Run ``work(db)`` on the commit thread, behind the commits queued
         so far; ``done(future)`` runs on the engine's thread afterwards."""
         future = self._thread.submit(work, self._db)
@@ -191,7 +194,7 @@ class CommitPipeline:
         if not self.closed:
             chore.done(chore.future)
 
-    def run_blocking(self, work: Callable[[sqlite3.Connection], T]) -> T:
+    def run_blocking(self, work: Callable[[C], T]) -> T:
         """Run ``work(db)`` on the commit thread and wait for its result."""
         return self._thread.submit(work, self._db).result()
 
@@ -201,7 +204,7 @@ class CommitPipeline:
             return
         try:
             self.flush()
-        except sqlite3.Error as exc:
+        except Exception as exc:
             log.error("store: changes lost at close: %s", exc)
         finally:
             self.closed = True
