@@ -7,15 +7,18 @@ The public API is what this module exports (plus the modules
     @coda.workflow(...)    async functions whose cached steps never run twice
     coda.context.spawn_task / spawn_workflow / info   inside a workflow
     coda.Client / coda.AsyncClient                    from application code
-"""
 
-from __future__ import annotations
+``dir(coda)`` lists only that API: importing it loads internal modules
+(``coda.client``, ``coda.registry``, ...), which Python binds as attributes of
+the package, but they are not part of the contract.
+"""
 
 from . import context, errors
 from .async_client import AsyncClient, AsyncRunHandle
 from .client import Client, RunHandle
 from .decorators import TaskFunction, WorkflowFunction, task, workflow
 from .errors import (
+    Cancelled,
     CodaError,
     ConfigurationError,
     NotInWorkflowError,
@@ -30,6 +33,7 @@ from .retry import RetryPolicy
 __all__ = [
     "AsyncClient",
     "AsyncRunHandle",
+    "Cancelled",
     "Client",
     "CodaError",
     "ConfigurationError",
@@ -50,3 +54,7 @@ __all__ = [
 ]
 
 __version__ = "0.1.0"
+
+
+def __dir__() -> list[str]:
+    return sorted({*__all__, *(name for name in globals() if name.startswith("__"))})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import traceback
 from typing import Any
 
-from .errors import RemoteError, TaskFailed, WorkflowFailed
+from .errors import Cancelled, CodaError, RemoteError, TaskFailed, WorkflowFailed
 from .messages import Failure, Payload
 from .serialization import registry
 
@@ -43,6 +43,12 @@ def decode_payload(payload: Payload | None, accept: frozenset[str] | None = None
     return registry.loads(payload.body, payload.content_type, payload.content_encoding, accept)
 
 
-def error_from_failure(failure: Failure, kind: str) -> RemoteError:
+CANCELLED_TYPE = "coda.Cancelled"  # the failure of a run cancelled on request
+
+
+def error_from_failure(failure: Failure, kind: str) -> CodaError:
+    """The exception a run's failure is raised as where it is awaited."""
+    if failure.type_name == CANCELLED_TYPE:
+        return Cancelled(f"the {kind} was cancelled: {failure.message}")
     cls = WorkflowFailed if kind == "workflow" else TaskFailed
     return cls(failure.type_name, failure.message, failure.traceback)

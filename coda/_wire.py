@@ -32,12 +32,13 @@ from collections import deque
 from typing import Any, cast
 
 from .errors import ConfigurationError, ProtocolError
-from .messages import Error, Message
+from .messages import Error, Message, WireMessage
 from .protocol import (
+    CORE_CODEC,
     DEFAULT_FRAME_LIMIT,
     Frame,
     FrameDecoder,
-    decode_message,
+    MessageCodec,
     encode_message_into,
 )
 
@@ -53,8 +54,15 @@ class FramedProtocol(asyncio.Protocol):
     """Base for every Coda connection (supervisor, worker and client side)."""
 
     def __init__(
-        self, frame_limit: int = DEFAULT_FRAME_LIMIT, *, read_backpressure: bool = False
+        self,
+        frame_limit: int = DEFAULT_FRAME_LIMIT,
+        *,
+        read_backpressure: bool = False,
+        codec: MessageCodec[Any] = CORE_CODEC,
     ) -> None:
+        # What ``message_received`` is given: a subclass that passes a codec
+        # wider than the core's widens its ``message_received`` to match.
+        self.codec = codec
         self.decoder = FrameDecoder(frame_limit)
         self.transport: asyncio.Transport | None = None
         self.closed = asyncio.Event()
@@ -102,7 +110,7 @@ class FramedProtocol(asyncio.Protocol):
                 return
             frame = frames.popleft()
             try:
-                message = decode_message(frame)
+                message = self.codec.decode(frame)
             except ProtocolError as exc:
                 self.on_bad_message(exc)
                 continue
@@ -172,7 +180,7 @@ class FramedProtocol(asyncio.Protocol):
         pending = len(self._outbox) + self.transport.get_write_buffer_size()
         return self._write_paused or pending > HIGH_WATER
 
-    def send(self, message: Message) -> None:
+    def send(self, message: WireMessage) -> None:
         """Queue a message; it is written at the end of this loop turn."""
         if self.transport is None:
             return

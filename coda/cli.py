@@ -2,24 +2,25 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
 import sys
-import time
 from ssl import SSLContext
 from typing import Any
 
 import click
 
+from ._cli_run import Resume, wait_with_progress
+from ._cli_status import format_status
 from ._cli_tls import tls_client_options, tls_server_options
 from ._client_common import DEFAULT_ADDRESS
 from .client import Client
-from .errors import CodaError, RemoteError, ResultTimeoutError
+from .errors import CodaError, ConnectionLostError, RemoteError, ResultTimeoutError
+from .supervisor import SupervisorConfig
 
 __all__ = ["main"]
-
-DEFAULT_STORE = "sqlite:///coda-state.sqlite3"
 
 SUPERVISOR_HELP = (
     "Supervisor address (host:port or socket path). "
@@ -33,9 +34,18 @@ def main() -> None:
     """Coda: durable workflows and tasks, run by a supervisor and its workers."""
 
 
+def _default(name: str) -> Any:
+    """``SupervisorConfig``'s default for the option ``name`` (a value, or a
+    callable click calls): the one source of the supervisor's defaults."""
+    field = SupervisorConfig.__dataclass_fields__[name]
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory
+    return field.default
+
+
 def _split_queues(values: tuple[str, ...]) -> tuple[str, ...]:
     queues = tuple(q.strip() for value in values for q in value.split(",") if q.strip())
-    return queues or ("default",)
+    return queues or _default("queues")
 
 
 @main.command()
@@ -50,13 +60,13 @@ def _split_queues(values: tuple[str, ...]) -> tuple[str, ...]:
 @click.option(
     "--workers",
     type=click.IntRange(min=0),
-    default=os.cpu_count() or 1,
-    show_default=True,
+    default=_default("workers"),
+    show_default="the number of CPUs",
     help="Worker processes to run (0: no workers).",
 )
 @click.option(
     "--listen",
-    default="127.0.0.1:42069",
+    default=_default("listen"),
     show_default=True,
     help="TCP address for clients; 'none' to disable TCP.",
 )
@@ -65,12 +75,12 @@ def _split_queues(values: tuple[str, ...]) -> tuple[str, ...]:
     "--queues",
     multiple=True,
     metavar="Q1,Q2",
-    help="Queues this supervisor's workers consume. Default: default.",
+    help=f"Queues this supervisor's workers consume. Default: {','.join(_default('queues'))}.",
 )
 @click.option(
     "--concurrency",
     type=click.IntRange(min=1),
-    default=1,
+    default=_default("concurrency"),
     show_default=True,
     help="Tasks each worker runs at once.",
 )
@@ -85,7 +95,7 @@ def _split_queues(values: tuple[str, ...]) -> tuple[str, ...]:
 @click.option(
     "--workflow-slots",
     type=click.IntRange(min=1),
-    default=100,
+    default=_default("workflow_slots"),
     show_default=True,
     help="Workflows each worker drives at once.",
 )
@@ -103,25 +113,25 @@ def _split_queues(values: tuple[str, ...]) -> tuple[str, ...]:
 @click.option(
     "--result-ttl",
     type=click.FloatRange(min=1),
-    default=86400.0,
+    default=_default("result_ttl"),
     show_default=True,
     help="Seconds to keep finished runs and results.",
 )
 @click.option(
     "--store",
     envvar="CODA_STORE",
-    default=DEFAULT_STORE,
-    show_default=True,
+    default=_default("store"),
+    show_default="state.sqlite3 in $XDG_STATE_HOME/coda, else ~/.local/state/coda",
     help=(
         "Where state is kept: sqlite:///relative/file.sqlite3 or sqlite:////absolute/file.sqlite3 "
-        "(durable across restarts; the default is relative to the working directory), or "
-        "memory:// (lost when the supervisor exits). Env: CODA_STORE."
+        "(durable across restarts), or memory:// (lost when the supervisor exits). "
+        "Env: CODA_STORE."
     ),
 )
 @click.option(
     "--shutdown-grace",
     type=click.FloatRange(min=0),
-    default=30.0,
+    default=_default("shutdown_grace"),
     show_default=True,
     help="On SIGTERM/SIGINT, seconds to let running tasks finish before stopping "
     "(a second signal stops at once; unfinished work stays in the store).",
@@ -166,7 +176,7 @@ def supervisor(
     log_level: str,
 ) -> None:
     """Run a supervisor and its worker processes until SIGINT/SIGTERM."""
-    from .supervisor import Supervisor, SupervisorConfig
+    from .supervisor import Supervisor
 
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s supervisor %(levelname)s %(name)s: %(message)s"
@@ -234,6 +244,12 @@ def _parse_args(value: str) -> dict[str, Any]:
     help="Give up waiting after this many seconds (the run goes on).",
 )
 @click.option("--no-wait", is_flag=True, help="Print the run id and return at once.")
+@click.option(
+    "--run-id",
+    metavar="ID",
+    help="Submit under this run id. If a run with this id exists (not yet expired), "
+    "wait for it instead of starting another: how to get back to a run.",
+)
 @tls_client_options
 def run(
     name: str,
@@ -242,6 +258,7 @@ def run(
     token: str | None,
     timeout: float | None,
     no_wait: bool,
+    run_id: str | None,
     ssl: SSLContext | None,
 ) -> None:
     """Run the task or workflow registered as NAME; print its result as JSON."""
@@ -249,41 +266,29 @@ def run(
         args = _parse_args(args_json)
     except click.BadParameter as exc:
         raise click.BadParameter(str(exc), param_hint="--args") from None
+    resume: Resume | None = None
     try:
         with Client(address, token=token, ssl=ssl) as client:
-            handle = client.submit(name, args)
+            handle = client.submit(name, args, run_id=run_id)
             if no_wait:
                 click.echo(handle.run_id)
                 return
-            result = _wait_with_progress(handle, timeout)
+            resume = Resume(name, args_json, address, handle.run_id)
+            result = wait_with_progress(handle, timeout)
+    except KeyboardInterrupt:
+        if resume is None:  # not accepted yet: nothing goes on
+            raise
+        click.echo(resume.interrupted(), err=True)
+        sys.exit(130)  # the shell's code for "stopped by SIGINT"
     except RemoteError as exc:
         if exc.remote_traceback:
             click.echo(exc.remote_traceback.rstrip(), err=True)
         raise click.ClickException(f"run failed: {exc}") from None
+    except (ConnectionLostError, ResultTimeoutError) as exc:
+        raise click.ClickException(resume.ended(exc) if resume else str(exc)) from None
     except CodaError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(json.dumps(result, default=str))
-
-
-def _wait_with_progress(handle: Any, timeout: float | None) -> Any:
-    """Wait in short slices so a long wait shows it is alive (on stderr)."""
-    started = time.monotonic()
-    interactive = sys.stderr.isatty()
-    next_report = 5.0
-    while True:
-        elapsed = time.monotonic() - started
-        if timeout is not None and elapsed >= timeout:
-            raise ResultTimeoutError(f"run {handle.run_id} did not finish within {timeout}s")
-        slice_ = 1.0 if timeout is None else min(1.0, timeout - elapsed)
-        try:
-            return handle.result(timeout=slice_)
-        except ResultTimeoutError:
-            elapsed = time.monotonic() - started
-            if interactive:
-                click.echo(f"\rwaiting for run {handle.run_id}… {elapsed:.0f}s", nl=False, err=True)
-            elif elapsed >= next_report:
-                click.echo(f"still waiting for run {handle.run_id} ({elapsed:.0f}s)", err=True)
-                next_report *= 2
 
 
 @main.command()
@@ -299,7 +304,7 @@ def _wait_with_progress(handle: Any, timeout: float | None) -> Any:
 @click.option("--json", "as_json", is_flag=True, help="Print the raw status as JSON.")
 @tls_client_options
 def status(address: str, token: str | None, as_json: bool, ssl: SSLContext | None) -> None:
-    """Show workers, queues, runs in flight and per-name counts."""
+    """Show workers, queues, runs in flight, the coda:// broker's queues and per-name counts."""
     try:
         with Client(address, token=token, ssl=ssl) as client:
             data = client.status()
@@ -308,42 +313,4 @@ def status(address: str, token: str | None, as_json: bool, ssl: SSLContext | Non
     if as_json:
         click.echo(json.dumps(data, indent=2, default=str))
         return
-    click.echo(_format_status(data))
-
-
-def _format_status(data: dict[str, Any]) -> str:
-    sup = data.get("supervisor", {})
-    addresses = ", ".join(sup.get("addresses", []))
-    lines = [
-        f"supervisor {sup.get('id')} (pid {sup.get('pid')}) on {addresses}, "
-        f"up {sup.get('uptime')}s, {sup.get('worker_restarts', 0)} worker restarts",
-        "",
-        "workers:",
-    ]
-    for w in data.get("workers", []):
-        lines.append(
-            f"  #{w['id']:<4} pid {w['pid']:<8} tasks {w['tasks']:<6} held {w.get('held', 0):<4} "
-            f"workflows {w['workflows']:<8} queues {','.join(w['queues'])}"
-        )
-    if not data.get("workers"):
-        lines.append("  (none)")
-    lines += ["", "queues:"]
-    for name, counts in data.get("queues", {}).items():
-        tasks, workflows = counts.get("tasks", 0), counts.get("workflows", 0)
-        lines.append(f"  {name:<20} {tasks} tasks, {workflows} workflows waiting")
-    lines.append(f"  delayed (retry wait): {data.get('delayed', 0)}")
-    lines += [
-        "",
-        f"in flight: {data.get('runs_in_flight', 0)} runs, {data.get('jobs_in_flight', 0)} jobs",
-        "",
-    ]
-    names = data.get("names", {})
-    if names:
-        header = f"  {'name':<48} {'succeeded':>9} {'failed':>7} {'retried':>8} {'cache hits':>10}"
-        lines += ["per name:", header]
-        for name, c in names.items():
-            lines.append(
-                f"  {name:<48} {c.get('succeeded', 0):>9} {c.get('failed', 0):>7} "
-                f"{c.get('retried', 0):>8} {c.get('cache_hits', 0):>10}"
-            )
-    return "\n".join(lines)
+    click.echo(format_status(data))

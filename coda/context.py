@@ -12,11 +12,15 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, overload
 
 from .errors import NotInWorkflowError
 
+if TYPE_CHECKING:
+    from .decorators import TaskFunction, WorkflowFunction
+
 __all__ = [
+    "NamedTarget",
     "RunInfo",
     "TaskInfo",
     "in_workflow",
@@ -25,6 +29,17 @@ __all__ = [
     "spawn_workflow",
     "task_info",
 ]
+
+
+R = TypeVar("R")
+
+
+class NamedTarget(Protocol):
+    """What else a spawn accepts besides a registered name: an object carrying
+    its registered name, such as a Celery task. Its result type is unknown."""
+
+    @property
+    def name(self) -> str: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +100,39 @@ def _runtime(what: str) -> WorkflowRuntime:
     return runtime
 
 
+# Overloads, as temporalio types execute_activity: a decorated function gives
+# the type its body returns (awaited, for an async task); a name or a Celery
+# task gives Any.
+@overload
+def spawn_task(
+    task: TaskFunction[..., Awaitable[R]],
+    args: Mapping[str, Any] | None = None,
+    *,
+    cache_key: object = None,
+    queue: str | None = None,
+) -> Awaitable[R]: ...
+
+
+@overload
+def spawn_task(
+    task: TaskFunction[..., R],
+    args: Mapping[str, Any] | None = None,
+    *,
+    cache_key: object = None,
+    queue: str | None = None,
+) -> Awaitable[R]: ...
+
+
+@overload
+def spawn_task(
+    task: str | NamedTarget,
+    args: Mapping[str, Any] | None = None,
+    *,
+    cache_key: object = None,
+    queue: str | None = None,
+) -> Awaitable[Any]: ...
+
+
 def spawn_task(
     task: object,
     args: Mapping[str, Any] | None = None,
@@ -102,6 +150,26 @@ def spawn_task(
     ``coda.TaskFailed`` when awaited.
     """
     return _runtime("spawn_task").spawn("task", task, args, cache_key, queue)
+
+
+@overload
+def spawn_workflow(
+    workflow: WorkflowFunction[..., Awaitable[R]],
+    args: Mapping[str, Any] | None = None,
+    *,
+    cache_key: object = None,
+    queue: str | None = None,
+) -> Awaitable[R]: ...
+
+
+@overload
+def spawn_workflow(
+    workflow: str | NamedTarget,
+    args: Mapping[str, Any] | None = None,
+    *,
+    cache_key: object = None,
+    queue: str | None = None,
+) -> Awaitable[Any]: ...
 
 
 def spawn_workflow(

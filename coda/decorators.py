@@ -10,21 +10,25 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Generic, Literal, ParamSpec, TypeVar, cast
+from typing import Any, Generic, Literal, ParamSpec, TypeVar, cast, overload
 
 from .errors import ConfigurationError
 from .registry import register
 from .retry import RetryPolicy
+from .serialization import registry as serializers
 
 __all__ = ["Spec", "TaskFunction", "WorkflowFunction", "task", "workflow"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
+R_co = TypeVar("R_co", covariant=True)
 
 DEFAULT_QUEUE = "default"
 MAX_NAME_LENGTH = 200
+
+ExceptionTypes = type[BaseException] | Iterable[type[BaseException]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,12 +56,16 @@ class Spec:
         return self.retry.retry_in(attempt)
 
 
-class _Decorated(Generic[P, R]):
-    """A registered function that is still callable as itself."""
+class _Decorated(Generic[P, R_co]):
+    """A registered function that is still callable as itself.
+
+    ``R_co`` is what calling it returns (a coroutine for ``async def``), so
+    ``coda.context.spawn_task`` can tell an async task's awaited result type.
+    """
 
     spec: Spec
 
-    def __init__(self, fn: Callable[P, R], spec: Spec) -> None:
+    def __init__(self, fn: Callable[P, R_co], spec: Spec) -> None:
         functools.update_wrapper(self, fn)
         self.fn = fn
         self.spec = spec
@@ -66,25 +74,32 @@ class _Decorated(Generic[P, R]):
     def name(self) -> str:
         return self.spec.name
 
-    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R_co:
         return self.fn(*args, **kwargs)
 
     def __repr__(self) -> str:
         return f"<coda {self.spec.kind} {self.spec.name}>"
 
 
-class TaskFunction(_Decorated[P, R]):
+class TaskFunction(_Decorated[P, R_co]):
     """What ``@coda.task`` returns."""
 
 
-class WorkflowFunction(_Decorated[P, R]):
+class WorkflowFunction(_Decorated[P, R_co]):
     """What ``@coda.workflow`` returns."""
 
 
+@overload
+def task(fn: Callable[P, R], /) -> TaskFunction[P, R]: ...
+
+
+@overload
 def task(
-    name: str | None = None,
+    fn: None = None,
+    /,
     *,
-    retry_on: tuple[type[BaseException], ...] | type[BaseException] = (),
+    name: str | None = None,
+    retry_on: ExceptionTypes = (),
     max_retries: int = 0,
     retry_delay: float = 1.0,
     retry_backoff: float = 1.0,
@@ -93,19 +108,40 @@ def task(
     queue: str | None = None,
     timeout: float | None = None,
     serializer: str | None = None,
-) -> Callable[[Callable[P, R]], TaskFunction[P, R]]:
-    """Register a sync or async function as a task.
+) -> Callable[[Callable[P, R]], TaskFunction[P, R]]: ...
 
-    A task raising one of ``retry_on`` is retried up to ``max_retries`` times,
-    waiting ``retry_delay * retry_backoff ** n`` seconds (capped at
-    ``retry_delay_max``, randomised with ``retry_jitter``); any other
-    exception fails it at once. ``timeout`` bounds one attempt: an async task
-    is cancelled, a sync task's worker process is replaced.
+
+def task(
+    fn: Callable[P, R] | None = None,
+    /,
+    *,
+    name: str | None = None,
+    retry_on: ExceptionTypes = (),
+    max_retries: int = 0,
+    retry_delay: float = 1.0,
+    retry_backoff: float = 1.0,
+    retry_delay_max: float = 600.0,
+    retry_jitter: bool = False,
+    queue: str | None = None,
+    timeout: float | None = None,
+    serializer: str | None = None,
+) -> TaskFunction[P, R] | Callable[[Callable[P, R]], TaskFunction[P, R]]:
+    """Register a sync or async function as a task: ``@coda.task`` or ``@coda.task(...)``.
+
+    A task raising one of ``retry_on`` (a class or an iterable of classes) is
+    retried up to ``max_retries`` times, waiting ``retry_delay * retry_backoff
+    ** n`` seconds (capped at ``retry_delay_max``, randomised with
+    ``retry_jitter``); any other exception fails it at once. ``timeout``
+    bounds one attempt: an async task is cancelled, a sync task's worker
+    process is replaced. ``serializer`` encodes its result (a registered
+    name; msgpack by default).
     """
-    retry_types = retry_on if isinstance(retry_on, tuple) else (retry_on,)
-    _check_exception_types(retry_types)
+    _check_bare_target("task", fn)
+    retry_types = _exception_types(retry_on)
     policy = _policy(max_retries, retry_delay, retry_backoff, retry_delay_max, retry_jitter)
     _check_timeout(timeout)
+    _check_serializer(serializer)
+    checked_queue = _check_queue(queue)
 
     def decorate(fn: Callable[P, R]) -> TaskFunction[P, R]:
         spec = Spec(
@@ -113,7 +149,7 @@ def task(
             kind="task",
             fn=fn,
             is_async=inspect.iscoroutinefunction(fn),
-            queue=_check_queue(queue),
+            queue=checked_queue,
             timeout=timeout,
             retry=policy,
             retry_on=retry_types,
@@ -123,24 +159,46 @@ def task(
         register(spec)
         return decorated
 
-    return decorate
+    return decorate if fn is None else decorate(fn)
 
 
+@overload
+def workflow(fn: Callable[P, R], /) -> WorkflowFunction[P, R]: ...
+
+
+@overload
 def workflow(
-    name: str | None = None,
+    fn: None = None,
+    /,
     *,
+    name: str | None = None,
     max_retries: int = 3,
     retry_delay: float = 0.0,
     queue: str | None = None,
     serializer: str | None = None,
-) -> Callable[[Callable[P, R]], WorkflowFunction[P, R]]:
-    """Register an async function as a workflow.
+) -> Callable[[Callable[P, R]], WorkflowFunction[P, R]]: ...
+
+
+def workflow(
+    fn: Callable[P, R] | None = None,
+    /,
+    *,
+    name: str | None = None,
+    max_retries: int = 3,
+    retry_delay: float = 0.0,
+    queue: str | None = None,
+    serializer: str | None = None,
+) -> WorkflowFunction[P, R] | Callable[[Callable[P, R]], WorkflowFunction[P, R]]:
+    """Register an async function as a workflow: ``@coda.workflow`` or ``@coda.workflow(...)``.
 
     A workflow that raises is rerun from the top up to ``max_retries`` times;
     the tasks it spawned with a ``cache_key`` return their stored results
     instead of running again.
     """
+    _check_bare_target("workflow", fn)
     policy = _policy(max_retries, retry_delay, 1.0, 600.0, False)
+    _check_serializer(serializer)
+    checked_queue = _check_queue(queue)
 
     def decorate(fn: Callable[P, R]) -> WorkflowFunction[P, R]:
         if not inspect.iscoroutinefunction(fn):
@@ -152,15 +210,27 @@ def workflow(
             kind="workflow",
             fn=fn,
             is_async=True,
-            queue=_check_queue(queue),
+            queue=checked_queue,
             retry=policy,
             serializer=serializer,
         )
+        # iscoroutinefunction narrowed fn to a coroutine of Any; keep the caller's R
         decorated = WorkflowFunction(cast(Callable[P, R], fn), spec)
         register(spec)
         return decorated
 
-    return decorate
+    return decorate if fn is None else decorate(fn)
+
+
+def _check_bare_target(kind: str, fn: object) -> None:
+    """``@coda.task`` gets the function; ``@coda.task(...)`` gets only keywords."""
+    if fn is None or callable(fn):
+        return
+    if isinstance(fn, str):
+        raise ConfigurationError(
+            f"@coda.{kind} takes its options by keyword: write @coda.{kind}(name={fn!r})"
+        )
+    raise ConfigurationError(f"@coda.{kind} decorates a function, got {fn!r}")
 
 
 def _name_for(fn: Callable[..., Any], name: str | None) -> str:
@@ -193,10 +263,32 @@ def _check_queue(queue: str | None) -> str:
         raise ConfigurationError(f"invalid queue: {exc}") from None
 
 
-def _check_exception_types(types: tuple[object, ...]) -> None:
+def _exception_types(retry_on: object) -> tuple[type[BaseException], ...]:
+    """``retry_on`` as a tuple: one class, or any iterable of classes (not a string)."""
+    if isinstance(retry_on, type):
+        retry_on = (retry_on,)
+    if isinstance(retry_on, str | bytes) or not isinstance(retry_on, Iterable):
+        raise ConfigurationError(
+            f"retry_on must be an exception class or an iterable of them, got {retry_on!r}"
+        )
+    types = tuple(retry_on)
     for exc_type in types:
         if not (isinstance(exc_type, type) and issubclass(exc_type, BaseException)):
             raise ConfigurationError(f"retry_on must hold exception classes, got {exc_type!r}")
+    return types
+
+
+def _check_serializer(serializer: str | None) -> None:
+    """An unknown name fails here, at import, not when the first result is encoded."""
+    if serializer is None:
+        return
+    try:
+        serializers.content_type_for(serializer)
+    except ConfigurationError as exc:
+        raise ConfigurationError(
+            f"serializer=: {exc}; register it (coda.serialization.registry.register or"
+            " kombu.serialization.register) before the module that uses it is imported"
+        ) from None
 
 
 def _check_timeout(timeout: float | None) -> None:

@@ -15,22 +15,36 @@ The hierarchy::
     │   ├── EncodeError
     │   └── DecodeError
     ├── ConnectionLostError       the supervisor went away mid-request
+    │   └── SupervisorUnreachable (coda.compat.celery) also kombu's OperationalError
     ├── ResultTimeoutError        a result did not arrive in time (also a TimeoutError)
     ├── RequestRefusedError       the supervisor answered a request with an error
     ├── BrokerError               a kombu-style broker operation was refused (no such queue, ...)
-    ├── RetryRequested            raised by a task to be run again later (not an error)
+    ├── UnsupportedCanvas         (coda.compat.celery) a canvas shape left to Celery
+    ├── StepFailed                (coda.compat.celery) a canvas leaf failed inside its workflow
+    ├── Cancelled                 the run was cancelled on request (client.cancel)
     └── RemoteError               user code failed in a worker; carries the remote
         ├── TaskFailed            type name, message and traceback
         └── WorkflowFailed
 
+    BaseException
+    └── RetryRequested            a task asks to run again later: a signal, not an error
+
 Only ``RemoteError`` subclasses cross the wire as data; the rest are raised
 where the problem is found.
+
+``RetryRequested`` is outside ``CodaError``, and outside ``Exception``, for the
+reason ``asyncio.CancelledError`` is: it is control flow that must reach the
+worker. A task body that wraps its work in ``except CodaError:`` or
+``except Exception:`` (to log, to return a fallback) would otherwise turn its
+own retry into a success or a different failure. Cleanup belongs in
+``finally``; code that must see it catches it by name and re-raises.
 """
 
 from __future__ import annotations
 
 __all__ = [
     "BrokerError",
+    "Cancelled",
     "CodaError",
     "ConfigurationError",
     "ConnectionLostError",
@@ -135,13 +149,18 @@ class BrokerError(CodaError):
         self.message = message
 
 
-class RetryRequested(CodaError):
+class RetryRequested(BaseException):
     """Raised inside a task: end this attempt and run the task again in ``delay`` seconds.
 
     The retry is explicit, so the task's ``max_retries`` does not bound it
     (the task decides, as Celery's ``self.retry()`` does). ``args``, when
     given, replaces the task's keyword arguments for the next attempt;
     ``cause`` is the exception reported for this attempt.
+
+    A ``BaseException`` (see the module docstring): a task's
+    ``except Exception:`` lets it through, so the retry happens. Raised by a
+    workflow, it counts as a failure of that attempt, rerun by the
+    workflow's own ``max_retries``.
     """
 
     def __init__(
@@ -172,6 +191,12 @@ class RemoteError(CodaError):
 
     def __reduce__(self) -> tuple[object, ...]:
         return (type(self), (self.type_name, self.message, self.remote_traceback))
+
+
+class Cancelled(CodaError):
+    """The run was cancelled on request: ``result()`` raises it, and so does
+    awaiting a cancelled child inside a workflow. A cancelled run is never
+    rerun."""
 
 
 class TaskFailed(RemoteError):

@@ -10,10 +10,15 @@ the frames they arrived in.
 Who sends what::
 
     any      → any        Hello (first frame), Welcome, Error
-    client   → supervisor Submit, Await, StatusRequest
+    client   → supervisor Submit, Await, CancelRun, StatusRequest
     worker   → supervisor Spawn, Started, TaskDone, WorkflowDone
-    supervisor → client   Accepted, Finished, StatusReply
-    supervisor → worker   RunTask, RunWorkflow, Finished (answer to a Spawn)
+    supervisor → client   Accepted, Finished, CancelReply, StatusReply
+    supervisor → worker   RunTask, RunWorkflow, StopJob, Finished (answer to a Spawn)
+
+``Message`` is the union of these, the core protocol and nothing else. An
+extension of the supervisor (the ``coda://`` broker is one) declares its own
+messages on the same base, ``WireMessage``, and the supervisor's client
+connections decode them too (``coda.supervisor.extension``).
 """
 
 from __future__ import annotations
@@ -22,44 +27,19 @@ from typing import Any, Literal
 
 import msgspec
 
-from .broker_messages import (
-    Ack,
-    BasicGet,
-    BrokerOk,
-    Cancel,
-    ChannelClose,
-    ChordPart,
-    ChordReply,
-    ChordStart,
-    Consume,
-    Deliver,
-    ExchangeDeclare,
-    ExchangeDelete,
-    Publish,
-    Qos,
-    QueueBind,
-    QueueDeclare,
-    QueueDelete,
-    QueuePurge,
-    QueueUnbind,
-    Recover,
-    Reject,
-    ResultFetch,
-    ResultForget,
-    ResultSave,
-    ResultValues,
-    ResultWait,
-)
-
 __all__ = [
+    "MESSAGE_TAGS",
     "PROTOCOL_VERSION",
     "Accepted",
     "Await",
     "CachedStep",
+    "CancelReply",
+    "CancelRun",
     "Error",
     "Failure",
     "Finished",
     "Hello",
+    "Kind",
     "Message",
     "Payload",
     "RunTask",
@@ -68,9 +48,11 @@ __all__ = [
     "Started",
     "StatusReply",
     "StatusRequest",
+    "StopJob",
     "Submit",
     "TaskDone",
     "Welcome",
+    "WireMessage",
     "WorkflowDone",
 ]
 
@@ -115,11 +97,16 @@ class Failure(msgspec.Struct, frozen=True, array_like=True):
     retry_in: float | None = None
 
 
-class _Message(msgspec.Struct, frozen=True, array_like=True, tag_field="t", omit_defaults=True):
-    pass
+class WireMessage(msgspec.Struct, frozen=True, array_like=True, tag_field="t", omit_defaults=True):
+    """The base of every message on the wire, the core's and its extensions'.
+
+    A subclass names its tag (``class Ping(WireMessage, tag="ping", frozen=True)``);
+    all of them share the tag field and the array layout, so a codec can decode
+    any union of them (``coda.protocol.MessageCodec``).
+    """
 
 
-class Hello(_Message, tag="hello", frozen=True):
+class Hello(WireMessage, tag="hello", frozen=True):
     version: int
     role: Role
     token: str = ""
@@ -130,12 +117,12 @@ class Hello(_Message, tag="hello", frozen=True):
     workflow_slots: int = 0
 
 
-class Welcome(_Message, tag="welcome", frozen=True):
+class Welcome(WireMessage, tag="welcome", frozen=True):
     version: int
     supervisor_id: str
 
 
-class Error(_Message, tag="error", frozen=True):
+class Error(WireMessage, tag="error", frozen=True):
     """A refusal. ``req_id`` names the request it answers, if any."""
 
     code: str
@@ -143,7 +130,7 @@ class Error(_Message, tag="error", frozen=True):
     req_id: int | None = None
 
 
-class Submit(_Message, tag="submit", frozen=True):
+class Submit(WireMessage, tag="submit", frozen=True):
     """Start a task or workflow outside any workflow.
 
     With ``wait`` the supervisor also sends ``Finished`` when the run ends,
@@ -161,20 +148,20 @@ class Submit(_Message, tag="submit", frozen=True):
     not_before: float | None = None
 
 
-class Accepted(_Message, tag="accepted", frozen=True):
+class Accepted(WireMessage, tag="accepted", frozen=True):
     req_id: int
     run_id: str
     kind: Kind = "task"
 
 
-class Await(_Message, tag="await", frozen=True):
+class Await(WireMessage, tag="await", frozen=True):
     """Ask for ``Finished`` once the run ends (at once if it has)."""
 
     req_id: int
     run_id: str
 
 
-class Finished(_Message, tag="finished", frozen=True):
+class Finished(WireMessage, tag="finished", frozen=True):
     """The end of a run, a spawned task or a child workflow."""
 
     req_id: int
@@ -184,16 +171,33 @@ class Finished(_Message, tag="finished", frozen=True):
     failure: Failure | None = None
 
 
-class StatusRequest(_Message, tag="status", frozen=True):
+class CancelRun(WireMessage, tag="cancel_run", frozen=True):
+    """Cancel a run (a workflow with its children, or a task). ``terminate``
+    also stops a sync task that is running, by replacing its worker process."""
+
+    req_id: int
+    run_id: str
+    terminate: bool = False
+
+
+class CancelReply(WireMessage, tag="cancel_reply", frozen=True):
+    """``state``: ``cancelled``, or ``cancelling`` while a worker stops it."""
+
+    req_id: int
+    run_id: str
+    state: str
+
+
+class StatusRequest(WireMessage, tag="status", frozen=True):
     req_id: int
 
 
-class StatusReply(_Message, tag="status_reply", frozen=True):
+class StatusReply(WireMessage, tag="status_reply", frozen=True):
     req_id: int
     status: dict[str, Any]
 
 
-class RunTask(_Message, tag="run_task", frozen=True):
+class RunTask(WireMessage, tag="run_task", frozen=True):
     """``redelivered``: a worker holding this job before died (the job was requeued)."""
 
     job_id: str
@@ -213,7 +217,7 @@ class CachedStep(msgspec.Struct, frozen=True, array_like=True):
     result: Payload
 
 
-class RunWorkflow(_Message, tag="run_workflow", frozen=True):
+class RunWorkflow(WireMessage, tag="run_workflow", frozen=True):
     """``history``: results of this run's cached spawns that already succeeded
     (a rerun's), so the worker answers those spawns without a round trip.
     It may hold only some of them (its size is bounded); the supervisor
@@ -226,7 +230,7 @@ class RunWorkflow(_Message, tag="run_workflow", frozen=True):
     history: list[CachedStep] = []
 
 
-class Spawn(_Message, tag="spawn", frozen=True):
+class Spawn(WireMessage, tag="spawn", frozen=True):
     """A running workflow asks for a task or child workflow.
 
     ``cache_key`` is the MessagePack encoding of the user's key list: the
@@ -242,14 +246,23 @@ class Spawn(_Message, tag="spawn", frozen=True):
     queue: str | None = None
 
 
-class Started(_Message, tag="started", frozen=True):
+class StopJob(WireMessage, tag="stop_job", frozen=True):
+    """Cancel a workflow run or an async task the worker holds (its coroutine
+    gets ``CancelledError``), or drop a task it holds back; the worker then
+    answers ``WorkflowDone``/``TaskDone`` as usual. A sync task that is
+    running cannot be interrupted: it finishes."""
+
+    job_id: str
+
+
+class Started(WireMessage, tag="started", frozen=True):
     """The worker started a task (at once, or once a slot freed up): its
     timeout runs from here, and only now would its loss count against it."""
 
     job_id: str
 
 
-class TaskDone(_Message, tag="task_done", frozen=True):
+class TaskDone(WireMessage, tag="task_done", frozen=True):
     """``retry_args``: with a ``failure`` that has ``retry_in``, the arguments of
     the next attempt (a task that re-enqueues itself with new arguments)."""
 
@@ -259,7 +272,7 @@ class TaskDone(_Message, tag="task_done", frozen=True):
     retry_args: Payload | None = None
 
 
-class WorkflowDone(_Message, tag="workflow_done", frozen=True):
+class WorkflowDone(WireMessage, tag="workflow_done", frozen=True):
     """``cache_hits``: per name, spawns answered from ``RunWorkflow.history``
     (the supervisor did not see them, but counts them in its status)."""
 
@@ -278,41 +291,17 @@ Message = (
     | Accepted
     | Await
     | Finished
+    | CancelRun
+    | CancelReply
     | StatusRequest
     | StatusReply
     | RunTask
     | RunWorkflow
     | Spawn
+    | StopJob
     | Started
     | TaskDone
     | WorkflowDone
-    # the broker and result store (coda.broker_messages)
-    | ExchangeDeclare
-    | ExchangeDelete
-    | QueueDeclare
-    | QueueBind
-    | QueueUnbind
-    | QueueDelete
-    | QueuePurge
-    | BrokerOk
-    | Publish
-    | Consume
-    | Cancel
-    | Qos
-    | Ack
-    | Reject
-    | Recover
-    | BasicGet
-    | ChannelClose
-    | Deliver
-    | ResultSave
-    | ResultForget
-    | ResultFetch
-    | ResultWait
-    | ResultValues
-    | ChordStart
-    | ChordPart
-    | ChordReply
 )
 
 MESSAGE_TAGS: frozenset[str] = frozenset(str(cls.__struct_config__.tag) for cls in Message.__args__)

@@ -8,6 +8,8 @@ Decorators register into one process-wide table, like Celery's
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
+from importlib.metadata import entry_points
 from typing import TYPE_CHECKING
 
 from .errors import ConfigurationError, UnknownNameError
@@ -16,6 +18,7 @@ if TYPE_CHECKING:
     from .decorators import Spec
 
 __all__ = [
+    "APP_LOADERS",
     "adopt_celery_app",
     "all_specs",
     "get_spec",
@@ -23,6 +26,9 @@ __all__ = [
     "register",
     "resolve_name",
 ]
+
+APP_LOADERS = "coda.app_loaders"
+"""Entry points of loaders of foreign apps' tasks (``celery``: ``--celery-app``)."""
 
 _specs: dict[str, Spec] = {}
 
@@ -90,14 +96,23 @@ def import_modules(modules: list[str]) -> None:
 def adopt_celery_app(path: str, role: str = "supervisor") -> None:
     """Register every task of the Celery app at ``module:attribute`` as a Coda task.
 
-    The bridge lives in ``coda.compat.celery``, imported by name here so the
-    core never imports Celery. ``role`` is ``"worker"`` in worker processes,
-    which also prepare to execute the tasks.
+    The loader is the ``celery`` entry of ``coda.app_loaders``, which the Celery
+    bridge registers, so the core depends on it by no name at all. ``role`` is
+    ``"worker"`` in worker processes, which also prepare to execute the tasks.
     """
-    try:
-        adopt = importlib.import_module("coda.compat.celery.adopt")
-    except ImportError as exc:
+    _app_loader("celery", "--celery-app")(path, role=role)
+
+
+def _app_loader(kind: str, option: str) -> Callable[..., object]:
+    install = f"pip install 'coda-workflows[{kind}]'"
+    found = entry_points(group=APP_LOADERS, name=kind)
+    if not found:
         raise ConfigurationError(
-            f"--celery-app needs Celery installed (pip install 'coda[celery]'): {exc}"
-        ) from exc
-    adopt.adopt_app_path(path, role=role)
+            f"{option} needs the {kind} app loader, which is not installed: {install}"
+        )
+    entry = next(iter(found))
+    try:
+        loader: Callable[..., object] = entry.load()
+    except ImportError as exc:
+        raise ConfigurationError(f"{option} needs {kind} installed ({exc}): {install}") from exc
+    return loader

@@ -1,4 +1,4 @@
-"""The supervisor: process pool, scheduler, stores and the listeners."""
+"""The supervisor: process pool, engine, stores, listeners and the extension interface."""
 
 from .supervisor import Supervisor, SupervisorConfig
 

@@ -1,6 +1,6 @@
 """Dispatch: which worker runs which ready job, and the leases they hold.
 
-The ``Scheduler`` decides what becomes ready and what an outcome means; this
+The ``Engine`` decides what becomes ready and what an outcome means; this
 module hands ready jobs to workers and keeps count of what each holds.
 
 Slots: a worker announces how many tasks and how many workflows it runs at
@@ -10,7 +10,9 @@ tasks never holds the slot those tasks need (no deadlock with one worker).
 Prefetch: beyond its task slots a worker is sent up to ``prefetch`` more
 tasks, which it holds back and starts, in arrival order, as its slots free
 up. The worker then never idles for a round trip between two tasks, and a
-burst of tasks travels in fewer, larger writes.
+burst of tasks travels in fewer, larger writes. Every worker's free slots
+are filled before any worker is sent tasks to hold, so gathered spawns run
+side by side on idle workers instead of queueing in one worker's prefetch.
 
 Leased is not started. The worker reports every task it starts with
 ``Started`` (a few bytes, in the same write as the ``TaskDone`` of the task
@@ -21,29 +23,33 @@ timeout begin, and if the worker dies, a task it never started goes back
 to its queue without counting as a loss (it cannot have killed the worker)
 and without ``redelivered`` (an early-acked Celery task must not be failed
 as lost when it never ran).
+
+Isolation: a job suspected, together with others, of killing its worker
+too often (see ``Engine.worker_left``) is *isolated*: it is given only to a
+worker that holds no other job of its kind, and that worker gets no other
+job of its kind while it holds it. Its next deaths are then its own.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections import Counter, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from ..errors import CodaError
-from ..messages import CachedStep, Message, RunTask, RunWorkflow
+from ..messages import CachedStep, Kind, Message, RunTask, RunWorkflow
+from .clock import Clock, Timer
 from .jobs import Job, JobState
-from .store import Store
 
 __all__ = ["Dispatcher", "NameInfo", "Peer", "WorkerHandle"]
 
-log = logging.getLogger("coda.scheduler")
+log = logging.getLogger("coda.dispatch")
 
 
 class Peer(Protocol):
-    """A connection the scheduler can answer on."""
+    """A connection the engine can answer on."""
 
     @property
     def is_open(self) -> bool: ...
@@ -52,10 +58,10 @@ class Peer(Protocol):
 
 
 class NameInfo(Protocol):
-    """What the scheduler needs to know about a registered name."""
+    """What the engine needs to know about a registered name."""
 
     @property
-    def kind(self) -> str: ...
+    def kind(self) -> Kind: ...
 
     @property
     def queue(self) -> str: ...
@@ -63,13 +69,16 @@ class NameInfo(Protocol):
     @property
     def timeout(self) -> float | None: ...
 
+    @property
+    def is_async(self) -> bool: ...
+
 
 @dataclass(eq=False)
 class WorkerHandle:
     """One connected worker and the jobs leased to it.
 
-    ``tasks`` holds every leased task; ``held`` those of them the worker has
-    not yet reported ``Started``."""
+    ``tasks`` holds every leased task, in the order they were sent; ``held``
+    those of them the worker has not yet reported ``Started``."""
 
     id: int
     peer: Peer
@@ -78,9 +87,10 @@ class WorkerHandle:
     task_slots: int
     workflow_slots: int
     prefetch: int = 0
-    tasks: set[str] = field(default_factory=set)
+    tasks: dict[str, None] = field(default_factory=dict)  # an ordered set
     held: set[str] = field(default_factory=set)
-    workflows: set[str] = field(default_factory=set)
+    workflows: dict[str, None] = field(default_factory=dict)
+    alone: dict[str, str] = field(default_factory=dict)  # kind -> its isolated job
 
     @property
     def started_tasks(self) -> int:
@@ -92,16 +102,18 @@ class Dispatcher:
 
     def __init__(
         self,
-        store: Store,
         lookup: Callable[[str], NameInfo],
         live: Mapping[str, Job],
+        clock: Clock,
         *,
+        save: Callable[[Job], None],
         history: Callable[[Job], list[CachedStep]],
         on_timeout: Callable[[Job, WorkerHandle], None],
         on_pause: Callable[[], None],
         timeout_grace: float,
     ) -> None:
-        self._store = store
+        self._save = save
+        self._clock = clock
         self._lookup = lookup
         self._live = live
         self._history = history
@@ -111,7 +123,8 @@ class Dispatcher:
         self.workers: dict[int, WorkerHandle] = {}
         self.paused = False
         self._ready: dict[tuple[str, str], deque[Job]] = {}
-        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._isolated: dict[tuple[str, str], deque[Job]] = {}
+        self._timers: dict[str, Timer] = {}
         self._pump_pending = False
         self._rotation = 0
 
@@ -122,9 +135,10 @@ class Dispatcher:
         given back by a dead worker goes before newer ones)."""
         job.state = JobState.QUEUED
         key = (job.kind, job.queue)
-        ready = self._ready.get(key)
+        queues = self._isolated if job.isolated else self._ready
+        ready = queues.get(key)
         if ready is None:
-            ready = self._ready[key] = deque()
+            ready = queues[key] = deque()
         if front:
             ready.appendleft(job)
         else:
@@ -134,8 +148,9 @@ class Dispatcher:
     def queued(self) -> dict[str, Counter[str]]:
         """Per queue, how many tasks and workflows wait (status)."""
         queues: dict[str, Counter[str]] = {}
-        for (kind, queue), ready in self._ready.items():
-            queues.setdefault(queue, Counter())[kind + "s"] += len(ready)
+        for waiting in (self._ready, self._isolated):
+            for (kind, queue), ready in waiting.items():
+                queues.setdefault(queue, Counter())[kind + "s"] += len(ready)
         return queues
 
     # -- workers and their leases -------------------------------------------
@@ -146,7 +161,8 @@ class Dispatcher:
 
     def leave(self, worker_id: int) -> list[tuple[Job, bool]]:
         """Forget a worker; return the jobs it held, each with whether it had
-        started (a held-back task had not), newest first."""
+        started (a held-back task had not), the last sent first (requeued at
+        the head of their queues one by one, they keep their order)."""
         worker = self.workers.pop(worker_id, None)
         if worker is None:
             return []
@@ -156,7 +172,7 @@ class Dispatcher:
             job = self._live_job(job_id)
             if job is not None:
                 held.append((job, job_id not in worker.held))
-        held.sort(key=lambda pair: pair[0].created_at, reverse=True)
+        held.reverse()
         self.schedule_pump()
         return held
 
@@ -173,14 +189,16 @@ class Dispatcher:
         """End the worker's lease on a job; False if it held none."""
         if job.worker != worker.id:
             return False
+        if worker.alone.get(job.kind) == job.id:
+            del worker.alone[job.kind]
         if job.kind == "workflow":
             if job.id not in worker.workflows:
                 return False
-            worker.workflows.discard(job.id)
+            del worker.workflows[job.id]
         else:
             if job.id not in worker.tasks:
                 return False
-            worker.tasks.discard(job.id)
+            del worker.tasks[job.id]
             worker.held.discard(job.id)
             self._cancel_timeout(job.id)
         self.schedule_pump()
@@ -190,12 +208,25 @@ class Dispatcher:
         """How many tasks are leased to workers right now."""
         return sum(len(worker.tasks) for worker in self.workers.values())
 
+    def worker_status(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "id": w.id,
+                "pid": w.pid,
+                "queues": list(w.queues),
+                "tasks": f"{w.started_tasks}/{w.task_slots}",
+                "held": len(w.held),
+                "workflows": f"{len(w.workflows)}/{w.workflow_slots}",
+            }
+            for w in sorted(self.workers.values(), key=lambda w: w.id)
+        ]
+
     # -- handing out work ---------------------------------------------------
 
     def schedule_pump(self) -> None:
         if not self._pump_pending:
             self._pump_pending = True
-            asyncio.get_running_loop().call_soon(self._pump)
+            self._clock.defer(self._pump)
 
     def _pump(self) -> None:
         """Hand ready jobs to workers with free slots (and prefetch room)."""
@@ -207,21 +238,38 @@ class Dispatcher:
         if not workers:
             return
         self._rotation = (self._rotation + 1) % len(workers)
-        for worker in workers[self._rotation :] + workers[: self._rotation]:
-            while len(worker.tasks) < worker.task_slots + worker.prefetch:
-                job = self._pop_ready(worker.queues, "task")
-                if job is None:
-                    break
-                self._start_task(worker, job)
-            while len(worker.workflows) < worker.workflow_slots:
-                job = self._pop_ready(worker.queues, "workflow")
-                if job is None:
-                    break
-                self._start_workflow(worker, job)
+        rotated = workers[self._rotation :] + workers[: self._rotation]
+        # Free slots everywhere before any prefetch: a task must not wait in one
+        # worker's prefetch while another worker has a slot to run it now.
+        for worker in rotated:
+            self._fill(worker, "task", worker.tasks, worker.task_slots)
+        for worker in rotated:
+            self._fill(worker, "task", worker.tasks, worker.task_slots + worker.prefetch)
+            self._fill(worker, "workflow", worker.workflows, worker.workflow_slots)
 
-    def _pop_ready(self, queues: tuple[str, ...], kind: str) -> Job | None:
+    def _fill(self, worker: WorkerHandle, kind: str, leased: dict[str, None], room: int) -> None:
+        """Send jobs of one kind until the worker's room for them is full; an
+        isolated job only to a worker holding none, and then nothing else."""
+        start = self._start_task if kind == "task" else self._start_workflow
+        if kind in worker.alone or room <= 0:
+            return
+        if not leased:
+            job = self._pop_ready(self._isolated, worker.queues, kind)
+            if job is not None:
+                worker.alone[kind] = job.id
+                start(worker, job)
+                return
+        while len(leased) < room:
+            job = self._pop_ready(self._ready, worker.queues, kind)
+            if job is None:
+                return
+            start(worker, job)
+
+    def _pop_ready(
+        self, waiting: dict[tuple[str, str], deque[Job]], queues: tuple[str, ...], kind: str
+    ) -> Job | None:
         for queue in queues:
-            ready = self._ready.get((kind, queue))
+            ready = waiting.get((kind, queue))
             while ready:
                 job = ready.popleft()
                 if job.state is JobState.QUEUED and self._live.get(job.id) is job:
@@ -231,10 +279,10 @@ class Dispatcher:
     def _lease(self, worker: WorkerHandle, job: Job) -> None:
         job.state = JobState.RUNNING
         job.worker = worker.id
-        self._store.save_job(job)
+        self._save(job)
 
     def _start_workflow(self, worker: WorkerHandle, job: Job) -> None:
-        worker.workflows.add(job.id)
+        worker.workflows[job.id] = None
         self._lease(worker, job)
         worker.peer.send(
             RunWorkflow(
@@ -247,7 +295,7 @@ class Dispatcher:
         )
 
     def _start_task(self, worker: WorkerHandle, job: Job) -> None:
-        worker.tasks.add(job.id)
+        worker.tasks[job.id] = None
         worker.held.add(job.id)
         self._lease(worker, job)
         worker.peer.send(
@@ -271,9 +319,8 @@ class Dispatcher:
         if timeout is None:
             return
         self._cancel_timeout(job.id)
-        self._timers[job.id] = asyncio.get_running_loop().call_later(
-            timeout + self._timeout_grace, self._timed_out, worker, job
-        )
+        due = self._clock.time() + timeout + self._timeout_grace
+        self._timers[job.id] = self._clock.call_at(due, lambda: self._timed_out(worker, job))
 
     def _cancel_timeout(self, job_id: str) -> None:
         timer = self._timers.pop(job_id, None)
@@ -281,7 +328,7 @@ class Dispatcher:
             timer.cancel()
 
     def _timed_out(self, worker: WorkerHandle, job: Job) -> None:
-        """A sync task past its timeout cannot be interrupted: the scheduler
+        """A sync task past its timeout cannot be interrupted: the engine
         fails it and the worker is replaced."""
         self._timers.pop(job.id, None)
         if job.state is not JobState.RUNNING or job.worker != worker.id:

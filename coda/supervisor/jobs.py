@@ -10,10 +10,9 @@ that run.
 from __future__ import annotations
 
 import enum
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from ..messages import Failure, Payload
+from ..messages import Failure, Kind, Payload
 
 __all__ = ["Job", "JobState"]
 
@@ -24,27 +23,34 @@ class JobState(enum.Enum):
     RUNNING = "running"  # leased to a worker
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+    CANCELLED = "cancelled"
 
     @property
     def finished(self) -> bool:
-        return self in (JobState.SUCCEEDED, JobState.FAILED)
+        return self in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
 
 
 @dataclass(slots=True, eq=False)
 class Job:
     id: str
-    kind: str  # "task" | "workflow"
+    kind: Kind
     name: str
     args: Payload
     queue: str
     parent_run: str | None = None
     cache_key: bytes | None = None
     attempt: int = 1
-    losses: int = 0  # times the worker holding it died
+    losses: int = 0  # times its worker died while it ran there (it may have run before)
+    blamed: int = 0  # deaths of its worker it was a suspect of (see Engine.worker_left)
+    blamed_alone: int = 0  # ...of which it was the only suspect
+    isolated: bool = False  # runs alone on its worker from now on
+    cancelling: bool = False  # cancel requested: it ends cancelled, and is never rerun
+    owner: str | None = None  # on a shared store: the supervisor that holds it (None: nobody)
+    epoch: int = 0  # on a shared store: how many times it was claimed (fences late writes)
     state: JobState = JobState.QUEUED
     result: Payload | None = None
     failure: Failure | None = None
     worker: int | None = None
     ready_at: float = 0.0  # wall-clock time a delayed job becomes due
-    created_at: float = field(default_factory=time.time)
+    created_at: float = 0.0  # set by the engine from its clock
     finished_at: float | None = None

@@ -4,7 +4,7 @@ Each worker gets one end of a socket pair as an inherited file descriptor;
 it never opens a network connection. A worker that exits is replaced after
 a backoff that grows while workers keep dying young (a broken import should
 not turn into a fork bomb) and resets once one has lived a while. Its jobs
-are requeued by the scheduler when its connection closes.
+are requeued by the engine when its connection closes.
 """
 
 from __future__ import annotations

@@ -1,11 +1,14 @@
-"""Connections to the supervisor: handshake, then messages to the scheduler.
+"""Connections to the supervisor: handshake, then messages to the engine.
 
 One ``SupervisorConnection`` per peer. Until the handshake completes a peer
 may only send a small ``Hello`` frame; afterwards each message is matched to
-one small handler. A message that is valid but not allowed for the peer's
-role gets an ``Error`` and the connection stays up; a broken frame gets an
-``Error`` and the connection is closed (the stream cannot be resynchronised).
-Either way only that peer is affected.
+one small handler. A client's message of a type an extension declared (the
+``coda://`` broker's, say) goes to that extension; a client connection
+decodes those types too, a worker's only the core protocol's. A message that
+is valid but not allowed for the peer's role gets an ``Error`` and the
+connection stays up; a broken frame gets an ``Error`` and the connection is
+closed (the stream cannot be resynchronised). Either way only that peer is
+affected.
 """
 
 from __future__ import annotations
@@ -15,13 +18,12 @@ import logging
 from typing import TYPE_CHECKING
 
 from .._wire import FramedProtocol
-from ..broker_messages import BROKER_REQUESTS
 from ..errors import HandshakeError
 from ..messages import (
     PROTOCOL_VERSION,
     Await,
+    CancelRun,
     Error,
-    Message,
     Spawn,
     Started,
     StatusReply,
@@ -29,10 +31,11 @@ from ..messages import (
     Submit,
     TaskDone,
     Welcome,
+    WireMessage,
     WorkflowDone,
 )
-from ..protocol import HANDSHAKE_FRAME_LIMIT, check_hello
-from .scheduler import WorkerHandle
+from ..protocol import CORE_CODEC, HANDSHAKE_FRAME_LIMIT, check_hello
+from .dispatch import WorkerHandle
 
 if TYPE_CHECKING:
     from .supervisor import Supervisor
@@ -47,46 +50,59 @@ class SupervisorConnection(FramedProtocol):
 
     def __init__(self, supervisor: Supervisor, worker_id: int | None = None) -> None:
         # Clients may stop reading; workers are ours and must never stall.
-        super().__init__(frame_limit=HANDSHAKE_FRAME_LIMIT, read_backpressure=worker_id is None)
+        super().__init__(
+            frame_limit=HANDSHAKE_FRAME_LIMIT,
+            read_backpressure=worker_id is None,
+            codec=CORE_CODEC if worker_id is not None else supervisor.extensions.codec,
+        )
         self.supervisor = supervisor
-        self.scheduler = supervisor.scheduler
+        self.extensions = supervisor.extensions
+        self.engine = supervisor.engine
         self.expected_worker_id = worker_id
         self.role: str | None = None
         self.worker: WorkerHandle | None = None
 
-    def message_received(self, message: Message) -> None:
+    def message_received(self, message: WireMessage) -> None:
         if self.role is None:
             self._handshake(message)
             return
         worker = self.worker
         match message:
             case Submit():
-                self.scheduler.submit(self, message)
+                self.engine.submit(self, message)
             case Await():
-                self.scheduler.await_run(self, message)
+                self.engine.await_run(self, message)
+            case CancelRun():
+                self.engine.cancel(self, message)
             case StatusRequest(req_id=req_id):
                 self.send(StatusReply(req_id=req_id, status=self.supervisor.status()))
             case Spawn() if worker is not None:
-                self.scheduler.spawn(worker, message)
+                self.engine.spawn(worker, message)
             case Started() if worker is not None:
-                self.scheduler.started(worker, message)
+                self.engine.started(worker, message)
             case TaskDone() if worker is not None:
-                self.scheduler.task_done(worker, message)
+                self.engine.task_done(worker, message)
             case WorkflowDone() if worker is not None:
-                self.scheduler.workflow_done(worker, message)
-            case _ if worker is None and isinstance(message, BROKER_REQUESTS):
-                self.supervisor.broker.handle(self, message)
+                self.engine.workflow_done(worker, message)
             case _:
-                tag = type(message).__struct_config__.tag
-                self.send(
-                    Error(
-                        code="unexpected_message",
-                        message=f"a {self.role} may not send {tag!r} messages",
-                        req_id=getattr(message, "req_id", None),
-                    )
-                )
+                self._to_extension_or_refuse(message)
 
-    def _handshake(self, message: Message) -> None:
+    def _to_extension_or_refuse(self, message: WireMessage) -> None:
+        """To the extension that declared the type (clients only), else refused."""
+        extension = self.extensions.handler_for(message) if self.worker is None else None
+        if extension is not None:
+            extension.handle(self, message)
+            return
+        tag = type(message).__struct_config__.tag
+        self.send(
+            Error(
+                code="unexpected_message",
+                message=f"a {self.role} may not send {tag!r} messages",
+                req_id=getattr(message, "req_id", None),
+            )
+        )
+
+    def _handshake(self, message: WireMessage) -> None:
         expected_role = "worker" if self.expected_worker_id is not None else "client"
         try:
             hello = check_hello(message, expected_role)
@@ -97,7 +113,7 @@ class SupervisorConnection(FramedProtocol):
         if refused_token is not None:
             self.fail(HandshakeError(refused_token[1]), code=refused_token[0])
             return
-        if expected_role == "client" and self.scheduler.draining:
+        if expected_role == "client" and self.engine.draining:
             self.fail(HandshakeError("the supervisor is shutting down"), code="shutting_down")
             return
         self.role = hello.role
@@ -113,7 +129,7 @@ class SupervisorConnection(FramedProtocol):
                 workflow_slots=max(0, hello.workflow_slots),
                 prefetch=self.supervisor.config.task_prefetch,
             )
-            self.scheduler.worker_joined(self.worker)
+            self.engine.worker_joined(self.worker)
 
     def _token_refusal(self, offered: str) -> tuple[str, str] | None:
         """The error code and sentence refusing the token offered, if refused:
@@ -129,8 +145,9 @@ class SupervisorConnection(FramedProtocol):
         return None
 
     def on_closed(self, exc: Exception | None) -> None:
-        self.supervisor.broker.disconnected(self)
+        if self.role == "client":
+            self.extensions.disconnected(self)
         if self.worker is not None:
             log.info("worker %s (pid %s) disconnected", self.worker.id, self.worker.pid)
-            self.scheduler.worker_left(self.worker.id)
+            self.engine.worker_left(self.worker.id)
             self.worker = None

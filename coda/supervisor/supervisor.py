@@ -1,11 +1,12 @@
-"""The supervisor process: listeners, worker pool, scheduler and store together."""
+"""The supervisor process: listeners, worker pool, engine and store together."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import faulthandler
 import functools
-import ipaddress
 import logging
 import os
 import signal
@@ -13,24 +14,23 @@ import socket
 import sys
 import time
 import weakref
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from typing import Any, TypeVar
 
 from .. import registry
-from .._tls import check_server_options, listener_options
+from .._tls import listener_options
 from .._wire import parse_address
-from ..decorators import DEFAULT_QUEUE
 from ..errors import CodaError, ConfigurationError
-from ..protocol import DEFAULT_FRAME_LIMIT
+from ..messages import Submit
 from ..serialization import registry as serializers
-from .broker_divert import Diverter, DivertRules
-from .broker_service import BrokerService
-from .memory_store import MemoryStore
+from .clock import Clock, LoopClock
+from .config import SupervisorConfig
+from .engine import Engine, NameInfo, new_id
+from .extension import ClientPeer, ExtensionFactory, Extensions, discover_extensions
 from .pool import WorkerPool, WorkerSettings
-from .scheduler import NameInfo, Scheduler, new_id
 from .server import SupervisorConnection
-from .sqlite_store import SqliteStore
-from .store import Store
+from .state_dir import describe_store
+from .stores import open_store
 
 __all__ = ["Supervisor", "SupervisorConfig"]
 
@@ -41,60 +41,6 @@ SAFE_CONTENT = ("json", "msgpack")
 T = TypeVar("T")
 
 
-@dataclass(frozen=True)
-class SupervisorConfig:
-    """Everything ``coda supervisor`` accepts on its command line."""
-
-    modules: tuple[str, ...] = ()
-    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
-    listen: str | None = "127.0.0.1:42069"
-    unix_socket: str | None = None
-    queues: tuple[str, ...] = (DEFAULT_QUEUE,)
-    concurrency: int = 1
-    prefetch: int | None = None  # tasks sent beyond a worker's slots; None: 4 x concurrency
-    workflow_slots: int = 100
-    token: str | None = None
-    tls_cert: str | None = None  # TLS on the TCP listener: certificate (PEM)
-    tls_key: str | None = None  # its private key, unless in the certificate file
-    tls_ca: str | None = None  # require client certificates signed by this CA
-    accept_pickle: bool = False
-    frame_limit: int = DEFAULT_FRAME_LIMIT
-    result_ttl: float = 24 * 3600.0
-    store: str = "memory://"
-    shutdown_grace: float = 30.0  # seconds SIGTERM waits for running tasks
-    celery_app: str | None = None  # "module:attribute" of a Celery app whose tasks to adopt
-    # coda:// messages of adopted tasks that Coda workers take: "*", "queue:NAME", task names
-    celery_divert: tuple[str, ...] = ()
-
-    def check(self) -> None:
-        if self.workers < 0:
-            raise ConfigurationError(f"--workers must be >= 0, got {self.workers}")
-        if self.concurrency < 1 or self.workflow_slots < 1:
-            raise ConfigurationError("--concurrency and --workflow-slots must be >= 1")
-        if self.prefetch is not None and self.prefetch < 0:
-            raise ConfigurationError(f"--prefetch must be >= 0, got {self.prefetch}")
-        if self.listen is None and self.unix_socket is None:
-            raise ConfigurationError("give --listen HOST:PORT, --unix PATH or both")
-        if self.listen is not None:
-            _, (host, _port) = parse_address(self.listen)
-            if not _is_loopback(host) and not self.token:
-                raise ConfigurationError(
-                    f"refusing to listen on {host!r} without a token: set --token or "
-                    "CODA_TOKEN, or listen on a loopback address"
-                )
-        if not queue_names_ok(self.queues):
-            raise ConfigurationError(f"invalid --queues {self.queues!r}")
-        check_server_options(self.tls_cert, self.tls_key, self.tls_ca, tcp=self.listen is not None)
-
-    @property
-    def task_prefetch(self) -> int:
-        return 4 * self.concurrency if self.prefetch is None else self.prefetch
-
-
-def queue_names_ok(queues: tuple[str, ...]) -> bool:
-    return bool(queues) and all(q and not any(c.isspace() for c in q) for q in queues)
-
-
 def _worker_args(config: SupervisorConfig) -> tuple[str, ...]:
     args: tuple[str, ...] = ("--accept-pickle",) if config.accept_pickle else ()
     if config.celery_app:
@@ -102,47 +48,56 @@ def _worker_args(config: SupervisorConfig) -> tuple[str, ...]:
     return args
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+class _Host:
+    """What a supervisor offers its extensions (``ExtensionHost``)."""
 
+    def __init__(self, config: SupervisorConfig, engine: Engine, clock: Clock) -> None:
+        self.config = config
+        self.clock = clock
+        self._engine = engine
 
-def open_store(url: str) -> Store:
-    """``memory://`` (gone on exit) or ``sqlite:///relative.db`` /
-    ``sqlite:////absolute.db`` (durable; see sqlite_store.py)."""
-    if url in ("memory://", "memory"):
-        return MemoryStore()
-    if url.startswith("sqlite:"):
-        return SqliteStore.from_url(url)
-    raise ConfigurationError(
-        f"unknown store {url!r}: use memory:// or sqlite:///path/to/file.sqlite3"
-    )
+    def submit(self, peer: ClientPeer, message: Submit) -> None:
+        self._engine.submit(peer, message)
+
+    def is_task(self, name: str) -> bool:
+        try:
+            return registry.get_spec(name).kind == "task"
+        except CodaError:
+            return False
 
 
 class Supervisor:
-    """Run with ``await start()`` … ``await stop()``, or ``run()`` to block."""
+    """Run with ``await start()`` … ``await stop()``, or ``run()`` to block.
 
-    def __init__(self, config: SupervisorConfig) -> None:
+    ``extensions``: factories by name; by default those installed under the
+    ``coda.supervisor_extensions`` entry points (``coda.supervisor.extension``).
+    """
+
+    def __init__(
+        self,
+        config: SupervisorConfig,
+        *,
+        extensions: Mapping[str, ExtensionFactory] | None = None,
+    ) -> None:
         config.check()
         self.config = config
         self.id = new_id()[:12]
         registry.import_modules(list(config.modules))
         if config.celery_app:
             registry.adopt_celery_app(config.celery_app)
-        self.store = open_store(config.store)
+        self.clock = LoopClock()
+        self.store = open_store(config.store, self.clock)
         accept = set(SAFE_CONTENT) | ({"pickle"} if config.accept_pickle else set())
-        self.scheduler = Scheduler(
+        self.engine = Engine(
             self.store,
             self._lookup,
+            self.clock,
             accept_content=frozenset(serializers.content_type_for(n) for n in accept),
             on_hung_worker=self._kill_worker,
         )
-        self.broker = BrokerService(  # kombu/Celery: coda://
-            result_ttl=config.result_ttl, divert=self._diverter(config)
+        self.extensions = Extensions(
+            discover_extensions() if extensions is None else extensions,
+            _Host(config, self.engine, self.clock),
         )
         self.pool = WorkerPool(
             config.workers,
@@ -162,21 +117,6 @@ class Supervisor:
         self._housekeeping: asyncio.Task[None] | None = None
         self._worker_conns: weakref.WeakSet[SupervisorConnection] = weakref.WeakSet()
 
-    def _diverter(self, config: SupervisorConfig) -> Diverter | None:
-        rules = DivertRules.parse(config.celery_divert)
-        if not rules:
-            return None
-        if not config.celery_app:
-            raise ConfigurationError("--celery-divert needs --celery-app")
-
-        def adopted(name: str) -> bool:
-            try:
-                return registry.get_spec(name).kind == "task"
-            except CodaError:
-                return False
-
-        return Diverter(rules, self.scheduler.submit, adopted)
-
     @staticmethod
     def _lookup(name: str) -> NameInfo:
         return registry.get_spec(name)
@@ -193,13 +133,31 @@ class Supervisor:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        recovered = self.scheduler.recover()
+        recovered = self.engine.recover()
         if recovered:
             log.info("recovered %d unfinished jobs from the store", recovered)
+        self.extensions.start()  # before the first client can reach one
+        try:
+            await self._listen(loop)
+        except BaseException:
+            for server in self._servers:
+                server.close()
+            self.extensions.close()
+            self.store.close()
+            raise
+        await self.pool.start()
+        self._housekeeping = asyncio.create_task(self._expire_periodically())
+
+    async def _listen(self, loop: asyncio.AbstractEventLoop) -> None:
         if self.config.listen is not None:
             _, (host, port) = parse_address(self.config.listen)
             tls = listener_options(self.config.tls_cert, self.config.tls_key, self.config.tls_ca)
-            server = await loop.create_server(lambda: SupervisorConnection(self), host, port, **tls)
+            try:
+                server = await loop.create_server(
+                    lambda: SupervisorConnection(self), host, port, **tls
+                )
+            except OSError as exc:
+                raise _cannot_listen(self.config.listen, exc) from None
             bound = server.sockets[0].getsockname()
             self.addresses.append(f"{bound[0]}:{bound[1]}")
             self._servers.append(server)
@@ -211,8 +169,6 @@ class Supervisor:
             )
             self.addresses.append(self.config.unix_socket)
             self._servers.append(server)
-        await self.pool.start()
-        self._housekeeping = asyncio.create_task(self._expire_periodically())
 
     async def _expire_periodically(self) -> None:
         interval = min(60.0, max(1.0, self.config.result_ttl / 10))
@@ -220,7 +176,7 @@ class Supervisor:
         while True:
             await asyncio.sleep(interval)
             expired: asyncio.Future[int] = loop.create_future()
-            self.scheduler.expire(self.config.result_ttl, functools.partial(_resolve, expired))
+            self.engine.expire(self.config.result_ttl, functools.partial(_resolve, expired))
             dropped = await expired
             if dropped:
                 log.info("expired %d finished jobs", dropped)
@@ -233,13 +189,13 @@ class Supervisor:
         the store, for the next supervisor on it to run."""
         loop = asyncio.get_running_loop()
         idle: asyncio.Future[None] = loop.create_future()
-        self.scheduler.drain(lambda: _resolve(idle, None))
+        self.engine.drain(lambda: _resolve(idle, None))
         try:
             await asyncio.wait_for(idle, grace)
         except TimeoutError:
             log.warning(
                 "%d tasks still running after the %.0fs grace: they run again after a restart",
-                self.scheduler.in_flight(),
+                self.engine.in_flight(),
                 grace,
             )
         committed: asyncio.Future[None] = loop.create_future()
@@ -253,8 +209,8 @@ class Supervisor:
         saved as requeued (without counting a loss: we are draining)."""
         if self._housekeeping is not None:
             self._housekeeping.cancel()
-        if not self.scheduler.draining:
-            self.scheduler.drain(lambda: None)
+        if not self.engine.draining:
+            self.engine.drain(lambda: None)
         for server in self._servers:
             server.close()
         await self.pool.stop()
@@ -262,6 +218,7 @@ class Supervisor:
         for conn in conns:
             conn.close()
         await asyncio.gather(*(conn.closed.wait() for conn in conns))
+        self.extensions.close()
         self.store.close()
         self._stopped.set()
 
@@ -269,7 +226,7 @@ class Supervisor:
         await self._stopped.wait()
 
     def status(self) -> dict[str, Any]:
-        status = self.scheduler.status()
+        status = self.engine.status()
         status["supervisor"] = {
             "id": self.id,
             "pid": os.getpid(),
@@ -277,13 +234,17 @@ class Supervisor:
             "uptime": round(time.time() - self.started_at, 1),
             "worker_processes": self.config.workers,
             "worker_restarts": self.pool.restarts,
+            "state": describe_store(self.config.store),
         }
-        status["broker"] = self.broker.statistics()
+        status.update(self.extensions.statistics())
         return status
 
     def run(self, ready_line: bool = True) -> None:
         """Serve until SIGINT or SIGTERM, on uvloop when it is installed
-        (measured: about a quarter less CPU per task than stock asyncio)."""
+        (measured: about a quarter less CPU per task than stock asyncio).
+        A fatal signal (SIGSEGV, SIGBUS from a damaged mapped file) prints
+        the Python traceback of every thread before the process dies."""
+        faulthandler.enable()
         try:
             import uvloop
         except ImportError:
@@ -298,7 +259,9 @@ class Supervisor:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stopping.set)
         if ready_line:
-            print(f"coda supervisor ready on {' and '.join(self.addresses)}", flush=True)
+            where = " and ".join(self.addresses)
+            state = describe_store(self.config.store)
+            print(f"coda supervisor ready on {where} (state: {state})", flush=True)
         await stopping.wait()
         stopping.clear()
         grace = self.config.shutdown_grace
@@ -310,6 +273,17 @@ class Supervisor:
         again.cancel()
         await self.stop()
         sys.stdout.flush()
+
+
+def _cannot_listen(address: str, exc: OSError) -> ConfigurationError:
+    """One line for the operator: which address, why, and the flag to change."""
+    if exc.errno == errno.EADDRINUSE:
+        why = "the address is already in use (another supervisor, or another program, holds it)"
+    else:
+        why = exc.strerror or str(exc)
+    return ConfigurationError(
+        f"cannot listen on {address}: {why}; pick another with --listen HOST:PORT"
+    )
 
 
 def _resolve(future: asyncio.Future[T], value: T) -> None:

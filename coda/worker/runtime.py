@@ -217,7 +217,7 @@ class Worker:
             kwargs = decode_payload(msg.args, self.accept)
             result = await spec.fn(**kwargs)
             payload = encode_value(result, spec.serializer or DEFAULT_SERIALIZER)
-        except Exception as exc:
+        except (Exception, RetryRequested) as exc:  # a workflow's retry is a failed attempt
             done(failure=failure_from(exc, spec.retry_in(exc, msg.attempt)))
             return
         finally:

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import coda
-from tests.apps.journal import record
+from coda.testing import wait_until
+from tests.apps.journal import lines, record
 
 
 @coda.task()
@@ -86,8 +87,9 @@ def quick_with_timeout() -> int:
 
 
 @coda.task()
-def busy_for(seconds: float) -> int:
-    time.sleep(seconds)  # a task body that takes a while, not a wait in a test
+def busy_until(gate: str) -> int:
+    """Hold the slot until the test creates ``gate`` (at most 60 s)."""
+    wait_until(lambda: os.path.exists(gate), timeout=60, what=f"the gate {gate}")
     return os.getpid()
 
 
@@ -117,6 +119,24 @@ async def uncached_then_fail(path: str) -> str:
 @coda.workflow()
 async def fan_out(n: int) -> list[int]:
     spawns = [coda.context.spawn_task(add, args={"x": i, "y": i}) for i in range(n)]
+    return list(await asyncio.gather(*spawns))
+
+
+@coda.task()
+def meet(path: str, label: str, parties: int) -> str:
+    """A barrier across processes: arrive (a line in ``path``), then return only
+    once ``parties`` tasks have arrived, so only tasks running at once succeed."""
+    record(path, label)
+    wait_until(lambda: len(lines(path)) >= parties, timeout=20, what=f"{parties} tasks at once")
+    return label
+
+
+@coda.workflow(max_retries=0)
+async def gather_at_a_barrier(path: str, parties: int) -> list[str]:
+    spawns = [
+        coda.context.spawn_task(meet, args={"path": path, "label": f"t{i}", "parties": parties})
+        for i in range(parties)
+    ]
     return list(await asyncio.gather(*spawns))
 
 

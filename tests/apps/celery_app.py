@@ -17,8 +17,9 @@ from celery import Celery, Task, signals
 from celery.exceptions import SoftTimeLimitExceeded
 
 from tests.apps.journal import lines, record  # noqa: F401  (tests read lines)
+from tests.redis_keys import DEFAULT_URL
 
-REDIS_URL = os.environ.get("CODA_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+REDIS_URL = os.environ.get("CODA_TEST_REDIS_URL", DEFAULT_URL)
 PREFIX = os.environ.get("CODA_TEST_CELERY_PREFIX", "coda-test:")
 
 app = Celery("tests.apps.celery_app", broker=REDIS_URL, backend=REDIS_URL)
@@ -79,6 +80,7 @@ def request_info(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
         "headers": request.headers,
         "hostname": request.hostname,
         "redelivered": (request.delivery_info or {}).get("redelivered"),
+        "priority": (request.delivery_info or {}).get("priority"),
         "called_directly": request.called_directly,
     }
 

@@ -7,19 +7,19 @@ import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from coda.broker_messages import Deliver
-from coda.messages import Message
+from coda.broker.messages import Deliver
+from coda.messages import WireMessage
 
 
 @dataclass
 class FakePeer:
-    sent: list[Message] = field(default_factory=list)
+    sent: list[WireMessage] = field(default_factory=list)
     is_open: bool = True
 
-    def send(self, message: Message) -> None:
+    def send(self, message: WireMessage) -> None:
         self.sent.append(message)
 
-    def take(self) -> list[Message]:
+    def take(self) -> list[WireMessage]:
         taken, self.sent = self.sent, []
         return taken
 

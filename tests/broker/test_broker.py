@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from coda.broker_messages import (
+from coda.broker.broker import Broker
+from coda.broker.exchanges import topic_pattern
+from coda.broker.messages import (
     Ack,
     BasicGet,
     Cancel,
@@ -20,8 +22,6 @@ from coda.broker_messages import (
     Reject,
 )
 from coda.errors import BrokerError
-from coda.supervisor.broker import Broker
-from coda.supervisor.broker_routing import topic_pattern
 from tests.broker.fakes import FakeClock, FakePeer
 
 

@@ -11,8 +11,8 @@ import msgspec.inspect as mi
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from coda.broker_messages import BROKER_REQUESTS
-from coda.supervisor.broker_service import BrokerService
+from coda.broker.messages import BROKER_REQUESTS
+from coda.broker.service import BrokerService
 from tests.broker.fakes import FakeClock, FakePeer
 
 NAMES = st.sampled_from(["", "q", "x", "celery", "amq.direct", "amq.fanout", "a.b.*", "#"])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from coda.broker_messages import (
+from coda.broker.messages import (
     BasicGet,
     BrokerOk,
     ChordPart,
@@ -19,9 +19,9 @@ from coda.broker_messages import (
     ResultValues,
     ResultWait,
 )
+from coda.broker.results import ResultStore
+from coda.broker.service import BrokerService
 from coda.messages import Error
-from coda.supervisor.broker_service import BrokerService
-from coda.supervisor.results import ResultStore
 from tests.broker.fakes import FakeClock, FakePeer
 
 

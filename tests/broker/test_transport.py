@@ -15,16 +15,18 @@ from kombu import Connection, Consumer, Exchange, Producer, Queue
 from kombu.transport import TRANSPORT_ALIASES, resolve_transport
 
 import coda.compat.kombu
-from coda.broker_messages import Deliver, QueueDeclare, QueuePurge
+from coda.broker.messages import Deliver, QueueDeclare, QueuePurge
 from coda.compat.kombu.envelope import decode_delivery, encode_publish, parse_time
 from coda.compat.kombu.link import Link
+from coda.errors import ConnectionLostError
 from coda.supervisor import SupervisorConfig
 from coda.testing import InProcessSupervisor
 
 
 @pytest.fixture(scope="module")
 def address() -> Iterator[str]:
-    with InProcessSupervisor(SupervisorConfig(workers=0, listen="127.0.0.1:0")) as supervisor:
+    config = SupervisorConfig(workers=0, listen="127.0.0.1:0", store="memory://")
+    with InProcessSupervisor(config) as supervisor:
         yield supervisor.address
 
 
@@ -137,6 +139,14 @@ def test_broker_transport_setting_works_without_the_alias(address: str) -> None:
         simple.put({"x": 1})
         assert simple.get(timeout=5).payload == {"x": 1}
         simple.close()
+
+
+def test_a_transport_whose_connection_was_closed_says_so() -> None:
+    connection = Connection("coda://127.0.0.1:1")
+    transport = connection.transport  # created without connecting
+    connection.close()  # kombu sets transport.client to None
+    with pytest.raises(ConnectionLostError, match="kombu Connection was closed"):
+        transport.establish_connection()
 
 
 def test_a_forked_child_opens_its_own_connection(address: str) -> None:

@@ -2,10 +2,10 @@
 
 One Celery worker (prefork, 2 children) and one Coda supervisor (2 workers,
 ``--celery-app``) per test session, beside each other on the Redis at
-``CODA_TEST_REDIS_URL``. Every Redis key of the session carries a unique
-prefix (``CODA_TEST_CELERY_PREFIX``, set here before the app module is
-imported), so parallel sessions and xdist workers never share queues or
-results.
+``CODA_TEST_REDIS_URL`` (tests/redis_keys.py). Every Redis key of the
+session carries a unique prefix (``CODA_TEST_CELERY_PREFIX``, set here before
+the app module is imported), so parallel sessions and xdist workers never
+share queues or results, and deleted at the end of the session.
 """
 
 from __future__ import annotations
@@ -21,15 +21,16 @@ from typing import Any
 
 import pytest
 
-os.environ.setdefault("CODA_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 if os.environ.get("CODA_TEST_PREFIX_OWNER") != str(os.getpid()):  # once per test process
     os.environ["CODA_TEST_PREFIX_OWNER"] = str(os.getpid())
-    os.environ["CODA_TEST_CELERY_PREFIX"] = f"coda-test-{uuid.uuid4().hex[:10]}:"
+    run = os.environ["CODA_TEST_RUN"]  # tests/redis_keys.py
+    os.environ["CODA_TEST_CELERY_PREFIX"] = f"coda-test-{run}-{uuid.uuid4().hex[:6]}:"
 
 from coda.compat.celery import install, uninstall
 from coda.compat.celery.routing import CodaRouter
 from coda.testing import SupervisorProcess, wait_until
 from tests.apps import celery_app
+from tests.redis_keys import delete_keys
 
 ROOT = Path(__file__).resolve().parents[2]
 APP = "tests.apps.celery_app:app"
@@ -58,6 +59,15 @@ class CeleryWorker:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
         self.log.close()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def redis_keys_removed() -> Iterator[None]:
+    """Set up before, so torn down after, the workers that write to Redis:
+    then delete every key of this process (queues, bindings, results)."""
+    yield
+    url, prefix = os.environ["CODA_TEST_REDIS_URL"], os.environ["CODA_TEST_CELERY_PREFIX"]
+    delete_keys(url, f"{prefix}*")
 
 
 @pytest.fixture(scope="session")

@@ -54,7 +54,10 @@ def test_countdown_eta_task_id_and_priority(route: Route) -> None:
     assert datetime.now(UTC) >= eta
     task_id = f"mine-{uuid.uuid4()}"
     result = tasks.request_info.apply_async(task_id=task_id, priority=7)
-    assert result.id == task_id and result.get(timeout=30)["id"] == task_id
+    request = result.get(timeout=30)
+    assert result.id == task_id and request["id"] == task_id
+    assert request["priority"] == 7  # carried to the task's delivery_info
+    assert request["hostname"].startswith("coda-")  # run by a Coda worker
 
 
 def test_queues_follow_celery_routing(route: Route) -> None:

@@ -22,11 +22,12 @@ from coda.compat.celery.canvas import (
     parse,
     result_id,
 )
+from coda.compat.celery.canvas_flow import StepFailed
 from coda.compat.celery.limits import limits_for
 from coda.compat.celery.message import ENVELOPE, CeleryMessage, parse_job_args
 from coda.compat.celery.producer import MessageProducer
 from coda.compat.celery.rollout import Rollout
-from coda.errors import ConfigurationError
+from coda.errors import CodaError, ConfigurationError
 
 app = Celery("units", broker="memory://", backend="cache+memory://", set_as_current=False)
 
@@ -174,3 +175,8 @@ def test_unsupported_canvases_are_left_to_celery() -> None:
         parse(frozen(add.chunks([(1, 1)] * 4, 2)))
     with pytest.raises(UnsupportedCanvas):
         parse(frozen(group([])))
+
+
+def test_the_bridges_errors_are_coda_errors() -> None:
+    assert issubclass(UnsupportedCanvas, CodaError)
+    assert issubclass(StepFailed, CodaError)

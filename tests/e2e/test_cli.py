@@ -111,7 +111,9 @@ def test_unix_socket_listener(tmp_path: Path) -> None:
 
 
 def test_in_process_supervisor() -> None:
-    config = SupervisorConfig(modules=("tests.apps.basic",), workers=1, listen="127.0.0.1:0")
+    config = SupervisorConfig(
+        modules=("tests.apps.basic",), workers=1, listen="127.0.0.1:0", store="memory://"
+    )
     with InProcessSupervisor(config) as sup:
         from coda import Client
 

@@ -49,16 +49,28 @@ def test_hung_sync_task_times_out_and_worker_is_replaced() -> None:
         assert client.run(basic.add, args={"x": 1, "y": 1}, timeout=30) == 2
 
 
-def test_a_prefetched_task_times_out_from_its_start_not_from_its_dispatch() -> None:
-    """One slot, one prefetched task: the held task, whose timeout (1 s plus
-    the 2 s grace) is shorter than the busy task it waits behind (4 s), must
-    not time out while held."""
+def test_a_prefetched_task_times_out_from_its_start_not_from_its_dispatch(
+    tmp_path: Path,
+) -> None:
+    """One slot, one prefetched task: the held task's timeout (1 s, plus the
+    supervisor's 2 s grace) must not run while it waits behind a busy task."""
+    gate = tmp_path / "gate"
     with SupervisorProcess(["tests.apps.basic"], workers=1, extra_args=["--prefetch", "1"]) as sup:
         client = sup.client()
         (pid,) = wait_until(sup.worker_pids, what="the worker")
-        busy = client.submit(basic.busy_for, args={"seconds": 4.0})
+        busy = client.submit(basic.busy_until, args={"gate": str(gate)})
         held = client.submit(basic.quick_with_timeout)
         wait_until(lambda: sup.status()["workers"][0]["held"] == 1, what="the second task held")
+        # Negative check: a timeout counted from dispatch (before this line) would
+        # fire within 3 s and replace the worker; watch 4 s while the gate is shut.
+        with pytest.raises(TimeoutError):
+            wait_until(
+                lambda: sup.status()["supervisor"]["worker_restarts"] > 0,
+                timeout=4.0,
+                interval=0.1,
+                what="a timeout while held",
+            )
+        gate.touch()
         assert busy.result(timeout=60) == pid
         assert held.result(timeout=60) == pid  # not a TaskTimeout, and no worker replaced
         assert sup.status()["supervisor"]["worker_restarts"] == 0
@@ -95,6 +107,9 @@ def test_status_counts(supervisor, counter) -> None:  # type: ignore[no-untyped-
     client = supervisor.client()
     client.run(basic.retries_a_task, args={"path": counter}, timeout=30)
     status = supervisor.status()
+    # This module's supervisor ran nothing else: one workflow, two failed tries, one success.
     flaky = status["names"]["tests.apps.basic.flaky"]
-    assert flaky["retried"] >= 2 and flaky["succeeded"] >= 1
+    assert (flaky.get("retried"), flaky.get("succeeded"), flaky.get("failed", 0)) == (2, 1, 0)
+    workflow = status["names"]["tests.apps.basic.retries_a_task"]
+    assert (workflow.get("succeeded"), workflow.get("failed", 0)) == (1, 0)
     assert len(status["workers"]) == 2

@@ -11,6 +11,7 @@ import coda
 import coda.testing
 from examples.ingest.workflows import process_event
 from tests.apps import basic
+from tests.apps.journal import lines
 from tests.e2e.conftest import executions
 
 pytestmark = pytest.mark.e2e
@@ -42,7 +43,15 @@ def test_uncached_tasks_run_on_every_attempt(client, counter) -> None:  # type: 
     assert executions(counter, "u") == 2
 
 
-def test_gather_runs_spawns_in_parallel(client) -> None:  # type: ignore[no-untyped-def]
+def test_gathered_spawns_run_at_the_same_time(client, counter) -> None:  # type: ignore[no-untyped-def]
+    """Each of the two tasks (one per worker) waits at a barrier for the other: an
+    engine that ran gathered spawns one after another would time the first one out."""
+    result = client.run(basic.gather_at_a_barrier, args={"path": counter, "parties": 2}, timeout=30)
+    assert result == ["t0", "t1"]
+    assert sorted(lines(counter)) == ["t0", "t1"]
+
+
+def test_gathered_results_come_in_spawn_order(client) -> None:  # type: ignore[no-untyped-def]
     assert client.run(basic.fan_out, args={"n": 20}, timeout=30) == [2 * i for i in range(20)]
 
 

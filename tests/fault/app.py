@@ -11,10 +11,16 @@ interleave and a SIGKILL leaves whole lines only):
     body  RUN BODY PID ATTEMPT   a workflow body began (BODY: fresh id)
     seen  RUN KEY EXEC BODY  that body was handed EXEC as the result of KEY
     end   RUN BODY           that body reached its end and returns
+    poison RUN PID           a poison step began (it kills its worker at once)
 
 The steps are cache-keyed, so a rerun of the workflow (after its worker died,
 or after the supervisor restarted) must be handed the results already
 recorded, never a fresh execution's.
+
+A workflow given ``hold=KEY`` and a ``gate`` path runs step KEY up to its
+``start`` line and then waits for the gate file: the harness kills that
+worker while the step is certainly in its body, then creates the gate so the
+rerun of the step goes through.
 """
 
 from __future__ import annotations
@@ -37,18 +43,24 @@ def record(log: str, *fields: object) -> None:
         os.close(fd)
 
 
-def _execute(log: str, run: str, key: str, work_ms: float) -> str:
+GATE_TIMEOUT = 120.0  # a harness that died must not leave workers blocked for ever
+
+
+def _execute(log: str, run: str, key: str, work_ms: float, gate: str = "") -> str:
     execution = os.urandom(6).hex()
     record(log, "start", run, key, os.getpid(), execution)
+    deadline = time.monotonic() + GATE_TIMEOUT
+    while gate and not os.path.exists(gate) and time.monotonic() < deadline:
+        time.sleep(0.005)  # the step's body, held open until the harness has killed it
     time.sleep(work_ms / 1000)
     record(log, "done", run, key, os.getpid(), execution)
     return execution
 
 
 @coda.task()
-def step(log: str, run: str, key: str, work_ms: float) -> str:
+def step(log: str, run: str, key: str, work_ms: float, gate: str = "") -> str:
     """One unit of work; returns the id of the execution that did it."""
-    return _execute(log, run, key, work_ms)
+    return _execute(log, run, key, work_ms, gate)
 
 
 @coda.task()
@@ -64,7 +76,9 @@ def step_keys(steps: int) -> list[str]:
 
 
 @coda.workflow(max_retries=20)
-async def pipeline(log: str, steps: int, work_ms: list[float]) -> dict[str, str]:
+async def pipeline(
+    log: str, steps: int, work_ms: list[float], hold: str = "", gate: str = ""
+) -> dict[str, str]:
     """Two steps in sequence, the rest in parallel, then the final step."""
     run = coda.context.info().run_id
     body = os.urandom(6).hex()
@@ -74,6 +88,8 @@ async def pipeline(log: str, steps: int, work_ms: list[float]) -> dict[str, str]
 
     async def one(index: int, key: str) -> None:
         args = {"log": log, "run": run, "key": key, "work_ms": work_ms[index]}
+        if key == hold:
+            args["gate"] = gate
         results[key] = await coda.context.spawn_task(step, args=args, cache_key=[key])
         record(log, "seen", run, key, results[key], body)
 
@@ -85,3 +101,18 @@ async def pipeline(log: str, steps: int, work_ms: list[float]) -> dict[str, str]
     record(log, "seen", run, FINAL, results[FINAL], body)
     record(log, "end", run, body)
     return results
+
+
+@coda.task()
+def poison(log: str, run: str) -> None:
+    """Kills the worker process that runs it, every time."""
+    record(log, "poison", run, os.getpid())
+    os._exit(1)
+
+
+@coda.workflow(max_retries=0)
+async def poisoned(log: str, steps: int, work_ms: list[float]) -> None:
+    """A run whose one step is poison: it fails as coda.WorkerLost, by design."""
+    run = coda.context.info().run_id
+    record(log, "body", run, os.urandom(6).hex(), os.getpid(), coda.context.info().attempt)
+    await coda.context.spawn_task(poison, args={"log": log, "run": run}, cache_key=["poison"])

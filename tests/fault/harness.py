@@ -3,17 +3,26 @@ count what was accepted, completed, lost and executed twice.
 
     python -m tests.fault.harness --workflows 30 --kill-workers 6 --kill-supervisor 2
 
-Two scenarios, each on a fresh supervisor (``coda.testing.SupervisorProcess``)
+Four scenarios, each on a fresh supervisor (``coda.testing.SupervisorProcess``)
 running ``tests.fault.app``:
 
 - *worker kills*: SIGKILL of a random worker (a busy one when there is one)
   at random moments, spread over the run by progress thresholds so each
   lands while work is in flight; the pool replaces the dead workers.
+  ``pinned_kills`` of them land mid-step by construction: a chosen step of a
+  chosen workflow logs its start and waits on a gate, the harness kills the
+  worker named in that line, then opens the gate.
 - *supervisor kills*: SIGKILL of the supervisor's whole process group (it and
   its workers), then a restart on the same durable store and port. Clients
   see their connection drop, reconnect, resubmit with the same run id (a
   submit is idempotent by run id, so an in-doubt submit is safe to repeat)
   and wait again by run id.
+- *backlog*: every workflow submitted at once, then worker kills at random
+  moments spread over a stretch of time (not tied to progress), so each
+  kill hits a worker driving many workflows.
+- *poison*: a few workflows run a step that kills its worker every time,
+  among innocent ones sharing the same workers; the poisoned runs must fail
+  as ``coda.WorkerLost`` and no innocent run may.
 
 The driver keeps ``in_flight`` workflows going with an ``AsyncClient``. At
 the end every outcome is fetched a second time on a fresh connection, the
@@ -42,7 +51,7 @@ from typing import IO, Any, TypeVar
 from coda import AsyncClient, Client
 from coda.errors import ConnectionLostError, RequestRefusedError, ResultTimeoutError, WorkflowFailed
 from coda.testing import SupervisorProcess
-from tests.fault.app import pipeline
+from tests.fault.app import pipeline, poisoned, step_keys
 from tests.fault.ledger import read_ledger
 from tests.fault.report import Report, Scenario
 
@@ -103,6 +112,15 @@ class Driver:
         self.client = AsyncClient(address)
         self.log = log
         self.rng = random.Random(scenario.seed)
+        self.run_ids = [
+            f"fault-{scenario.seed}-{i}-{os.urandom(4).hex()}" for i in range(scenario.workflows)
+        ]
+        pinned = self.rng.sample(range(scenario.workflows), scenario.pinned_kills)
+        # run index -> (the step held open at its gate, the gate file)
+        self.holds = {
+            index: (self.rng.choice(step_keys(scenario.steps)), log.parent / f"gate-{index}")
+            for index in pinned
+        }
         self.deadline = time.monotonic() + scenario.timeout
         self.accepted: set[str] = set()
         self.results: dict[str, dict[str, str]] = {}
@@ -110,6 +128,8 @@ class Driver:
         self.finished = 0
         self.progress = asyncio.Event()
         self.kills = 0
+        unpinned = [i for i in range(scenario.workflows) if i not in self.holds]
+        self.poisoned = set(self.rng.sample(unpinned, scenario.poisoned))
 
     async def retrying(self, call: Callable[[], Awaitable[T]]) -> T:
         """Repeat ``call`` while the supervisor is unreachable (being restarted)."""
@@ -131,10 +151,14 @@ class Driver:
         await asyncio.gather(*(self.run_one(i, spans[i], gate) for i in range(count)))
 
     async def run_one(self, index: int, work_ms: list[float], gate: asyncio.Semaphore) -> None:
-        run_id = f"fault-{self.scenario.seed}-{index}-{os.urandom(4).hex()}"
+        run_id = self.run_ids[index]
         args = {"log": str(self.log), "steps": self.scenario.steps, "work_ms": work_ms}
+        workflow = poisoned if index in self.poisoned else pipeline
+        if index in self.holds:
+            hold, gate_file = self.holds[index]
+            args.update(hold=hold, gate=str(gate_file))
         async with gate:
-            await self.retrying(lambda: self.client.submit(pipeline, args, run_id=run_id))
+            await self.retrying(lambda: self.client.submit(workflow, args, run_id=run_id))
             self.accepted.add(run_id)
             try:
                 self.results[run_id] = await self.retrying(lambda: self.wait(run_id))
@@ -160,14 +184,62 @@ class Driver:
         return sorted(self.rng.uniform(low, high) * self.scenario.workflows for _ in range(kills))
 
     async def kill_workers(self) -> None:
-        for threshold in self.thresholds(self.scenario.kill_workers, 0.0, 0.85):
+        await asyncio.gather(self.kill_pinned(), self.kill_at_random())
+
+    async def kill_pinned(self) -> None:
+        """Kill the worker of each held step while its body waits at the gate."""
+        for index, (key, gate_file) in sorted(self.holds.items()):
+            await self.kill_held_step(self.run_ids[index], key)
+            gate_file.touch()  # the step's rerun goes through
+
+    async def kill_held_step(self, run_id: str, key: str) -> None:
+        """Every execution of the step waits at the (still shut) gate, so one of
+        the workers named in its ``start`` lines is alive and mid-step; kill it.
+        (A random kill may have taken an earlier one: its rerun is next.)"""
+        tried: set[int] = set()
+        while time.monotonic() < self.deadline:
+            for pid in self.step_starts(run_id, key):
+                if pid in tried:
+                    continue
+                tried.add(pid)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                    self.kills += 1
+                    return
+            await asyncio.sleep(RETRY_PAUSE)
+        raise TimeoutError(f"step {key} of {run_id} never started")
+
+    def step_starts(self, run_id: str, key: str) -> list[int]:
+        """Pids of the workers that began the step, from the execution log."""
+        text = self.log.read_text() if self.log.exists() else ""
+        starts = (line.split() for line in text.splitlines() if line.startswith("start "))
+        return [int(f[3]) for f in starts if f[1] == run_id and f[2] == key]
+
+    async def kill_at_random(self) -> None:
+        random_kills = self.scenario.kill_workers - self.scenario.pinned_kills
+        for threshold in self.thresholds(random_kills, 0.0, 0.85):
             if not await self.until_finished(threshold):
                 return
             await asyncio.sleep(self.rng.uniform(0, 0.03))  # a random moment within the step
-            victim = await self.pick_worker()
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(victim, signal.SIGKILL)
-                self.kills += 1
+            await self.kill_a_worker()
+
+    async def kill_workers_over_time(self) -> None:
+        """Kills at random moments over ``kill_over`` seconds from the start."""
+        started = time.monotonic()
+        moments = sorted(
+            self.rng.uniform(0, self.scenario.kill_over) for _ in range(self.scenario.kill_workers)
+        )
+        for moment in moments:
+            await asyncio.sleep(max(0.0, started + moment - time.monotonic()))
+            if self.finished >= self.scenario.workflows:
+                return
+            await self.kill_a_worker()
+
+    async def kill_a_worker(self) -> None:
+        victim = await self.pick_worker()
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(victim, signal.SIGKILL)
+            self.kills += 1
 
     async def pick_worker(self) -> int:
         """A random worker, preferring one that holds a task right now."""
@@ -189,9 +261,12 @@ class Driver:
 
 async def drive(scenario: Scenario, supervisors: Supervisors, log: Path) -> Driver:
     driver = Driver(scenario, supervisors.address, log)
-    chaos = asyncio.create_task(
-        driver.kill_supervisor(supervisors) if scenario.kill_supervisor else driver.kill_workers()
-    )
+    if scenario.kill_supervisor:
+        chaos = asyncio.create_task(driver.kill_supervisor(supervisors))
+    elif scenario.kill_over:
+        chaos = asyncio.create_task(driver.kill_workers_over_time())
+    else:
+        chaos = asyncio.create_task(driver.kill_workers())
     try:
         await driver.run_all()
     finally:
@@ -263,8 +338,37 @@ def supervisor_kills(base: Scenario, workdir: Path) -> Report:
     """With ``--store memory://`` this shows what a restart loses without a
     durable store: every run it held is reported lost."""
     workdir = workdir / "supervisor-kills"
-    scenario = replace(base, kill_workers=0, store=base.store or sqlite_in(workdir))
+    scenario = replace(base, kill_workers=0, pinned_kills=0, store=base.store or sqlite_in(workdir))
     return run_scenario("supervisor kills", scenario, workdir)
+
+
+def backlog(base: Scenario, workdir: Path) -> Report:
+    """Every workflow submitted at once; worker kills spread over ``kill_over`` s."""
+    workdir = workdir / "backlog"
+    scenario = replace(
+        base,
+        kill_supervisor=0,
+        in_flight=base.workflows,
+        pinned_kills=0,
+        kill_over=base.kill_over or 10.0,
+        store=base.store or sqlite_in(workdir),
+    )
+    return run_scenario("backlog with worker kills over time", scenario, workdir)
+
+
+def poison(base: Scenario, workdir: Path) -> Report:
+    """``poisoned`` of the workflows run a worker-killing step; nobody else kills."""
+    workdir = workdir / "poison"
+    scenario = replace(
+        base,
+        kill_supervisor=0,
+        kill_workers=0,
+        pinned_kills=0,
+        in_flight=base.workflows,
+        poisoned=base.poisoned or 1,
+        store=base.store or sqlite_in(workdir),
+    )
+    return run_scenario("a poison step among innocent workflows", scenario, workdir)
 
 
 def sqlite_in(workdir: Path) -> str:
@@ -277,6 +381,16 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--kill-workers", type=int, default=6, help="0 skips that scenario")
     parser.add_argument("--kill-supervisor", type=int, default=2, help="0 skips that scenario")
+    parser.add_argument(
+        "--pinned-kills", type=int, default=2, help="worker kills made to land mid-step"
+    )
+    parser.add_argument(
+        "--backlog-kills", type=int, default=0, help="worker kills of the backlog scenario; 0 skips"
+    )
+    parser.add_argument("--kill-over", type=float, default=10.0, help="seconds they spread over")
+    parser.add_argument(
+        "--poisoned", type=int, default=0, help="poisoned runs of the poison scenario (0 skips)"
+    )
     parser.add_argument("--workers", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--in-flight", type=int, default=6)
@@ -297,6 +411,7 @@ def main(argv: list[str] | None = None) -> int:
         in_flight=options.in_flight,
         kill_workers=options.kill_workers,
         kill_supervisor=options.kill_supervisor,
+        pinned_kills=min(options.pinned_kills, options.kill_workers),
         store=options.store,
         seed=options.seed,
         timeout=options.timeout,
@@ -308,6 +423,13 @@ def main(argv: list[str] | None = None) -> int:
         print(reports[-1].format(), flush=True)
     if options.kill_supervisor:
         reports.append(supervisor_kills(base, workdir))
+        print(reports[-1].format(), flush=True)
+    if options.backlog_kills:
+        scenario = replace(base, kill_workers=options.backlog_kills, kill_over=options.kill_over)
+        reports.append(backlog(scenario, workdir))
+        print(reports[-1].format(), flush=True)
+    if options.poisoned:
+        reports.append(poison(replace(base, poisoned=options.poisoned), workdir))
         print(reports[-1].format(), flush=True)
     print(f"logs in {workdir}")
     return 1 if any(report.violations() for report in reports) else 0

@@ -32,6 +32,7 @@ class Ledger:
     seen: defaultdict[tuple[str, str], set[str]] = field(default_factory=lambda: defaultdict(set))
     bodies: Counter[str] = field(default_factory=Counter)  # workflow bodies begun, per run
     ends: Counter[str] = field(default_factory=Counter)  # workflow bodies that reached the end
+    poisoned: Counter[str] = field(default_factory=Counter)  # poison steps begun, per run
 
     def add_results(self, results: Mapping[str, Mapping[str, str]]) -> None:
         """The outcomes clients were given count as results handed out too."""
@@ -102,5 +103,7 @@ def _parse(ledger: Ledger, lines: Iterable[str]) -> None:
                 ledger.bodies[run] += 1
             case ["end", run, _body]:
                 ledger.ends[run] += 1
+            case ["poison", run, _pid]:
+                ledger.poisoned[run] += 1
             case _:
                 raise ValueError(f"malformed line in the execution log: {line!r}")

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
+
 from bench.harness import BENCHMARKS, PRESETS, run
-from bench.report import table
+from bench.report import Row, table
 
 
 def test_every_benchmark_yields_rows_at_toy_size(redis_url: str) -> None:
@@ -24,5 +26,37 @@ def test_every_benchmark_yields_rows_at_toy_size(redis_url: str) -> None:
     assert all(row.coda > 0 for row in rows)
     throughput = [row for row in rows if row.name.startswith("no-op tasks, 2 x 10 in flight")]
     assert throughput and throughput[0].baseline is not None  # Celery really ran
-    assert all(row.met in (True, False, None) for row in rows)
-    assert "| benchmark" in table(rows)
+    judged = [row for row in rows if row.goal is not None]
+    assert throughput[0] in judged and any(row.name.startswith("cache hit") for row in judged)
+    assert all(isinstance(row.met, bool) for row in judged)
+    assert all(row.met is None for row in rows if row.goal is None)
+    lines = table(rows).splitlines()
+    assert lines[0].startswith("| benchmark")
+    cells = {cols[0]: cols for cols in (_cells(line) for line in lines[2:])}
+    assert list(cells) == names
+    assert [cells[row.name][-1] for row in rows] == [_verdict(row.met) for row in rows]
+
+
+def _cells(line: str) -> list[str]:
+    return [cell.strip() for cell in line.strip().strip("|").split("|")]
+
+
+def _verdict(met: bool | None) -> str:
+    return "—" if met is None else ("yes" if met else "**no**")
+
+
+@pytest.mark.parametrize(
+    ("row", "met"),
+    [
+        (Row("t", "throughput", 1100.0, "/s", 100.0, goal=10), True),
+        (Row("t", "throughput", 900.0, "/s", 100.0, goal=10), False),
+        (Row("t", "throughput", 900.0, "/s", None, goal=10), False),  # Celery did not run
+        (Row("l", "latency", 150.0, "µs", 100.0, goal=2), True),
+        (Row("l", "latency", 250.0, "µs", 100.0, goal=2), False),
+        (Row("a", "absolute", 19.0, "ms", goal=20), True),
+        (Row("a", "absolute", 21.0, "ms", goal=20), False),
+        (Row("i", "cost", 21.0, "µs", 30.0), None),  # no goal: informational
+    ],
+)
+def test_a_rows_verdict_compares_its_figure_with_its_goal(row: Row, met: bool | None) -> None:
+    assert row.met is met

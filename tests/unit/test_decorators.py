@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
@@ -23,6 +24,69 @@ async def renamed(x: int) -> int:
 @coda.workflow()
 async def flow(x: int) -> int:
     return x
+
+
+@coda.task
+def bare_task(x: int) -> int:
+    return x + 1
+
+
+@coda.workflow
+async def bare_workflow(x: int) -> int:
+    return x
+
+
+def test_bare_decorators_register_like_the_called_form() -> None:
+    assert isinstance(bare_task, coda.TaskFunction)
+    assert isinstance(bare_workflow, coda.WorkflowFunction)
+    task_spec = get_spec("tests.unit.test_decorators.bare_task", "task")
+    workflow_spec = get_spec("tests.unit.test_decorators.bare_workflow", "workflow")
+    assert (task_spec.fn, task_spec.retry.max_retries) == (bare_task.fn, 0)
+    assert (workflow_spec.fn, workflow_spec.retry.max_retries) == (bare_workflow.fn, 3)
+    assert bare_task(1) == 2
+
+
+def test_a_bare_workflow_must_be_async() -> None:
+    def not_async() -> None: ...
+
+    with pytest.raises(ConfigurationError, match="async def"):
+        coda.workflow(not_async)
+
+
+@pytest.mark.parametrize("decorator", [coda.task, coda.workflow])
+def test_a_positional_name_is_refused_with_the_keyword_form(decorator: Any) -> None:
+    with pytest.raises(ConfigurationError, match=r"by keyword: write @coda\.\w+\(name='x\.y'\)"):
+        decorator("x.y")
+
+
+@pytest.mark.parametrize(
+    "retry_on",
+    [[KeyError, ValueError], {KeyError, ValueError}, (e for e in (KeyError, ValueError))],
+    ids=["list", "set", "generator"],
+)
+def test_retry_on_takes_any_iterable_of_exception_classes(retry_on: Any) -> None:
+    def flaky() -> None: ...
+
+    flaky.__qualname__ = f"flaky_{type(retry_on).__name__}"
+    decorated = coda.task(retry_on=retry_on, max_retries=1)(flaky)
+    assert set(decorated.spec.retry_on) == {KeyError, ValueError}
+    assert decorated.spec.retry_in(ValueError(), attempt=1) == 1.0
+
+
+@pytest.mark.parametrize("decorator", [coda.task, coda.workflow])
+def test_an_unknown_serializer_fails_at_decoration(decorator: Any) -> None:
+    with pytest.raises(ConfigurationError) as raised:
+        decorator(serializer="yaml-ish")
+    message = str(raised.value)
+    assert "unknown serializer 'yaml-ish'" in message
+    assert all(name in message for name in ("json", "msgpack", "pickle"))
+    assert "register it" in message
+
+
+def test_a_known_serializer_is_kept() -> None:
+    async def encoded_as_json() -> None: ...
+
+    assert coda.workflow(serializer="json")(encoded_as_json).spec.serializer == "json"
 
 
 def test_decorated_functions_stay_plain_callables() -> None:
@@ -52,6 +116,8 @@ def test_options_are_recorded() -> None:
     [
         ({"max_retries": -1}, "max_retries"),
         ({"retry_on": (42,)}, "exception classes"),
+        ({"retry_on": "KeyError"}, "an exception class or an iterable of them"),
+        ({"retry_on": 42}, "an exception class or an iterable of them"),
         ({"timeout": 0}, "timeout"),
         ({"queue": "has space"}, "invalid queue"),
         ({"retry_backoff": 0.5}, "retry_backoff"),

@@ -2,11 +2,11 @@
 
 Three layers, each fed what a hostile peer could send:
 
-- ``FrameDecoder`` + ``decode_message`` on arbitrary bytes, on mutated valid
-  frames and on near-valid MessagePack: only ``ProtocolError`` subclasses
-  may come out, and a length prefix above the limit is refused without
-  allocating the announced body.
-- A real ``SupervisorConnection`` (real scheduler, memory store, no worker
+- ``FrameDecoder`` + ``MessageCodec.decode`` (the core's messages and the
+  broker's) on arbitrary bytes, on mutated valid frames and on near-valid
+  MessagePack: only ``ProtocolError`` subclasses may come out, and a length
+  prefix above the limit is refused without allocating the announced body.
+- A real ``SupervisorConnection`` (real engine, memory store, no worker
   processes) on a fake transport, fed random streams: ``data_received`` never
   raises and nothing reaches the event loop's exception handler.
 """
@@ -26,9 +26,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from coda.broker.messages import BROKER_REPLIES, BROKER_REQUESTS
 from coda.errors import FrameTooLargeError, ProtocolError
 from coda.messages import (
-    MESSAGE_TAGS,
     PROTOCOL_VERSION,
     Accepted,
     Await,
@@ -36,7 +36,6 @@ from coda.messages import (
     Failure,
     Finished,
     Hello,
-    Message,
     Payload,
     RunTask,
     RunWorkflow,
@@ -46,9 +45,10 @@ from coda.messages import (
     Submit,
     TaskDone,
     Welcome,
+    WireMessage,
     WorkflowDone,
 )
-from coda.protocol import FrameDecoder, check_hello, decode_message, encode_message
+from coda.protocol import CORE_CODEC, FrameDecoder, check_hello, encode_message
 from coda.supervisor import Supervisor, SupervisorConfig
 from coda.supervisor.server import SupervisorConnection
 from tests.unit.fake_transport import FakeTransport
@@ -102,7 +102,9 @@ FAILURES = st.builds(
     retry_in=st.none() | st.floats(allow_nan=True, allow_infinity=True),
 )
 
-MESSAGE_TYPES: tuple[type[Any], ...] = Message.__args__
+# everything a supervisor with its broker extension sends or accepts
+WIRE_CODEC = CORE_CODEC.extended((*BROKER_REQUESTS, *BROKER_REPLIES))
+MESSAGE_TYPES: tuple[type[Any], ...] = WIRE_CODEC.types
 
 
 SCALARS: dict[type[msgspec.inspect.Type], st.SearchStrategy[Any]] = {
@@ -138,7 +140,7 @@ def from_type_info(info: msgspec.inspect.Type) -> st.SearchStrategy[Any]:
     raise TypeError(f"no strategy for {info!r}")
 
 
-MESSAGES: st.SearchStrategy[Message] = st.one_of(
+MESSAGES: st.SearchStrategy[WireMessage] = st.one_of(
     st.builds(
         Submit,
         req_id=REQ_IDS,
@@ -200,7 +202,7 @@ MSGPACK_VALUES = st.recursive(
     ),
     max_leaves=6,
 )
-TAGS = st.sampled_from(sorted(MESSAGE_TAGS))
+TAGS = st.sampled_from(sorted(WIRE_CODEC.tags))
 NEAR_VALID = st.tuples(TAGS, st.lists(MSGPACK_VALUES, max_size=8)).map(
     lambda t: msgspec.msgpack.encode([t[0], *t[1]])
 )
@@ -256,13 +258,13 @@ def decode_stream(chunks: Iterator[bytes], limit: int) -> int:
         for frame in frames:
             assert len(frame) <= limit
             try:
-                message = decode_message(frame)
+                message = WIRE_CODEC.decode(frame)
             except ProtocolError:
                 continue
             decoded += 1
             # compared as bytes: a NaN float field makes the message unequal to itself
             encoded = encode_message(message)
-            assert encode_message(decode_message(encoded[4:])) == encoded
+            assert encode_message(WIRE_CODEC.decode(encoded[4:])) == encoded
             with contextlib.suppress(ProtocolError):
                 check_hello(message, "client")
     return decoded
@@ -378,7 +380,7 @@ def feed_connection(
     assert not escaped, escaped
     # whatever the supervisor answered is itself a valid stream
     for frame in FrameDecoder().feed(written):
-        decode_message(frame)
+        WIRE_CODEC.decode(frame)
     return written
 
 

@@ -12,8 +12,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from coda.errors import FrameDecodeError, FrameTooLargeError, HandshakeError
+from coda.errors import ConfigurationError, FrameDecodeError, FrameTooLargeError, HandshakeError
 from coda.messages import (
+    MESSAGE_TAGS,
     PROTOCOL_VERSION,
     Failure,
     Finished,
@@ -23,9 +24,12 @@ from coda.messages import (
     StatusReply,
     Submit,
     TaskDone,
+    WireMessage,
 )
 from coda.protocol import (
+    CORE_CODEC,
     FrameDecoder,
+    MessageCodec,
     check_hello,
     decode_message,
     encode_message,
@@ -97,6 +101,46 @@ def test_frame_at_the_limit_is_accepted() -> None:
 def test_invalid_messages_are_explained(body: bytes, expected: str) -> None:
     with pytest.raises(FrameDecodeError, match=expected):
         decode_message(body)
+
+
+class Ping(WireMessage, tag="ping", frozen=True):
+    """An extension's message, for the codec tests."""
+
+    seq: int
+
+
+class FakeSubmit(WireMessage, tag="submit", frozen=True):
+    name: str
+
+
+def test_the_core_codec_refuses_a_message_it_does_not_know_and_lists_what_it_knows() -> None:
+    body = msgspec.msgpack.encode(Ping(seq=1))
+    with pytest.raises(FrameDecodeError) as refused:
+        decode_message(body)
+    assert str(refused.value) == (
+        f"unknown message type 'ping'; known: {', '.join(sorted(MESSAGE_TAGS))}"
+    )
+
+
+def test_an_extended_codec_decodes_its_messages_and_the_cores() -> None:
+    codec = CORE_CODEC.extended([Ping])
+    assert codec.tags == MESSAGE_TAGS | {"ping"}
+    assert codec.decode(encode_message(Ping(seq=7))[4:]) == Ping(seq=7)
+    assert codec.decode(encode_message(SAMPLES[1])[4:]) == SAMPLES[1]
+    with pytest.raises(FrameDecodeError, match=r"unknown message type 'pong'; known: .*ping"):
+        codec.decode(msgspec.msgpack.encode(["pong"]))
+    with pytest.raises(FrameDecodeError, match="invalid 'ping' message"):
+        codec.decode(msgspec.msgpack.encode(["ping", "seven"]))
+
+
+def test_a_codec_refuses_a_tag_declared_twice() -> None:
+    with pytest.raises(ConfigurationError, match="tag 'submit' is declared by both"):
+        CORE_CODEC.extended([FakeSubmit])
+
+
+def test_a_codec_refuses_a_type_that_is_not_a_tagged_message() -> None:
+    with pytest.raises(ConfigurationError, match="Payload is not a tagged message"):
+        MessageCodec([Hello, Payload])  # type: ignore[list-item]
 
 
 def test_handshake_checks() -> None:

@@ -12,6 +12,9 @@ worker (``role="worker"``), where each task's Coda function is
   default) names the Coda queue, except that Celery's default queue
   (``task_default_queue``, "celery") maps to Coda's "default"; run
   ``coda supervisor --queues default,ingest`` as you would ``celery -Q``.
+- ``coda://`` is registered with kombu here, in the supervisor and in every
+  worker, so an app on that broker needs no ``import coda.compat.kombu`` to
+  be adopted (its stock Celery workers still do, or ``broker_transport``).
 - The spec's ``timeout`` is the hard limit (the supervisor's fallback kill),
   its serializer the app's ``result_serializer``, and it runs on the worker's
   main thread, one at a time (``--workers N`` is ``-c N``). Coda's own retry
@@ -26,6 +29,7 @@ from typing import Any
 from celery import signals
 from celery.app.utils import find_app
 
+import coda.compat.kombu  # noqa: F401 - an adopted app's coda:// URL works without its own import
 from coda import registry
 from coda.decorators import DEFAULT_QUEUE, Spec
 from coda.errors import ConfigurationError

@@ -27,6 +27,8 @@ from typing import Any
 import msgspec
 from celery.canvas import Signature, _chain, _chord, group
 
+from coda.errors import CodaError
+
 __all__ = [
     "Chain",
     "Chord",
@@ -62,7 +64,7 @@ LEAF_OPTIONS = frozenset(
 )
 
 
-class UnsupportedCanvas(Exception):
+class UnsupportedCanvas(CodaError):
     """This canvas shape is left to Celery."""
 
 

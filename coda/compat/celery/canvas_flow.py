@@ -39,7 +39,7 @@ from kombu.utils.functional import maybe_list
 
 from coda import context, registry
 from coda.decorators import DEFAULT_QUEUE, Spec
-from coda.errors import TaskFailed
+from coda.errors import CodaError, TaskFailed
 from coda.retry import RetryPolicy
 
 from .adopt import coda_queue
@@ -53,7 +53,7 @@ CANVAS_WORKFLOW = "coda.compat.celery.canvas"
 PROPAGATE_TASK = "coda.compat.celery.propagate_failure"
 
 
-class StepFailed(Exception):
+class StepFailed(CodaError):
     """A leaf failed; ``source_id`` holds the exception to propagate, ``culprit_id``
     names the member whose result failed (what a chord reports)."""
 

@@ -15,7 +15,7 @@ time, as in a prefork child. That is what makes the soft limit exact:
   exception and replaces the worker process (``TaskInfo.fail_now``), the
   equivalent of billiard killing the child. If the process cannot run the
   timer (C code holding the GIL), the supervisor kills the worker once the
-  spec's timeout has passed (``Scheduler._check_timeout``), without the
+  spec's timeout has passed (the dispatcher's timeout), without the
   Celery-side report.
 
 Limits come from the message's ``timelimit`` header ``[hard, soft]``, else the

@@ -4,7 +4,8 @@ A Coda job's arguments are a mapping of keyword arguments (encoded like any
 Coda payload, msgpack by default). For an adopted Celery task that mapping
 is one of two things:
 
-1. **A Celery protocol-v2 message**, under the single key ``"__celery__"``::
+1. **A Celery protocol-v2 message**, under the single key ``ENVELOPE``
+   (``"__celery__"``, defined by the broker, whose divert builds the same shape)::
 
        {"__celery__": {
            "headers":          {...},   # v2 headers: task, id, eta, expires, retries,
@@ -43,9 +44,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-__all__ = ["ENVELOPE", "CeleryCall", "CeleryMessage", "parse_job_args"]
+from coda.broker.divert import ENVELOPE
 
-ENVELOPE = "__celery__"
+__all__ = ["ENVELOPE", "CeleryCall", "CeleryMessage", "parse_job_args"]
 
 
 def _iso_to_epoch(value: Any) -> float | None:

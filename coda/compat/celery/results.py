@@ -53,7 +53,7 @@ def rebuild_exception(failure: TaskFailed) -> BaseException:
     return exc
 
 
-class CodaAsyncResult(AsyncResult):
+class CodaAsyncResult(AsyncResult):  # type: ignore[misc]  # Celery ships no types: Any
     """An ``AsyncResult`` answered by the Coda supervisor (apps without a backend)."""
 
     router: Any = None  # set on the subclass ``install`` makes

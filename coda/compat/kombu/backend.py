@@ -36,7 +36,7 @@ from celery.result import GroupResult, ResultBase, result_from_tuple
 from celery.utils.functional import maybe_list
 from kombu.utils.encoding import bytes_to_str, ensure_bytes
 
-from ...broker_messages import (
+from ...broker.messages import (
     BrokerOk,
     ChordPart,
     ChordReply,
@@ -44,12 +44,13 @@ from ...broker_messages import (
     ResultEntry,
     ResultFetch,
     ResultForget,
+    ResultKind,
     ResultSave,
     ResultValues,
     ResultWait,
 )
 from ...errors import ConnectionLostError, RequestRefusedError, ResultTimeoutError
-from ...messages import Error, Message
+from ...messages import Error, WireMessage
 from .link import Link, tls_context
 from .transport import DEFAULT_PORT
 
@@ -77,7 +78,7 @@ def _leaf_ids(results: Any) -> Iterator[str]:
             yield str(result)
 
 
-class CodaBackend(BaseBackend):
+class CodaBackend(BaseBackend):  # type: ignore[misc]  # Celery ships no types: Any
     supports_native_join = True
     supports_autoexpire = True
 
@@ -105,7 +106,9 @@ class CodaBackend(BaseBackend):
             )
         return self._link
 
-    def _request(self, build: Callable[[int], Message], timeout: float | None = None) -> Message:
+    def _request(
+        self, build: Callable[[int], WireMessage], timeout: float | None = None
+    ) -> WireMessage:
         """One request; on a lost connection, reconnect and send it once more
         (every request here is idempotent)."""
         with self._lock:
@@ -143,8 +146,8 @@ class CodaBackend(BaseBackend):
         self._request(lambda r: ResultSave(r, bytes_to_str(task_id), value, state, ttl=self._ttl()))
         return result
 
-    def _fetch(self, ids: list[str], kind: str = "task") -> list[ResultEntry]:
-        reply = self._request(lambda r: ResultFetch(r, ids, kind))  # type: ignore[arg-type]
+    def _fetch(self, ids: list[str], kind: ResultKind = "task") -> list[ResultEntry]:
+        reply = self._request(lambda r: ResultFetch(r, ids, kind))
         assert isinstance(reply, ResultValues)
         return reply.entries
 

@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import amqp.exceptions
 from amqp.protocol import queue_declare_ok_t
 from kombu.transport import virtual
 from kombu.utils.uuid import uuid
 
-from ...broker_messages import (
+from ...broker.messages import (
     Ack,
     BasicGet,
     BrokerOk,
@@ -40,7 +40,7 @@ from ...broker_messages import (
     Reject,
 )
 from ...errors import CodaError
-from ...messages import Error, Message
+from ...messages import Error, WireMessage
 from .envelope import decode_delivery, encode_publish
 from .link import Link
 
@@ -58,6 +58,13 @@ _CHANNEL_ERRORS: dict[str, type[amqp.exceptions.ChannelError]] = {
 }
 
 
+_EXCHANGE_TYPES: dict[str, Literal["direct", "topic", "fanout"]] = {
+    "direct": "direct",
+    "topic": "topic",
+    "fanout": "fanout",
+}
+
+
 def _seconds(arguments: dict[str, Any], key: str) -> float | None:
     value = arguments.get(key)
     return None if value is None else float(value) / 1000.0
@@ -68,12 +75,13 @@ class Channel(virtual.Channel):
 
     supports_fanout = True
     do_restore = False  # leases live in the supervisor
-    body_encoding = None  # frames carry bytes: no base64
-    from_transport_options = ()
+    # kombu's base declares these as str and a two-name tuple
+    body_encoding = None  # type: ignore[assignment]  # frames carry bytes: no base64
+    from_transport_options = ()  # type: ignore[assignment]
     connection: Transport
 
     def __init__(self, connection: Transport, **kwargs: Any) -> None:
-        super().__init__(connection, **kwargs)
+        super().__init__(connection, **kwargs)  # type: ignore[no-untyped-call]  # kombu's
         self._handlers: dict[str, tuple[Callable[[Any], Any], bool]] = {}
         connection.channels_by_id[self.channel_id] = self
 
@@ -83,14 +91,14 @@ class Channel(virtual.Channel):
     def link(self) -> Link:
         return self.connection.link
 
-    def _call(self, build: Callable[[int], Message]) -> Message:
+    def _call(self, build: Callable[[int], WireMessage]) -> WireMessage:
         reply = self.link.call(build(self.link.next_id()))
         if isinstance(reply, Error):
             error = _CHANNEL_ERRORS.get(reply.code, amqp.exceptions.ChannelError)
             raise error(f"{reply.code.upper()} - {reply.message}")
         return reply
 
-    def _ok(self, build: Callable[[int], Message]) -> BrokerOk:
+    def _ok(self, build: Callable[[int], WireMessage]) -> BrokerOk:
         reply = self._call(build)
         assert isinstance(reply, BrokerOk), reply
         return reply
@@ -109,18 +117,10 @@ class Channel(virtual.Channel):
     ) -> None:
         if not exchange:
             return  # the default exchange always exists
-        if type not in ("direct", "topic", "fanout"):
+        kind = _EXCHANGE_TYPES.get(type)
+        if kind is None:
             raise amqp.exceptions.NotImplemented(f"exchange type {type!r} is not supported")
-        self._ok(
-            lambda r: ExchangeDeclare(
-                r,
-                exchange,
-                type,
-                durable,
-                auto_delete,
-                passive,  # type: ignore[arg-type]
-            )
-        )
+        self._ok(lambda r: ExchangeDeclare(r, exchange, kind, durable, auto_delete, passive))
 
     def exchange_delete(self, exchange: str, if_unused: bool = False, nowait: bool = False) -> None:
         self._ok(lambda r: ExchangeDelete(r, exchange, if_unused))

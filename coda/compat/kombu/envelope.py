@@ -23,7 +23,7 @@ from typing import Any
 
 import msgspec
 
-from ...broker_messages import Deliver, Publish
+from ...broker.messages import Deliver, Publish
 
 __all__ = ["decode_delivery", "encode_publish", "parse_time"]
 

@@ -27,18 +27,19 @@ import ssl
 import threading
 import time
 from collections import deque
-from typing import Any
+from typing import Any, NoReturn
 
 from ..._handshake import HANDSHAKE_TIMEOUT, Handshake
 from ..._tls import client_context, open_socket
+from ...broker.messages import CLIENT_CODEC
 from ...errors import (
     CodaError,
     ConnectionLostError,
     RequestRefusedError,
     ResultTimeoutError,
 )
-from ...messages import Error, Message
-from ...protocol import FrameDecoder, decode_message, encode_message
+from ...messages import Error, WireMessage
+from ...protocol import FrameDecoder, encode_message
 
 __all__ = ["Link", "tls_context"]
 
@@ -74,12 +75,12 @@ class Link:
         self.token = token
         self.connect_timeout = connect_timeout
         self.tls = tls
-        self.events: deque[Message] = deque()
+        self.events: deque[WireMessage] = deque()
         self._sock: socket.socket | None = None
         self._pid = 0
         self._decoder = FrameDecoder()
         self._pending: set[int] = set()
-        self._replies: dict[int, Message] = {}
+        self._replies: dict[int, WireMessage] = {}
         self._refusal: Error | None = None
         self._greeting: Handshake | None = None  # until the supervisor welcomes us
         self._ids = itertools.count(1)
@@ -142,14 +143,16 @@ class Link:
     def next_id(self) -> int:
         return next(self._ids)
 
-    def send(self, message: Message) -> None:
+    def send(self, message: WireMessage) -> None:
         """Write one message; never waits for an answer."""
         with self._lock:
             self._write(encode_message(message))
 
-    def call(self, message: Message, timeout: float | None = None) -> Message:
+    def call(self, message: WireMessage, timeout: float | None = None) -> WireMessage:
         """Send a request (it has a ``req_id``) and return its answer."""
-        req_id: int = message.req_id  # type: ignore[union-attr]
+        req_id = getattr(message, "req_id", None)
+        if not isinstance(req_id, int):
+            raise TypeError(f"{type(message).__name__} is not a request: it has no req_id")
         with self._lock:
             self._socket()  # (re)connect first: connecting forgets pending requests
             self._pending.add(req_id)
@@ -165,7 +168,7 @@ class Link:
             self._socket()
             self._pending.add(req_id)
 
-    def wait_reply(self, req_ids: set[int], timeout: float | None = None) -> Message:
+    def wait_reply(self, req_ids: set[int], timeout: float | None = None) -> WireMessage:
         """The first answer to any of ``req_ids``; other pushes become events."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
@@ -206,7 +209,9 @@ class Link:
         the descriptor readable again."""
         sock = self._socket()
         tls = isinstance(sock, ssl.SSLSocket)
-        if (timeout is None or timeout > 0) and not (tls and sock.pending()):
+        if (timeout is None or timeout > 0) and not (
+            isinstance(sock, ssl.SSLSocket) and sock.pending()
+        ):
             readable, _, _ = select.select([sock], [], [], timeout)
             if not readable:
                 return
@@ -233,7 +238,7 @@ class Link:
                 self._forget_socket()
                 raise outcome
         for frame in self._decoder.feed(data):
-            message = decode_message(frame)
+            message = CLIENT_CODEC.decode(frame)
             req_id = getattr(message, "req_id", None)
             if req_id is not None and req_id in self._pending:
                 self._replies[req_id] = message
@@ -243,7 +248,7 @@ class Link:
                 self.events.append(message)
             # else: the answer to a request that timed out; dropped
 
-    def _write(self, data: bytes) -> None:
+    def _write(self, data: bytes | bytearray) -> None:
         sock = self._socket()
         view = memoryview(data)
         while view:
@@ -259,7 +264,7 @@ class Link:
                 if readable:
                     self._read(0.0)
 
-    def _lost(self, why: str | None) -> None:
+    def _lost(self, why: str | None) -> NoReturn:
         """``why`` is None when the supervisor closed the connection."""
         self._forget_socket()
         greeting, self._greeting = self._greeting, None

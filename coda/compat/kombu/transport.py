@@ -3,7 +3,7 @@
 Unlike kombu's virtual transports (Redis, SQS, ...), nothing here emulates a
 broker on the client side: exchanges, bindings, queues, the lease of every
 unacked message and prefetch credit all live in the supervisor
-(``coda.supervisor.broker``); each channel method is one frame
+(``coda.broker``); each channel method is one frame
 (``channel.py``). Deliveries are *pushed* by the supervisor against each
 channel's prefetch credit and dispatched when the socket is readable:
 through ``register_with_event_loop`` (Celery's worker hub: no polling, an
@@ -21,9 +21,10 @@ import time
 from typing import Any
 
 import amqp.exceptions
+from kombu.connection import Connection
 from kombu.transport import virtual
 
-from ...broker_messages import Deliver
+from ...broker.messages import Deliver
 from ...errors import ConnectionLostError, ProtocolError
 from ...messages import Error
 from .channel import Channel
@@ -40,23 +41,27 @@ class Transport(virtual.Transport):
     Channel = Channel
     driver_type = "coda"
     driver_name = "coda"
-    default_port = DEFAULT_PORT
-    polling_interval = None
+    # kombu's base classes declare these as None, 1.0 and one-element tuples
+    default_port = DEFAULT_PORT  # type: ignore[assignment]
+    polling_interval = None  # type: ignore[assignment]  # pushed, never polled
     implements = virtual.Transport.implements.extend(
         asynchronous=True,
         exchange_type=frozenset({"direct", "topic", "fanout"}),
         heartbeats=False,
     )
-    connection_errors = (
+    connection_errors = (  # type: ignore[assignment]
         *virtual.Transport.connection_errors,
         OSError,
         ConnectionLostError,
         ProtocolError,
     )
-    channel_errors = (*virtual.Transport.channel_errors, amqp.exceptions.ChannelError)
+    channel_errors = (  # type: ignore[assignment]
+        *virtual.Transport.channel_errors,
+        amqp.exceptions.ChannelError,
+    )
 
     def __init__(self, client: Any, **kwargs: Any) -> None:
-        super().__init__(client, **kwargs)
+        super().__init__(client, **kwargs)  # type: ignore[no-untyped-call]  # kombu's, unannotated
         self.channels_by_id: dict[int, Channel] = {}
         self._link: Link | None = None
         self._dispatching = False
@@ -74,29 +79,34 @@ class Transport(virtual.Transport):
     def link_alive(self) -> bool:
         return self._link is not None and self._link.connected
 
-    def _address(self) -> str:
-        options = self.client.transport_options
-        if options.get("unix_socket"):
-            return str(options["unix_socket"])
-        host = self.client.hostname or "127.0.0.1"
-        return f"{host}:{self.client.port or DEFAULT_PORT}"
+    @property
+    def _kombu_connection(self) -> Connection:
+        """The ``kombu.Connection`` that made this transport; its ``close()`` sets it to None."""
+        client: Connection | None = self.client
+        if client is None:
+            raise ConnectionLostError(
+                "this coda:// transport's kombu Connection was closed; open a new Connection"
+            )
+        return client
 
     def establish_connection(self) -> Transport:
-        token = (
-            self.client.password
-            or self.client.transport_options.get("token")
-            or os.environ.get("CODA_TOKEN", "")
-        )
-        timeout = self.client.connect_timeout or 10.0
-        tls = tls_context(self.client.ssl)
-        link = Link(self._address(), token=token, connect_timeout=timeout, tls=tls)
+        client = self._kombu_connection
+        options: dict[str, Any] = client.transport_options or {}
+        token = client.password or options.get("token") or os.environ.get("CODA_TOKEN", "")
+        if options.get("unix_socket"):
+            address = str(options["unix_socket"])
+        else:
+            address = f"{client.hostname or '127.0.0.1'}:{client.port or DEFAULT_PORT}"
+        timeout = client.connect_timeout or 10.0
+        tls = tls_context(client.ssl)
+        link = Link(address, token=token, connect_timeout=timeout, tls=tls)
         link.connect()
         self._link = link
-        return super().establish_connection()  # type: ignore[no-any-return]
+        return super().establish_connection()  # type: ignore[no-untyped-call,no-any-return]
 
     def close_connection(self, connection: Any) -> None:
         try:
-            super().close_connection(connection)
+            super().close_connection(connection)  # type: ignore[no-untyped-call]
         finally:
             if self._link is not None:
                 self._link.close()
@@ -110,7 +120,7 @@ class Transport(virtual.Transport):
 
     # -- events -------------------------------------------------------------------
 
-    def drain_events(self, connection: Any, timeout: float | None = None) -> None:
+    def drain_events(self, connection: Any, timeout: float | None = None, **kwargs: Any) -> None:
         """Dispatch at least one delivery, or raise ``socket.timeout``."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while not self._dispatch_events():
@@ -122,7 +132,7 @@ class Transport(virtual.Transport):
     def register_with_event_loop(self, connection: Any, loop: Any) -> None:
         self._loop = loop
         fd = self.link.fileno()
-        loop.add_reader(fd, self.on_readable, fd)
+        loop.add_reader(fd, self._on_readable, fd)
         loop.on_tick.add(self._on_tick)
 
     def unregister_from_event_loop(self, connection: Any, loop: Any) -> None:
@@ -130,7 +140,9 @@ class Transport(virtual.Transport):
         if self._link is not None and self._link.connected:
             loop.remove_reader(self._link.fileno())
 
-    def on_readable(self, fileno: int) -> None:
+    def _on_readable(self, fileno: int) -> None:
+        """The hub's reader callback (not kombu's ``on_readable(connection, loop)``,
+        which only the base ``register_with_event_loop`` calls)."""
         self.link.read_available()
         self._dispatch_events()
 

@@ -1,0 +1,59 @@
+"""The broker as an extension of the supervisor (``coda.supervisor_extensions``).
+
+The supervisor finds ``BrokerExtension`` through its entry point and hands it
+every ``BROKER_REQUESTS`` message a client connection sends; this module only
+wires the parts to what the supervisor offers (``ExtensionHost``): its clock
+for ETAs and expiries, ``--result-ttl`` for results stored without a time to
+live, and, with ``--celery-divert``, the submission of Celery messages as
+Coda jobs (``divert``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from typing import Any
+
+from ..errors import ConfigurationError
+from ..messages import WireMessage
+from ..supervisor.extension import ClientPeer, ExtensionHost
+from .divert import Diverter, DivertRules
+from .messages import BROKER_REQUESTS
+from .service import BrokerService
+
+__all__ = ["BrokerExtension"]
+
+
+class BrokerExtension:
+    """The ``coda://`` broker and Celery result store of one supervisor."""
+
+    def __init__(self, host: ExtensionHost) -> None:
+        config = host.config
+        rules = DivertRules.parse(config.celery_divert)
+        diverter: Diverter | None = None
+        if rules:
+            if not config.celery_app:
+                raise ConfigurationError("--celery-divert needs --celery-app")
+            diverter = Diverter(rules, host.submit, host.is_task)
+        self.service = BrokerService(
+            result_ttl=config.result_ttl, clock=host.clock, divert=diverter
+        )
+
+    @property
+    def message_types(self) -> Collection[type[WireMessage]]:
+        return BROKER_REQUESTS
+
+    def start(self) -> None:
+        """Nothing to open: the broker's state lives in memory, its timers
+        are armed on the host's clock as messages arrive."""
+
+    def handle(self, peer: ClientPeer, message: WireMessage) -> None:
+        self.service.handle(peer, message)
+
+    def disconnected(self, peer: ClientPeer) -> None:
+        self.service.disconnected(peer)
+
+    def statistics(self) -> dict[str, Any]:
+        return self.service.statistics()
+
+    def close(self) -> None:
+        """Nothing to flush: queues and results are not durable (yet)."""

@@ -1,0 +1,156 @@
+"""Where the supervisor's connections hand broker and result messages.
+
+The supervisor gives every ``BROKER_REQUESTS`` message of a client connection
+to the broker extension (``extension``), which passes it to
+``BrokerService.handle``, and tells it when the connection closes. Each
+message is matched to one call on the ``Broker`` or the ``ResultStore`` and
+answered when the protocol says so; a refusal (``BrokerError``) becomes an
+``Error`` carrying the request id, and the connection stays up, as an AMQP
+channel error would leave the connection.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from ..errors import BrokerError
+from ..messages import Error, WireMessage
+from ..supervisor.clock import Clock, LoopClock
+from ..supervisor.extension import ClientPeer
+from .broker import Broker
+from .messages import (
+    Ack,
+    BasicGet,
+    BrokerOk,
+    Cancel,
+    ChannelClose,
+    ChordPart,
+    ChordStart,
+    Consume,
+    ExchangeDeclare,
+    ExchangeDelete,
+    Publish,
+    Qos,
+    QueueBind,
+    QueueDeclare,
+    QueueDelete,
+    QueuePurge,
+    QueueUnbind,
+    Recover,
+    Reject,
+    ResultFetch,
+    ResultForget,
+    ResultSave,
+    ResultValues,
+    ResultWait,
+)
+from .results import ResultStore
+
+__all__ = ["BrokerService"]
+
+log = logging.getLogger("coda.broker")
+
+
+class BrokerService:
+    """The broker and the result store of one supervisor."""
+
+    def __init__(
+        self,
+        *,
+        result_ttl: float,
+        clock: Clock | None = None,
+        divert: Callable[[Publish, list[str]], bool] | None = None,
+    ) -> None:
+        """``divert(message, queues)`` may take a message instead of the
+        broker (``coda.broker.divert``: Celery messages for Coda workers)."""
+        clock = clock or LoopClock()
+        self.results = ResultStore(clock, default_ttl=result_ttl)
+        self.broker = Broker(clock, on_expired=self.results.mark_revoked)
+        self.divert = divert
+
+    def handle(self, peer: ClientPeer, message: WireMessage) -> None:
+        req_id = getattr(message, "req_id", None)
+        try:
+            self._dispatch(peer, message)
+        except BrokerError as exc:
+            if req_id is None:
+                log.info("refused %s: %s", type(message).__name__, exc.message)
+            else:
+                peer.send(Error(code=exc.code, message=exc.message, req_id=req_id))
+
+    def _dispatch(self, peer: ClientPeer, message: WireMessage) -> None:  # noqa: C901 - one line per type
+        broker = self.broker
+        match message:
+            case Publish():
+                divert = self.divert
+                if divert is None or not divert(message, broker.destinations(message)):
+                    broker.publish(message)
+            case Ack():
+                broker.ack(peer, message)
+            case Reject():
+                broker.reject(peer, message)
+            case Qos():
+                broker.qos(peer, message)
+            case Cancel():
+                broker.cancel(peer, message)
+            case Recover(channel=channel):
+                broker.recover(peer, channel)
+            case ChannelClose(channel=channel):
+                broker.close_channel(peer, channel)
+            case BasicGet(req_id=req_id):
+                delivery = broker.basic_get(peer, message)
+                peer.send(delivery if delivery is not None else BrokerOk(req_id=req_id))
+            case Consume(req_id=req_id):
+                broker.consume(peer, message)
+                peer.send(BrokerOk(req_id=req_id))
+            case QueueDeclare(req_id=req_id):
+                messages, consumers = broker.declare_queue(peer, message)
+                peer.send(BrokerOk(req_id, message_count=messages, consumer_count=consumers))
+            case QueueBind(req_id=req_id):
+                broker.bind(message)
+                peer.send(BrokerOk(req_id=req_id))
+            case QueueUnbind(req_id=req_id):
+                broker.unbind(message)
+                peer.send(BrokerOk(req_id=req_id))
+            case QueuePurge(req_id=req_id):
+                peer.send(BrokerOk(req_id, message_count=broker.purge(peer, message)))
+            case QueueDelete(req_id=req_id):
+                peer.send(BrokerOk(req_id, message_count=broker.delete_queue(peer, message)))
+            case ExchangeDeclare(req_id=req_id):
+                broker.declare_exchange(message)
+                peer.send(BrokerOk(req_id=req_id))
+            case ExchangeDelete(req_id=req_id):
+                broker.delete_exchange(message)
+                peer.send(BrokerOk(req_id=req_id))
+            case _:
+                self._dispatch_result(peer, message)
+
+    def _dispatch_result(self, peer: ClientPeer, message: WireMessage) -> None:
+        results = self.results
+        match message:
+            case ResultSave(req_id=req_id):
+                results.save(message)
+                peer.send(BrokerOk(req_id=req_id))
+            case ResultFetch(req_id=req_id):
+                peer.send(ResultValues(req_id=req_id, entries=results.fetch(message)))
+            case ResultWait():
+                results.wait(peer, message)
+            case ResultForget(req_id=req_id):
+                results.forget(message)
+                peer.send(BrokerOk(req_id=req_id))
+            case ChordStart(req_id=req_id):
+                results.chord_start(message)
+                peer.send(BrokerOk(req_id=req_id))
+            case ChordPart():
+                peer.send(results.chord_part(message))
+            case _:
+                raise BrokerError("not_allowed", f"unexpected {type(message).__name__}")
+
+    def disconnected(self, peer: ClientPeer) -> None:
+        self.broker.disconnected(peer)
+        self.results.disconnected(peer)
+
+    def statistics(self) -> dict[str, Any]:
+        return {**self.broker.statistics(), "results": self.results.statistics()}

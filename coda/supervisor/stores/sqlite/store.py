@@ -1,0 +1,132 @@
+"""The SQLite store: the supervisor's state in one embedded, durable file.
+
+Buffering, group commit, reads and retention are shared with the other
+durable store (``..buffered``); this module opens the file and brings its
+SQL (``rows.py``, ``retention.py``, ``schema.py``).
+
+Durability: WAL journal with ``synchronous=NORMAL``. A commit is a
+``write()`` to the WAL, without fsync; the WAL is synced when checkpointed.
+Committed data therefore survives the death of the supervisor process
+(``kill -9``, the OOM killer, a crash), since the pages are in the kernel's
+cache; a power loss or kernel crash may roll back the last commits (never
+corrupt the file). Process-crash durability is what Coda promises;
+``?synchronous=full`` in the store URL adds an fsync per commit.
+
+Leases: a RUNNING job and its worker id *are* the lease. Worker ids belong to
+one supervisor generation, so after a restart every RUNNING job is a lease of
+the dead generation, and the engine requeues it.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from typing import cast
+
+from ....errors import ConfigurationError
+from ...clock import Clock
+from ...jobs import Job
+from ..base import CacheKey
+from ..buffered import BufferedStore, Cursor, ExpiryResult
+from ..codec import decode_job
+from . import retention, schema
+from .rows import CACHED_STEPS, Rows
+
+__all__ = ["SqliteStore"]
+
+
+class SqliteStore(BufferedStore[sqlite3.Connection]):
+    """Jobs and cache entries in a WAL-mode SQLite file, group-committed.
+
+    Without a ``clock`` every change is committed before the call returns
+    (scripts, tools, tests that open the file on its own)."""
+
+    def __init__(
+        self, path: str, *, synchronous: str = "NORMAL", clock: Clock | None = None
+    ) -> None:
+        self.path = path
+        self._lock_fd = schema.lock(path)
+        try:
+            schema.check_file(path)
+            self._writer = schema.connect(path, synchronous, writer=True)
+            self._reader = schema.connect(path, synchronous, writer=False)
+        except sqlite3.Error as exc:
+            os.close(self._lock_fd)
+            raise ConfigurationError(f"cannot open the store {path!r}: {exc}") from exc
+        except ConfigurationError:
+            os.close(self._lock_fd)
+            raise
+        self._jobs, self._cache = schema.counts(self._writer)  # then kept up to date
+        super().__init__(self._writer, clock)
+
+    @classmethod
+    def from_url(cls, url: str, clock: Clock | None = None) -> SqliteStore:
+        path, synchronous = schema.parse_sqlite_url(url)
+        return cls(path, synchronous=synchronous, clock=clock)
+
+    # -- the SQL ------------------------------------------------------------------
+
+    def _new_rows(self) -> Rows:
+        return Rows()
+
+    def _counted(self, result: object) -> None:
+        new_jobs, new_cache = cast(tuple[int, int], result)  # what Rows.write returned
+        self._jobs += new_jobs
+        self._cache += new_cache
+
+    def _uncounted(self, jobs: int, cache: int) -> None:
+        self._jobs -= jobs
+        self._cache -= cache
+
+    def _read_job(self, job_id: str) -> Job | None:
+        row = self._reader.execute("SELECT body, args FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return None if row is None else decode_job(*row)
+
+    def _read_cached(self, key: CacheKey) -> str | None:
+        row = self._reader.execute(
+            "SELECT job_id FROM cache WHERE run_id = ? AND name = ? AND key = ?", key
+        ).fetchone()
+        return None if row is None else str(row[0])
+
+    def _read_steps(self, run_id: str) -> list[tuple[str, bytes, str, bytes, bytes]]:
+        rows = self._reader.execute(CACHED_STEPS, (run_id,))
+        return [(name, bytes(key), job_id, body, args) for name, key, job_id, body, args in rows]
+
+    def _read_unfinished(self) -> list[Job]:
+        rows = self._reader.execute(
+            "SELECT body, args FROM jobs WHERE finished_at IS NULL ORDER BY created_at"
+        ).fetchall()
+        return [decode_job(body, args) for body, args in rows]
+
+    def _expire_batch(
+        self, db: sqlite3.Connection, before: float, roots: int, after: Cursor
+    ) -> ExpiryResult:
+        return retention.expire_batch(db, before, roots, after)
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def close(self) -> None:
+        """Commit what is pending (no retry now), then release the file."""
+        if self.closed:
+            return
+        try:
+            self._close_commits()
+        finally:
+            self._reader.close()
+            self._writer.close()
+            os.close(self._lock_fd)
+
+    def statistics(self) -> dict[str, int]:
+        if self.closed:
+            return {}
+        (unfinished,) = self._reader.execute(  # counted on the small partial index
+            "SELECT count(*) FROM jobs WHERE finished_at IS NULL"
+        ).fetchone()
+        return {
+            "jobs": self._jobs,
+            "unfinished_jobs": unfinished,
+            "cache_entries": self._cache,
+            **self._buffer_statistics(),
+            "file_bytes": schema.file_bytes(self.path),
+            "wal_bytes": schema.file_bytes(self.path + "-wal"),
+        }
