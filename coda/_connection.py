@@ -28,9 +28,9 @@ ConnectionFailed  the connection is unusable; every request in flight failed
 
 What each request expects, in order: a ``Submit`` an ``Accepted`` (and, with
 ``wait``, then a ``Finished``), an ``Await`` a ``Finished``, a
-``StatusRequest`` a ``StatusReply``; any of them may get an ``Error``
-instead. An answer out of that order, or to a request never sent, breaks
-the protocol and fails the connection.
+``CancelRun`` a ``CancelReply``, a ``StatusRequest`` a ``StatusReply``; any
+of them may get an ``Error`` instead. An answer out of that order, or to a
+request never sent, breaks the protocol and fails the connection.
 
 ``Handshake`` is the first step on its own, so that a connection with its
 own framing after the welcome (the kombu transport's) can reuse it. It
@@ -55,6 +55,8 @@ from .errors import (
 from .messages import (
     Accepted,
     Await,
+    CancelReply,
+    CancelRun,
     Error,
     Finished,
     Message,
@@ -77,8 +79,8 @@ __all__ = [
     "Welcomed",
 ]
 
-Request = Submit | Await | StatusRequest
-Reply = Accepted | Finished | StatusReply
+Request = Submit | Await | CancelRun | StatusRequest
+Reply = Accepted | Finished | CancelReply | StatusReply
 
 
 class State(enum.Enum):
@@ -244,6 +246,8 @@ class ClientConnection:
                 return self._answer(req_id, message)
             case Finished(req_id=req_id) | StatusReply(req_id=req_id):
                 return self._answer(req_id, message)
+            case CancelReply(req_id=req_id):
+                return self._answer(req_id, message)
         tag = type(message).__struct_config__.tag
         return self._failed_one(ProtocolError(f"a client does not expect {tag!r} messages"))
 
@@ -286,6 +290,8 @@ def _expectation(request: Request) -> _InFlight:
             return _InFlight(request.name, (Accepted,))
         case Await():
             return _InFlight(None, (Finished,))
+        case CancelRun():
+            return _InFlight(None, (CancelReply,))
     return _InFlight(None, (StatusReply,))
 
 

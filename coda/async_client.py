@@ -27,7 +27,7 @@ from ._handshake import HANDSHAKE_TIMEOUT
 from ._tls import SSLOption, client_context, tls_failure
 from ._wire import parse_address
 from .errors import ConfigurationError, ConnectionLostError, ResultTimeoutError
-from .messages import Accepted, Await, Finished, StatusReply, StatusRequest
+from .messages import Accepted, Await, CancelReply, Finished, StatusReply, StatusRequest
 from .serialization import DEFAULT_SERIALIZER
 
 __all__ = ["AsyncClient", "AsyncRunHandle"]
@@ -40,7 +40,7 @@ class _Call:
 
     def __init__(self, loop: asyncio.AbstractEventLoop, req_id: int) -> None:
         self.req_id = req_id
-        self.accepted: asyncio.Future[Accepted | StatusReply] = loop.create_future()
+        self.accepted: asyncio.Future[Accepted | CancelReply | StatusReply] = loop.create_future()
         self.finished: asyncio.Future[Finished] = loop.create_future()
 
     def fail(self, exc: BaseException) -> None:

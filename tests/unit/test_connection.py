@@ -27,6 +27,8 @@ from coda.messages import (
     PROTOCOL_VERSION,
     Accepted,
     Await,
+    CancelReply,
+    CancelRun,
     Error,
     Finished,
     Hello,
@@ -295,3 +297,15 @@ def test_the_supervisor_closing_fails_what_is_in_flight() -> None:
     assert failure(welcomed().connection_lost("reset by peer")).args == (
         f"lost the supervisor at {ADDRESS}: reset by peer",
     )
+
+
+def test_a_cancel_is_answered_by_its_reply_or_refused() -> None:
+    conn = welcomed()
+    conn.send(CancelRun(req_id=conn.next_request_id(), run_id="r1"))
+    conn.send(CancelRun(req_id=conn.next_request_id(), run_id="r2"))
+    reply = CancelReply(req_id=1, run_id="r1", state="cancelling")
+    refusal = Error(code="already_finished", message="it has already succeeded", req_id=2)
+    events = conn.receive_data(frames(reply, refusal))
+    assert events[0] == Answer(1, reply, final=True)
+    assert isinstance(events[1], Refused) and isinstance(events[1].error, RequestRefusedError)
+    assert conn.in_flight == 0
