@@ -42,7 +42,8 @@ it, and words a refused token as what to do about it.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+
+import msgspec
 
 from ._handshake import Handshake
 from .errors import (
@@ -81,6 +82,7 @@ __all__ = [
 
 Request = Submit | Await | CancelRun | StatusRequest
 Reply = Accepted | Finished | CancelReply | StatusReply
+_REPLIES = (Accepted, Finished, CancelReply, StatusReply)
 
 
 class State(enum.Enum):
@@ -89,15 +91,13 @@ class State(enum.Enum):
     CLOSED = "closed"
 
 
-@dataclass(frozen=True, slots=True)
-class Welcomed:
+class Welcomed(msgspec.Struct, frozen=True):
     """The supervisor accepted the handshake: requests may be sent."""
 
     supervisor_id: str
 
 
-@dataclass(frozen=True, slots=True)
-class Answer:
+class Answer(msgspec.Struct, frozen=True):
     """An answer a request in flight expects; ``final`` when none will follow."""
 
     req_id: int
@@ -105,24 +105,21 @@ class Answer:
     final: bool
 
 
-@dataclass(frozen=True, slots=True)
-class Refused:
+class Refused(msgspec.Struct, frozen=True):
     """The supervisor refused a request; ``error`` is what to raise for it."""
 
     req_id: int
     error: CodaError
 
 
-@dataclass(frozen=True, slots=True)
-class LateAnswer:
+class LateAnswer(msgspec.Struct, frozen=True):
     """An answer to a request the caller gave up on: nobody waits for it."""
 
     req_id: int
     message: Message
 
 
-@dataclass(frozen=True, slots=True)
-class ConnectionFailed:
+class ConnectionFailed(msgspec.Struct, frozen=True):
     """The connection cannot be used any more; ``error`` says why. Every
     request in flight failed with it."""
 
@@ -132,10 +129,14 @@ class ConnectionFailed:
 Event = Welcomed | Answer | Refused | LateAnswer | ConnectionFailed
 
 
-@dataclass(frozen=True, slots=True)
 class _InFlight:
-    name: str | None  # the target of a submit, for an unknown-name refusal
-    expects: tuple[type[Reply], ...] = field(default=())
+    """A request in flight: the answers it still expects, in order."""
+
+    __slots__ = ("expects", "name")
+
+    def __init__(self, name: str | None, expects: tuple[type[Reply], ...]) -> None:
+        self.name = name  # the target of a submit, for an unknown-name refusal
+        self.expects = expects
 
 
 class ClientConnection:
@@ -235,19 +236,16 @@ class ClientConnection:
         return events
 
     def _event(self, message: Message) -> Event:
-        match message:
-            case Error(req_id=None):
-                return self._failed_one(
-                    ConnectionLostError(
-                        f"the supervisor at {self.address} closed the connection: {message.message}"
-                    )
+        if isinstance(message, _REPLIES):
+            return self._answer(message.req_id, message)
+        if isinstance(message, Error):
+            if message.req_id is not None:
+                return self._answer(message.req_id, message)
+            return self._failed_one(
+                ConnectionLostError(
+                    f"the supervisor at {self.address} closed the connection: {message.message}"
                 )
-            case Error(req_id=int() as req_id) | Accepted(req_id=req_id):
-                return self._answer(req_id, message)
-            case Finished(req_id=req_id) | StatusReply(req_id=req_id):
-                return self._answer(req_id, message)
-            case CancelReply(req_id=req_id):
-                return self._answer(req_id, message)
+            )
         tag = type(message).__struct_config__.tag
         return self._failed_one(ProtocolError(f"a client does not expect {tag!r} messages"))
 
@@ -260,14 +258,14 @@ class ClientConnection:
         if isinstance(message, Error):
             del self._in_flight[req_id]
             return Refused(req_id, _refusal(message, in_flight.name))
-        expected, *later = in_flight.expects
-        if not isinstance(message, expected):
-            got, wanted = (t.__struct_config__.tag for t in (type(message), expected))
+        expects = in_flight.expects
+        if not isinstance(message, expects[0]):
+            got, wanted = (t.__struct_config__.tag for t in (type(message), expects[0]))
             return self._failed_one(
                 ProtocolError(f"request {req_id} was answered {got!r} where {wanted!r} was due")
             )
-        if later:
-            self._in_flight[req_id] = _InFlight(in_flight.name, tuple(later))
+        if len(expects) > 1:
+            in_flight.expects = expects[1:]
             return Answer(req_id, message, final=False)
         del self._in_flight[req_id]
         return Answer(req_id, message, final=True)
