@@ -25,8 +25,8 @@ from typing import Any
 from .. import registry
 from ..messages import PROTOCOL_VERSION, Hello
 from ..serialization import registry as serializers
+from .connection import Worker, WorkerConnection
 from .mainthread import MainThreadExecutor
-from .runtime import Worker, WorkerConnection
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
