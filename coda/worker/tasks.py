@@ -24,7 +24,13 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from functools import partial
 
 from .. import registry
-from .._outcome import decode_payload, encode_value, failure_from
+from .._outcome import (
+    decode_payload,
+    encode_value,
+    failure_after,
+    failure_from,
+    reraise_if_cancelled,
+)
 from ..context import TaskInfo, current_task
 from ..decorators import Spec
 from ..errors import CodaError, RetryRequested
@@ -78,15 +84,18 @@ class TaskRunner:
         job.add_done_callback(self._jobs.discard)
 
     async def _run_task(self, msg: RunTask) -> None:
-        done: TaskDone | None = None
+        """Run one task and answer it, whatever happens: the supervisor holds
+        the slot, and the caller waits, until the ``TaskDone`` arrives."""
         try:
             done = await self._execute(msg)
+        except BaseException as exc:  # cancelled (the loop is closing), or a bug of ours
+            done = TaskDone(job_id=msg.job_id, failure=failure_from(exc))
+            raise
         finally:
             self._running_tasks -= 1
+            self._send(done)
             if self._held:
                 self._launch(self._held.popleft())
-            if done is not None:
-                self._send(done)
 
     async def _execute(self, msg: RunTask) -> TaskDone:
         try:
@@ -101,17 +110,20 @@ class TaskRunner:
         try:
             kwargs = decode_payload(msg.args, self.accept)
             if spec.is_async:
-                result = await asyncio.wait_for(spec.fn(**kwargs), spec.timeout)
+                # In this task, not wait_for's own: an asyncio task whose
+                # coroutine raises SystemExit or KeyboardInterrupt re-raises
+                # it out of the event loop, which would end the worker.
+                async with asyncio.timeout(spec.timeout):
+                    result = await spec.fn(**kwargs)
             else:
                 call = partial(contextvars.copy_context().run, spec.fn, **kwargs)
                 result = await loop.run_in_executor(self._executor_for(spec), call)
             payload = encode_value(result, serializer)
         except RetryRequested as exc:  # the next attempt's args keep this one's encoding
             return retry_done(msg.job_id, exc, serializers.name_for(msg.args.content_type))
-        except Exception as exc:
-            return TaskDone(
-                job_id=msg.job_id, failure=failure_from(exc, spec.retry_in(exc, msg.attempt))
-            )
+        except BaseException as exc:  # user code may raise anything: it is the task's failure
+            reraise_if_cancelled(exc)
+            return TaskDone(job_id=msg.job_id, failure=failure_after(exc, spec, msg.attempt))
         return TaskDone(job_id=msg.job_id, result=payload)
 
     def _executor_for(self, spec: Spec) -> Executor:

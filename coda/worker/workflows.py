@@ -19,7 +19,14 @@ from typing import Any
 import msgspec
 
 from .. import registry
-from .._outcome import decode_payload, encode_value, error_from_failure, failure_from
+from .._outcome import (
+    decode_payload,
+    encode_value,
+    error_from_failure,
+    failure_after,
+    failure_from,
+    reraise_if_cancelled,
+)
 from ..context import RunInfo, current_runtime
 from ..decorators import Spec, check_name
 from ..errors import CodaError, ConfigurationError, RequestRefusedError
@@ -57,34 +64,38 @@ class WorkflowRunner:
         job.add_done_callback(self._jobs.discard)
 
     async def _run_workflow(self, msg: RunWorkflow) -> None:
+        """Run one attempt and answer it, whatever happens: the caller waits
+        until the ``WorkflowDone`` arrives."""
         run: WorkflowRun | None = None
-
-        def done(result: Payload | None = None, failure: Failure | None = None) -> None:
-            hits = {} if run is None else dict(run.history_hits)
-            self._send(
-                WorkflowDone(
-                    msg.run_id, msg.attempt, result=result, failure=failure, cache_hits=hits
-                )
-            )
-
+        outcome: Payload | Failure
         try:
             spec = registry.get_spec(msg.name, "workflow")
-        except CodaError as exc:
-            done(failure=failure_from(exc))
-            return
-        run = WorkflowRun(self, RunInfo(msg.run_id, msg.name, msg.attempt), spec, msg.history)
+            run = WorkflowRun(self, RunInfo(msg.run_id, msg.name, msg.attempt), spec, msg.history)
+            outcome = await self._attempt(run, spec, msg)
+        except CodaError as exc:  # not a workflow this worker knows
+            outcome = failure_from(exc)
+        except BaseException as exc:  # cancelled (the loop is closing), or a bug of ours
+            outcome = failure_from(exc)
+            raise
+        finally:
+            hits = {} if run is None else dict(run.history_hits)
+            if isinstance(outcome, Failure):
+                self._send(WorkflowDone(msg.run_id, msg.attempt, failure=outcome, cache_hits=hits))
+            else:
+                self._send(WorkflowDone(msg.run_id, msg.attempt, result=outcome, cache_hits=hits))
+
+    async def _attempt(self, run: WorkflowRun, spec: Spec, msg: RunWorkflow) -> Payload | Failure:
         token = current_runtime.set(run)
         try:
             kwargs = decode_payload(msg.args, self.accept)
             result = await spec.fn(**kwargs)
-            payload = encode_value(result, spec.serializer or DEFAULT_SERIALIZER)
-        except Exception as exc:
-            done(failure=failure_from(exc, spec.retry_in(exc, msg.attempt)))
-            return
+            return encode_value(result, spec.serializer or DEFAULT_SERIALIZER)
+        except BaseException as exc:  # user code may raise anything: it is the attempt's failure
+            reraise_if_cancelled(exc)
+            return failure_after(exc, spec, msg.attempt)
         finally:
             current_runtime.reset(token)
             run.abandon()
-        done(result=payload)
 
     # -- answers to spawns ------------------------------------------------
 
