@@ -3,7 +3,8 @@
 Not a user command: the supervisor starts it with the inherited file
 descriptor of its socket pair. The worker imports the user's modules
 (and adopts a Celery app's tasks with ``--celery-app``), says hello, and
-serves until the supervisor closes the pair. When a registered task must
+serves until the supervisor closes the pair, and dies with the supervisor
+(orphan.py). When a registered task must
 run on the main thread (``Spec.main_thread``), the event loop moves to a
 ``coda-io`` thread and the main thread serves those tasks.
 """
@@ -27,12 +28,14 @@ from ..messages import PROTOCOL_VERSION, Hello
 from ..serialization import registry as serializers
 from .connection import Worker, WorkerConnection
 from .mainthread import MainThreadExecutor
+from .orphan import die_with_parent
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m coda.worker")
     parser.add_argument("--fd", type=int, required=True)
     parser.add_argument("--worker-id", type=int, required=True)
+    parser.add_argument("--supervisor-pid", type=int, default=None)
     parser.add_argument("-A", "--app", action="append", default=[])
     parser.add_argument("--queue", action="append", default=[])
     parser.add_argument("--concurrency", type=int, default=1)
@@ -74,6 +77,7 @@ def main(argv: list[str] | None = None) -> None:
         level=os.environ.get("CODA_LOG_LEVEL", "WARNING"),
         format=f"%(asctime)s worker-{options.worker_id} %(levelname)s %(name)s: %(message)s",
     )
+    die_with_parent(options.supervisor_pid)  # before importing the user's modules takes time
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the supervisor's to handle
     registry.import_modules(options.app)
     if options.celery_app:

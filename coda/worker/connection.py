@@ -4,7 +4,9 @@ arrives on it handed to the task and workflow runners.
 The supervisor is the only peer a worker talks to. It sends ``RunTask``
 and ``RunWorkflow`` (to the runners in tasks.py and workflows.py) and the
 answers to a workflow's spawns (``Finished``, or an ``Error`` naming the
-request it refuses).
+request it refuses). When the connection closes, the supervisor is gone
+(it died, or it is stopping us): a worker with work in flight exits at once,
+abandoning it (see orphan.py); an idle one returns from ``serve``.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from concurrent.futures import Executor
 from .._wire import FramedProtocol
 from ..errors import RequestRefusedError
 from ..messages import Error, Finished, Message, RunTask, RunWorkflow, Welcome
+from .orphan import exit_orphaned
 from .tasks import TaskRunner
 from .workflows import WorkflowRunner
 
@@ -37,6 +40,7 @@ class Worker:
     ) -> None:
         self.accept = accept
         self.conn: WorkerConnection | None = None
+        self._exiting = False  # we close the connection ourselves on the way out
         self.tasks = TaskRunner(self.send, self.exit_after_flush, task_slots, accept, main_thread)
         self.workflows = WorkflowRunner(self.send, accept)
 
@@ -44,9 +48,21 @@ class Worker:
         assert self.conn is not None
         self.conn.send(message)
 
+    def supervisor_gone(self) -> None:
+        """The connection closed: whatever is in flight can no longer be
+        answered, and the supervisor (or its successor) will run it again."""
+        tasks, workflows = self.tasks.in_flight, self.workflows.in_flight
+        if (tasks or workflows) and not self._exiting:
+            exit_orphaned(
+                "the supervisor is gone; abandoning %d task(s) and %d workflow(s)",
+                tasks,
+                workflows,
+            )
+
     def exit_after_flush(self, code: int) -> None:
         """End the process once what was sent has been handed to the kernel
         (or after about a second), without waiting for anything else."""
+        self._exiting = True
         transport = None if self.conn is None else self.conn.transport
         if self.conn is not None and transport is not None:
             self.conn.close()  # hands the queued messages to the transport first
@@ -87,3 +103,10 @@ class WorkerConnection(FramedProtocol):
                     self.welcomed.set_exception(RequestRefusedError(message.code, message.message))
             case _:
                 log.warning("unexpected message from the supervisor: %r", message)
+
+    def on_closed(self, exc: Exception | None) -> None:
+        if not self.welcomed.done():
+            self.welcomed.set_exception(
+                ConnectionError("the supervisor closed the connection before welcoming this worker")
+            )
+        self.worker.supervisor_gone()

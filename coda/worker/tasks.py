@@ -70,6 +70,11 @@ class TaskRunner:
         self._main_thread = main_thread
         self._jobs: set[asyncio.Task[None]] = set()
 
+    @property
+    def in_flight(self) -> int:
+        """Tasks started and not yet answered."""
+        return self._running_tasks
+
     def start(self, msg: RunTask) -> None:
         if self._running_tasks < self._task_slots:
             self._launch(msg)

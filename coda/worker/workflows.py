@@ -58,6 +58,11 @@ class WorkflowRunner:
         self._pending: dict[int, tuple[asyncio.Future[Any], str]] = {}
         self._jobs: set[asyncio.Task[None]] = set()
 
+    @property
+    def in_flight(self) -> int:
+        """Workflow attempts started and not yet answered."""
+        return len(self._jobs)
+
     def start(self, msg: RunWorkflow) -> None:
         job = asyncio.create_task(self._run_workflow(msg))
         self._jobs.add(job)
