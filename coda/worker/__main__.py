@@ -19,11 +19,10 @@ import signal
 import socket
 import sys
 import threading
-from collections.abc import Coroutine
 from concurrent.futures import Executor
-from typing import Any
 
 from .. import registry
+from .._event_loop import run_event_loop
 from ..messages import PROTOCOL_VERSION, Hello
 from ..serialization import registry as serializers
 from .connection import Worker, WorkerConnection
@@ -83,13 +82,13 @@ def main(argv: list[str] | None = None) -> None:
     if options.celery_app:
         registry.adopt_celery_app(options.celery_app, role="worker")
     if not any(spec.main_thread for spec in registry.all_specs().values()):
-        _run(serve(options))
+        run_event_loop(serve(options))
         return
     executor = MainThreadExecutor()
 
     def loop_thread() -> None:
         try:
-            _run(serve(options, executor))
+            run_event_loop(serve(options, executor))
         finally:
             executor.shutdown()
 
@@ -97,15 +96,6 @@ def main(argv: list[str] | None = None) -> None:
     io.start()
     executor.run_until_shutdown()
     io.join()
-
-
-def _run(main: Coroutine[Any, Any, None]) -> None:
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(main)
-        return
-    uvloop.run(main)
 
 
 if __name__ == "__main__":
