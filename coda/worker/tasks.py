@@ -6,11 +6,12 @@ while a sync task computes (or, for specs with ``main_thread``, one at a time
 on the process's main thread while the loop runs on another). At most
 ``task_slots`` tasks run at once; tasks the supervisor sends beyond that
 (prefetch) wait here, in order. Each task is announced with ``Started`` when
-it starts (see supervisor/dispatch.py) and answered with one ``TaskDone``. A
-task may raise ``RetryRequested`` to run again later, possibly with new
-arguments. A stuck task's watchdog may end the attempt at once
-(``TaskInfo.fail_now``): its thread cannot be stopped, so the worker reports
-the failure and exits, and the supervisor starts another in its place.
+it starts (see supervisor/dispatch.py) and answered with one ``TaskDone``,
+whatever its code raises (any ``BaseException``) or returns. A task may raise
+``RetryRequested`` to run again later, possibly with new arguments. A stuck
+task's watchdog may end the attempt at once (``TaskInfo.fail_now``): its
+thread cannot be stopped, so the worker reports the failure and exits, and
+the supervisor starts another in its place.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Running the workflows the supervisor hands this worker.
 
 Each workflow is a coroutine on the worker's event loop, with a
-``WorkflowRun`` as the runtime behind ``coda.context``. Its spawns are
+``WorkflowRun`` as the runtime behind ``coda.context``; each attempt is
+answered with one ``WorkflowDone``, whatever its code raises or returns. Its spawns are
 requests to the supervisor, answered by ``Finished`` messages (or refused by
 an ``Error``), except those a rerun finds in the history sent with
 ``RunWorkflow``: a step this run saw succeed before it started again answers
