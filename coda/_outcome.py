@@ -1,35 +1,113 @@
-"""Turning exceptions into wire failures and payloads back into values."""
+"""Turning exceptions into wire failures and payloads back into values.
+
+``failure_from`` is total: it never raises, whatever the exception does
+when asked for its type's name, its ``str()`` or its traceback. A worker
+calls it on the way to answering the supervisor, so an exception escaping
+here would leave the caller waiting for an answer that never comes. What it
+cannot render, it describes (``<exception str() failed: ...>``).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import traceback
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from .errors import Cancelled, CodaError, RemoteError, TaskFailed, WorkflowFailed
 from .messages import Failure, Payload
 from .serialization import registry
 
-__all__ = ["decode_payload", "encode_value", "error_from_failure", "failure_from"]
+if TYPE_CHECKING:
+    from .decorators import Spec
+
+__all__ = [
+    "decode_payload",
+    "encode_value",
+    "error_from_failure",
+    "failure_after",
+    "failure_from",
+    "reraise_if_cancelled",
+]
 
 MAX_TRACEBACK = 16 * 1024
+MAX_MESSAGE = 16 * 1024
+
+# The name and module a class really has, read past any metaclass override.
+_qualname_of = type.__dict__["__qualname__"].__get__
+_module_of = type.__dict__["__module__"].__get__
 
 
 def type_name(exc: BaseException) -> str:
     cls = type(exc)
-    if cls.__module__ == "builtins":
-        return cls.__qualname__
-    return f"{cls.__module__}.{cls.__qualname__}"
+    qualname: str = _qualname_of(cls)
+    module = _module_of(cls)
+    if type(module) is not str or module == "builtins":  # exactly str: nothing overridden
+        return qualname
+    return f"{module}.{qualname}"
 
 
 def failure_from(exc: BaseException, retry_in: float | None = None) -> Failure:
-    if isinstance(exc, RemoteError):  # a task failure the workflow did not catch
-        name, message = type_name(exc), f"{exc.type_name}: {exc.message}"
-    else:
-        name, message = type_name(exc), str(exc)
-    trace = "".join(traceback.format_exception(exc))
+    """``exc`` flattened for the wire; never raises (see the module's docstring)."""
+    name = _render(type_name, exc, "type name")
+    message = _render(_message, exc, "str()")
+    try:
+        trace = _wire_text("".join(traceback.format_exception(exc)))
+    except BaseException as error:  # keep what can still be had: the frames
+        trace = f"<exception traceback failed: {_reason(error)}>\n{_frames(exc)}{name}: {message}\n"
+    if len(message) > MAX_MESSAGE:
+        message = message[:MAX_MESSAGE] + "..."
     if len(trace) > MAX_TRACEBACK:
         trace = "...\n" + trace[-MAX_TRACEBACK:]
     return Failure(type_name=name, message=message, traceback=trace, retry_in=retry_in)
+
+
+def failure_after(exc: BaseException, spec: Spec, attempt: int) -> Failure:
+    """``failure_from`` with the spec's decision to retry; an exception that
+    breaks even that decision (its class check raises) is not retried."""
+    try:
+        retry_in = spec.retry_in(exc, attempt)
+    except BaseException:  # a hostile exception: see the module's docstring
+        retry_in = None
+    return failure_from(exc, retry_in)
+
+
+def _message(exc: BaseException) -> str:
+    if isinstance(exc, RemoteError):  # a task failure the workflow did not catch
+        return f"{exc.type_name}: {exc.message}"
+    return str(exc)
+
+
+def _render(render: Callable[[BaseException], str], exc: BaseException, what: str) -> str:
+    """``render(exc)`` as plain text, or a description of how it failed."""
+    try:
+        return _wire_text(render(exc))
+    except BaseException as error:
+        return f"<exception {what} failed: {_reason(error)}>"
+
+
+def _reason(error: BaseException) -> str:
+    name: str = _qualname_of(type(error))
+    try:
+        detail = _wire_text(str(error))
+    except BaseException:
+        return name
+    return f"{name}: {detail}" if detail else name
+
+
+def _frames(exc: BaseException) -> str:
+    try:
+        frames = traceback.format_tb(BaseException.__dict__["__traceback__"].__get__(exc))
+        return _wire_text("Traceback (most recent call last):\n" + "".join(frames))
+    except BaseException:
+        return ""
+
+
+def _wire_text(text: str) -> str:
+    """``text`` as a plain ``str`` that encodes as UTF-8: a subclass's
+    overrides are left behind (``str.encode``, not ``text.encode``) and lone
+    surrogates, which UTF-8 cannot carry, are escaped."""
+    return str.encode(text, "utf-8", "backslashreplace").decode("utf-8")
 
 
 def encode_value(value: Any, serializer: str) -> Payload:
@@ -52,3 +130,14 @@ def error_from_failure(failure: Failure, kind: str) -> CodaError:
         return Cancelled(f"the {kind} was cancelled: {failure.message}")
     cls = WorkflowFailed if kind == "workflow" else TaskFailed
     return cls(failure.type_name, failure.message, failure.traceback)
+
+
+def reraise_if_cancelled(exc: BaseException) -> None:
+    """Re-raise ``exc`` if it is the current asyncio task being cancelled
+    (the loop is closing): that is not the outcome of the user's code. A
+    ``CancelledError`` that user code raised, or awaited from another task,
+    while nobody cancelled this one, is a failure like any other."""
+    if issubclass(type(exc), asyncio.CancelledError):
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise exc

@@ -39,6 +39,7 @@ class WorkerSettings:
 
     def argv(self, fd: int, worker_id: int) -> list[str]:
         args = [sys.executable, "-m", "coda.worker", "--fd", str(fd), "--worker-id", str(worker_id)]
+        args += ["--supervisor-pid", str(os.getpid())]  # the worker exits if orphaned
         for module in self.modules:
             args += ["-A", module]
         for queue in self.queues:

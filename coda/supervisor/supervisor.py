@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from typing import Any, TypeVar
 
 from .. import registry
+from .._event_loop import run_event_loop
 from .._tls import listener_options
 from .._wire import parse_address
 from ..errors import CodaError, ConfigurationError
@@ -245,12 +246,7 @@ class Supervisor:
         A fatal signal (SIGSEGV, SIGBUS from a damaged mapped file) prints
         the Python traceback of every thread before the process dies."""
         faulthandler.enable()
-        try:
-            import uvloop
-        except ImportError:
-            asyncio.run(self._main(ready_line))
-        else:
-            uvloop.run(self._main(ready_line))
+        run_event_loop(self._main(ready_line))
 
     async def _main(self, ready_line: bool) -> None:
         await self.start()

@@ -3,7 +3,8 @@
 Not a user command: the supervisor starts it with the inherited file
 descriptor of its socket pair. The worker imports the user's modules
 (and adopts a Celery app's tasks with ``--celery-app``), says hello, and
-serves until the supervisor closes the pair. When a registered task must
+serves until the supervisor closes the pair, and dies with the supervisor
+(orphan.py). When a registered task must
 run on the main thread (``Spec.main_thread``), the event loop moves to a
 ``coda-io`` thread and the main thread serves those tasks.
 """
@@ -18,21 +19,22 @@ import signal
 import socket
 import sys
 import threading
-from collections.abc import Coroutine
 from concurrent.futures import Executor
-from typing import Any
 
 from .. import registry
+from .._event_loop import run_event_loop
 from ..messages import PROTOCOL_VERSION, Hello
 from ..serialization import registry as serializers
+from .connection import Worker, WorkerConnection
 from .mainthread import MainThreadExecutor
-from .runtime import Worker, WorkerConnection
+from .orphan import die_with_parent
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m coda.worker")
     parser.add_argument("--fd", type=int, required=True)
     parser.add_argument("--worker-id", type=int, required=True)
+    parser.add_argument("--supervisor-pid", type=int, default=None)
     parser.add_argument("-A", "--app", action="append", default=[])
     parser.add_argument("--queue", action="append", default=[])
     parser.add_argument("--concurrency", type=int, default=1)
@@ -74,18 +76,19 @@ def main(argv: list[str] | None = None) -> None:
         level=os.environ.get("CODA_LOG_LEVEL", "WARNING"),
         format=f"%(asctime)s worker-{options.worker_id} %(levelname)s %(name)s: %(message)s",
     )
+    die_with_parent(options.supervisor_pid)  # before importing the user's modules takes time
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the supervisor's to handle
     registry.import_modules(options.app)
     if options.celery_app:
         registry.adopt_celery_app(options.celery_app, role="worker")
     if not any(spec.main_thread for spec in registry.all_specs().values()):
-        _run(serve(options))
+        run_event_loop(serve(options))
         return
     executor = MainThreadExecutor()
 
     def loop_thread() -> None:
         try:
-            _run(serve(options, executor))
+            run_event_loop(serve(options, executor))
         finally:
             executor.shutdown()
 
@@ -93,15 +96,6 @@ def main(argv: list[str] | None = None) -> None:
     io.start()
     executor.run_until_shutdown()
     io.join()
-
-
-def _run(main: Coroutine[Any, Any, None]) -> None:
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(main)
-        return
-    uvloop.run(main)
 
 
 if __name__ == "__main__":

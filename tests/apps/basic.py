@@ -93,6 +93,12 @@ def busy_until(gate: str) -> int:
     return os.getpid()
 
 
+@coda.task()
+async def event_loop_module() -> str:
+    """Where the worker's event loop class comes from (uvloop's, or asyncio's)."""
+    return type(asyncio.get_running_loop()).__module__
+
+
 @coda.task(queue="special")
 def special_add(x: int, y: int) -> int:
     return x + y
@@ -178,6 +184,11 @@ async def catches_failure(message: str) -> dict[str, str]:
 @coda.workflow(max_retries=0)
 async def fails_for_good() -> None:
     await coda.context.spawn_task(always_fails, args={"message": "no luck"})
+
+
+@coda.workflow(max_retries=0)
+async def raises_in_workflow(message: str) -> None:
+    raise ValueError(message)
 
 
 @coda.workflow()

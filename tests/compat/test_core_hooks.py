@@ -12,14 +12,14 @@ import pytest
 from coda.errors import RetryRequested
 from coda.messages import Payload
 from coda.worker.mainthread import MainThreadExecutor
-from coda.worker.runtime import _retry_done
+from coda.worker.tasks import retry_done
 
 NEXT = Payload("application/x-msgpack", "binary", b"\x81\xa1n\x01")
 
 
 def test_retry_requested_becomes_a_failure_with_retry_in_and_new_args() -> None:
     exc = RetryRequested(1.5, args={"n": 1}, cause=ConnectionError("down"))
-    done = _retry_done("job-1", exc, "msgpack")
+    done = retry_done("job-1", exc, "msgpack")
     assert done.failure is not None and done.failure.retry_in == 1.5
     assert done.failure.type_name == "ConnectionError" and done.retry_args == NEXT
 

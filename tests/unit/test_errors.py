@@ -14,7 +14,7 @@ import coda.errors
 from coda._outcome import decode_payload, encode_value
 from coda.errors import CodaError, RetryRequested
 from coda.messages import Message, RunTask, RunWorkflow, TaskDone, WorkflowDone
-from coda.worker.runtime import Worker
+from coda.worker.connection import Worker
 
 NO_ARGS = encode_value({}, "msgpack")
 
@@ -61,7 +61,7 @@ async def retries_inside_except_exception(n: int = 0) -> str:
 def test_a_task_catching_errors_still_retries(name: str, delay: float) -> None:
     async def execute() -> TaskDone:
         worker = Worker(task_slots=1)
-        return await worker._execute(RunTask(job_id="j1", name=name, args=NO_ARGS, attempt=1))
+        return await worker.tasks._execute(RunTask(job_id="j1", name=name, args=NO_ARGS, attempt=1))
 
     done = asyncio.run(execute())
     assert done.result is None
@@ -91,7 +91,7 @@ def test_a_workflow_raising_retry_requested_fails_that_attempt() -> None:
         worker.conn = sink  # type: ignore[assignment]
         name = "test_errors.workflow_asking_for_a_retry"
         msg = RunWorkflow(run_id="r1", name=name, args=NO_ARGS, attempt=1)
-        await asyncio.wait_for(worker._run_workflow(msg), 5)
+        await asyncio.wait_for(worker.workflows._run_workflow(msg), 5)
         return sink.sent
 
     sent: list[Any] = asyncio.run(run())

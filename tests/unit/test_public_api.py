@@ -36,7 +36,7 @@ def test_the_export_list_is_pinned() -> None:
 
 
 def test_dir_shows_the_api_and_nothing_else_public() -> None:
-    for internal in ("coda.testing", "coda.supervisor.supervisor", "coda.worker.runtime"):
+    for internal in ("coda.testing", "coda.supervisor.supervisor", "coda.worker.connection"):
         importlib.import_module(internal)  # binds more submodules on the package
     assert [name for name in dir(coda) if not name.startswith("_")] == PUBLIC
     assert "__version__" in dir(coda)
