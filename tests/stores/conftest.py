@@ -15,6 +15,8 @@ import pytest
 
 from coda.supervisor.clock import ManualClock
 from coda.supervisor.stores import MemoryStore, SqliteStore, Store
+from coda.supervisor.stores.postgres import PostgresStore
+from tests.postgres import fresh_schema
 
 
 @dataclass
@@ -52,7 +54,24 @@ def _sqlite(tmp_path: Path) -> Iterator[StoreUnderTest]:
             store.close()
 
 
-STORES = {"memory": _memory, "sqlite": _sqlite}
+def _postgres(tmp_path: Path) -> Iterator[StoreUnderTest]:
+    with fresh_schema() as url:
+        clock = ManualClock()
+        opened: list[Store] = [PostgresStore(url, clock=clock)]
+
+        def reopen() -> Store:
+            opened[-1].close()
+            opened.append(PostgresStore(url))
+            return opened[-1]
+
+        try:
+            yield StoreUnderTest(opened[0], clock, reopen)
+        finally:
+            for store in opened:
+                store.close()
+
+
+STORES = {"memory": _memory, "sqlite": _sqlite, "postgres": _postgres}
 
 
 @pytest.fixture(params=sorted(STORES))
