@@ -181,7 +181,7 @@ class Engine:
         if info is None:
             return
         step = None if msg.cache_key is None else (msg.name, msg.cache_key)
-        job = None if step is None else self.steps.answering(msg.run_id, step)
+        job = None if step is None else self.steps.answering(msg.run_id, step, parent.attempt)
         if job is not None:
             self._count(msg.name, "cache_hits")
         elif self.admission.store_refuses(worker.peer, msg.req_id):
@@ -190,6 +190,7 @@ class Engine:
             job = self._new_job(new_id(), msg.kind, msg.name, msg.args)
             job.queue = sys.intern(msg.queue or info.queue)
             job.parent_run = msg.run_id
+            job.parent_attempt = parent.attempt
             job.cache_key = msg.cache_key
             self._add(job)
             if step is not None:

@@ -38,6 +38,7 @@ class Job:
     args: Payload
     queue: str
     parent_run: str | None = None
+    parent_attempt: int = 0  # the attempt of the parent run that spawned it
     cache_key: bytes | None = None
     attempt: int = 1
     losses: int = 0  # times its worker died while it ran there (it may have run before)
