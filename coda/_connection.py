@@ -27,9 +27,10 @@ ConnectionFailed  the connection is unusable; every request in flight failed
 ============== ===========================================================
 
 What each request expects, in order: a ``Submit`` an ``Accepted`` (and, with
-``wait``, then a ``Finished``), an ``Await`` a ``Finished``, a
-``CancelRun`` a ``CancelReply``, a ``StatusRequest`` a ``StatusReply``; any
-of them may get an ``Error`` instead. An answer out of that order, or to a
+``wait``, then a ``Finished``), every other request its one reply
+(``_ANSWERED_BY``: an ``Await`` a ``Finished``, a ``CancelRun`` a
+``CancelReply``, a ``StatusRequest`` a ``StatusReply``...); any of them may
+get an ``Error`` instead. An answer out of that order, or to a
 request never sent, breaks the protocol and fails the connection.
 
 ``Handshake`` is the first step on its own, so that a connection with its
@@ -61,6 +62,12 @@ from .messages import (
     Error,
     Finished,
     Message,
+    PurgeQueue,
+    PurgeReply,
+    RunsReply,
+    RunsRequest,
+    ShowReply,
+    ShowRequest,
     StatusReply,
     StatusRequest,
     Submit,
@@ -80,9 +87,17 @@ __all__ = [
     "Welcomed",
 ]
 
-Request = Submit | Await | CancelRun | StatusRequest
-Reply = Accepted | Finished | CancelReply | StatusReply
-_REPLIES = (Accepted, Finished, CancelReply, StatusReply)
+Request = Submit | Await | CancelRun | RunsRequest | ShowRequest | PurgeQueue | StatusRequest
+Reply = Accepted | Finished | CancelReply | RunsReply | ShowReply | PurgeReply | StatusReply
+_REPLIES = (Accepted, Finished, CancelReply, RunsReply, ShowReply, PurgeReply, StatusReply)
+_ANSWERED_BY: dict[type[Request], type[Reply]] = {
+    Await: Finished,
+    CancelRun: CancelReply,
+    RunsRequest: RunsReply,
+    ShowRequest: ShowReply,
+    PurgeQueue: PurgeReply,
+    StatusRequest: StatusReply,
+}
 
 
 class State(enum.Enum):
@@ -286,11 +301,7 @@ def _expectation(request: Request) -> _InFlight:
             return _InFlight(request.name, (Accepted, Finished))
         case Submit():
             return _InFlight(request.name, (Accepted,))
-        case Await():
-            return _InFlight(None, (Finished,))
-        case CancelRun():
-            return _InFlight(None, (CancelReply,))
-    return _InFlight(None, (StatusReply,))
+    return _InFlight(None, (_ANSWERED_BY[type(request)],))
 
 
 def _refusal(message: Error, name: str | None) -> CodaError:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from ssl import SSLError
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from ._client_common import build_submit, default_address, outcome
 from ._connection import (
@@ -20,6 +20,7 @@ from ._connection import (
     ConnectionFailed,
     Event,
     Refused,
+    Reply,
     Request,
     Welcomed,
 )
@@ -27,10 +28,27 @@ from ._handshake import HANDSHAKE_TIMEOUT
 from ._tls import SSLOption, client_context, tls_failure
 from ._wire import parse_address
 from .errors import ConfigurationError, ConnectionLostError, ResultTimeoutError
-from .messages import Accepted, Await, CancelReply, Finished, StatusReply, StatusRequest
+from .messages import (
+    Accepted,
+    Await,
+    CancelReply,
+    CancelRun,
+    Finished,
+    JobView,
+    PurgeQueue,
+    PurgeReply,
+    RunsReply,
+    RunsRequest,
+    ShowReply,
+    ShowRequest,
+    StatusReply,
+    StatusRequest,
+)
 from .serialization import DEFAULT_SERIALIZER
 
 __all__ = ["AsyncClient", "AsyncRunHandle"]
+
+R = TypeVar("R")
 
 
 class _Call:
@@ -40,7 +58,7 @@ class _Call:
 
     def __init__(self, loop: asyncio.AbstractEventLoop, req_id: int) -> None:
         self.req_id = req_id
-        self.accepted: asyncio.Future[Accepted | CancelReply | StatusReply] = loop.create_future()
+        self.accepted: asyncio.Future[Reply] = loop.create_future()  # the first answer
         self.finished: asyncio.Future[Finished] = loop.create_future()
 
     def fail(self, exc: BaseException) -> None:
@@ -213,11 +231,38 @@ class AsyncClient:
         return AsyncRunHandle(self, run_id)
 
     async def status(self) -> dict[str, Any]:
-        conn = await self._connected()
-        call = conn.request(StatusRequest(req_id=conn.connection.next_request_id()))
-        reply = await call.accepted
-        assert isinstance(reply, StatusReply)
+        reply = await self._ask(lambda req_id: StatusRequest(req_id=req_id), StatusReply)
         return reply.status
+
+    async def cancel(self, run_id: str, *, terminate: bool = False) -> str:
+        """See ``Client.cancel``."""
+        ask = lambda req_id: CancelRun(req_id=req_id, run_id=run_id, terminate=terminate)  # noqa: E731
+        return (await self._ask(ask, CancelReply)).state
+
+    async def runs(
+        self,
+        *,
+        state: str | None = None,
+        name: str | None = None,
+        since: float | None = None,
+        limit: int = 50,
+    ) -> list[JobView]:
+        """See ``Client.runs``."""
+        reply = await self._ask(
+            lambda req_id: RunsRequest(req_id, state=state, name=name, since=since, limit=limit),
+            RunsReply,
+        )
+        return reply.runs
+
+    async def show(self, run_id: str) -> tuple[JobView, list[JobView]]:
+        """See ``Client.show``."""
+        reply = await self._ask(lambda req_id: ShowRequest(req_id=req_id, run_id=run_id), ShowReply)
+        return reply.run, reply.steps
+
+    async def purge(self, queue: str) -> int:
+        """See ``Client.purge``."""
+        reply = await self._ask(lambda req_id: PurgeQueue(req_id=req_id, queue=queue), PurgeReply)
+        return reply.purged
 
     async def close(self) -> None:
         if self._conn is not None:
@@ -233,6 +278,13 @@ class AsyncClient:
         await self.close()
 
     # -- internals --------------------------------------------------------
+
+    async def _ask(self, build: Callable[[int], Request], kind: type[R]) -> R:
+        """One request, one reply of ``kind``."""
+        conn = await self._connected()
+        reply = await conn.request(build(conn.connection.next_request_id())).accepted
+        assert isinstance(reply, kind)
+        return reply
 
     def _submit(
         self,

@@ -12,8 +12,8 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 from ._client_common import build_submit, default_address, outcome
 from ._connection import (
@@ -30,10 +30,27 @@ from ._connection import (
 from ._handshake import HANDSHAKE_TIMEOUT
 from ._tls import SSLOption, client_context, open_socket
 from .errors import ResultTimeoutError
-from .messages import Accepted, Await, Finished, StatusReply, StatusRequest
+from .messages import (
+    Accepted,
+    Await,
+    CancelReply,
+    CancelRun,
+    Finished,
+    JobView,
+    PurgeQueue,
+    PurgeReply,
+    RunsReply,
+    RunsRequest,
+    ShowReply,
+    ShowRequest,
+    StatusReply,
+    StatusRequest,
+)
 from .serialization import DEFAULT_SERIALIZER
 
 __all__ = ["Client", "RunHandle"]
+
+R = TypeVar("R")
 
 READ_SIZE = 1 << 16
 
@@ -145,11 +162,41 @@ class Client:
         return RunHandle(self, run_id)
 
     def status(self) -> dict[str, Any]:
-        with self._lock:
-            conn = self._connected()
-            reply = self._request(StatusRequest(req_id=conn.next_request_id()), None)
-            assert isinstance(reply, StatusReply)
-            return reply.status
+        reply = self._ask(lambda req_id: StatusRequest(req_id=req_id), StatusReply)
+        return reply.status
+
+    def cancel(self, run_id: str, *, terminate: bool = False) -> str:
+        """Cancel a run (a workflow with everything it spawned, or a task);
+        ``result()`` then raises ``coda.Cancelled``. ``terminate`` also stops
+        a sync task that is running, by replacing its worker process. Returns
+        ``"cancelled"``, or ``"cancelling"`` while workers stop it."""
+        ask = lambda req_id: CancelRun(req_id=req_id, run_id=run_id, terminate=terminate)  # noqa: E731
+        return self._ask(ask, CancelReply).state
+
+    def runs(
+        self,
+        *,
+        state: str | None = None,
+        name: str | None = None,
+        since: float | None = None,
+        limit: int = 50,
+    ) -> list[JobView]:
+        """The most recent runs, newest first (``coda runs``)."""
+        reply = self._ask(
+            lambda req_id: RunsRequest(req_id, state=state, name=name, since=since, limit=limit),
+            RunsReply,
+        )
+        return reply.runs
+
+    def show(self, run_id: str) -> tuple[JobView, list[JobView]]:
+        """A run and every job it spawned, oldest first (``coda show``)."""
+        reply = self._ask(lambda req_id: ShowRequest(req_id=req_id, run_id=run_id), ShowReply)
+        return reply.run, reply.steps
+
+    def purge(self, queue: str) -> int:
+        """Drop the jobs waiting in ``queue`` (they end cancelled); how many."""
+        reply = self._ask(lambda req_id: PurgeQueue(req_id=req_id, queue=queue), PurgeReply)
+        return reply.purged
 
     def close(self) -> None:
         with self._lock:
@@ -162,6 +209,14 @@ class Client:
         self.close()
 
     # -- internals --------------------------------------------------------
+
+    def _ask(self, build: Callable[[int], Request], kind: type[R]) -> R:
+        """One request, one reply of ``kind``."""
+        with self._lock:
+            conn = self._connected()
+            reply = self._request(build(conn.next_request_id()), None)
+            assert isinstance(reply, kind)
+            return reply
 
     def _wait(self, run_id: str, timeout: float | None) -> Any:
         with self._lock:

@@ -44,6 +44,7 @@ from .cancel import CANCELLED, Cancellations
 from .clock import Clock
 from .dispatch import Dispatcher, NameInfo, Peer, WorkerHandle
 from .jobs import Job, JobState
+from .queries import Queries
 from .steps import Steps
 from .stores.base import Store
 from .waiters import Waiters
@@ -99,6 +100,7 @@ class Engine:
             finish=lambda job: self._settle(job, None, CANCELLED),
             replace_worker=self._replace_worker,
         )
+        self.queries = Queries(self._live, store, self.dispatch, self.cancellations.cancel)
 
     # -- client requests --------------------------------------------------
 
@@ -142,6 +144,15 @@ class Engine:
             )
             return
         self.waiters.add(job, peer, msg.req_id)
+
+    def cancel_run(self, run_id: str, terminate: bool = False) -> str | None:
+        """Cancel a run by id (not through a client: an extension, a schedule);
+        its state after the request, or None if it is unknown or has ended."""
+        job = self._find(run_id)
+        if job is None or job.state.finished:
+            return None
+        self.cancellations.cancel(job, terminate)
+        return "cancelled" if job.state.finished else "cancelling"
 
     def cancel(self, peer: Peer, msg: CancelRun) -> None:
         job = self._find(msg.run_id)

@@ -54,4 +54,5 @@ class Job:
     worker: int | None = None
     ready_at: float = 0.0  # wall-clock time a delayed job becomes due
     created_at: float = 0.0  # set by the engine from its clock
+    started_at: float | None = None  # its last attempt began on a worker
     finished_at: float | None = None

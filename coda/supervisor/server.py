@@ -24,6 +24,9 @@ from ..messages import (
     Await,
     CancelRun,
     Error,
+    PurgeQueue,
+    RunsRequest,
+    ShowRequest,
     Spawn,
     Started,
     StatusReply,
@@ -65,8 +68,12 @@ class SupervisorConnection(FramedProtocol):
     def message_received(self, message: WireMessage) -> None:
         if self.role is None:
             self._handshake(message)
-            return
-        worker = self.worker
+        elif self.worker is not None:
+            self._from_worker(self.worker, message)
+        else:
+            self._from_client(message)
+
+    def _from_client(self, message: WireMessage) -> None:
         match message:
             case Submit():
                 self.engine.submit(self, message)
@@ -74,15 +81,26 @@ class SupervisorConnection(FramedProtocol):
                 self.engine.await_run(self, message)
             case CancelRun():
                 self.engine.cancel(self, message)
+            case RunsRequest():
+                self.engine.queries.runs(self, message)
+            case ShowRequest():
+                self.engine.queries.show(self, message)
+            case PurgeQueue():
+                self.engine.queries.purge(self, message)
             case StatusRequest(req_id=req_id):
                 self.send(StatusReply(req_id=req_id, status=self.supervisor.status()))
-            case Spawn() if worker is not None:
+            case _:
+                self._to_extension_or_refuse(message)
+
+    def _from_worker(self, worker: WorkerHandle, message: WireMessage) -> None:
+        match message:
+            case Spawn():
                 self.engine.spawn(worker, message)
-            case Started() if worker is not None:
+            case Started():
                 self.engine.started(worker, message)
-            case TaskDone() if worker is not None:
+            case TaskDone():
                 self.engine.task_done(worker, message)
-            case WorkflowDone() if worker is not None:
+            case WorkflowDone():
                 self.engine.workflow_done(worker, message)
             case _:
                 self._to_extension_or_refuse(message)

@@ -59,6 +59,8 @@ CREATE INDEX IF NOT EXISTS coda_jobs_finished_roots ON coda_jobs (finished_at, i
     WHERE parent_run IS NULL;
 CREATE INDEX IF NOT EXISTS coda_jobs_unfinished ON coda_jobs (created_at)
     WHERE finished_at IS NULL;
+CREATE INDEX IF NOT EXISTS coda_jobs_roots ON coda_jobs (created_at, id)
+    WHERE parent_run IS NULL;
 CREATE TABLE IF NOT EXISTS coda_cache (
     run_id text NOT NULL,
     name text NOT NULL,

@@ -83,6 +83,25 @@ class PostgresStore(BufferedStore[Pool]):
         )
         return [decode_job(*_bytes(row)) for row in rows]
 
+    def _read_roots(
+        self, state: str | None, since: float | None, before: Cursor, limit: int
+    ) -> list[Job]:
+        sql = "SELECT body, args FROM coda_jobs WHERE parent_run IS NULL"
+        sql += " AND (created_at, id) < (%s, %s)"
+        params: list[object] = [before[0], before[1] or "\uffff"]
+        if state is not None:
+            sql, params = sql + " AND state = %s", [*params, state]
+        if since is not None:
+            sql, params = sql + " AND created_at >= %s", [*params, since]
+        rows = self._query(sql + " ORDER BY created_at DESC, id DESC LIMIT %s", (*params, limit))
+        return [decode_job(*_bytes(row)) for row in rows]
+
+    def _read_children(self, run_id: str) -> list[Job]:
+        rows = self._query(
+            "SELECT body, args FROM coda_jobs WHERE parent_run = %s ORDER BY created_at", (run_id,)
+        )
+        return [decode_job(*_bytes(row)) for row in rows]
+
     def _expire_batch(self, db: Pool, before: float, roots: int, after: Cursor) -> ExpiryResult:
         return expire_batch(db, before, roots, after)
 
