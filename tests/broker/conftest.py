@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import uuid
@@ -20,9 +21,18 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 class CeleryWorker:
-    """``celery -A tests.apps.broker_app worker -P prefork`` in its own process group."""
+    """``celery -A tests.apps.broker_app worker -P prefork`` in its own process group
+    (``app`` names another app module)."""
 
-    def __init__(self, address: str, log: Path, *, queues: str = "celery", concurrency: int = 2):
+    def __init__(
+        self,
+        address: str,
+        log: Path,
+        *,
+        queues: str = "celery",
+        concurrency: int = 2,
+        app: str = "tests.apps.broker_app",
+    ):
         self.log = log
         self.name = f"w{uuid.uuid4().hex[:8]}@%h"
         argv = [
@@ -30,7 +40,7 @@ class CeleryWorker:
             "-m",
             "celery",
             "-A",
-            "tests.apps.broker_app",
+            app,
             "worker",
             "-P",
             "prefork",
@@ -67,6 +77,10 @@ class CeleryWorker:
     def output(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
+    @property
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
     def kill(self) -> None:
         """SIGKILL the whole process group: the main process and its pool."""
         with contextlib.suppress(ProcessLookupError):
@@ -80,6 +94,53 @@ class CeleryWorker:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.process.wait(15)
         self.kill()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+class RestartableBroker:
+    """``coda supervisor --workers 0`` on a SQLite store and a fixed port,
+    stopped (SIGTERM) or killed (SIGKILL of its process group) and started
+    again on both, as an operator or a crash would."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.address = f"127.0.0.1:{free_port()}"
+        self.store = f"sqlite:///{folder / 'state.sqlite3'}"
+        self.restarts = 0
+        self.current = self._start()
+
+    def _start(self) -> SupervisorProcess:
+        with open(self.folder / "supervisor.log", "ab") as log:
+            return SupervisorProcess(
+                [], workers=0, listen=self.address, store=self.store, stderr=log
+            )
+
+    def kill(self) -> None:
+        self.current.kill()
+        self.current.close()
+
+    def terminate(self) -> int | None:
+        """SIGTERM; the exit status once it has stopped."""
+        return self.current.close(timeout=60)
+
+    def start(self) -> None:
+        self.current = self._start()
+        self.restarts += 1
+
+    def status(self) -> dict[str, Any]:
+        return self.current.status()
+
+    def queue(self, name: str) -> dict[str, int]:
+        return broker_queue(self.current, name)
+
+    def close(self) -> None:
+        self.current.close()
 
 
 @pytest.fixture(scope="session")
