@@ -81,7 +81,8 @@ class Transport(virtual.Transport):
     def __init__(self, client: Any, **kwargs: Any) -> None:
         super().__init__(client, **kwargs)  # type: ignore[no-untyped-call]  # kombu's, unannotated
         self.channels_by_id: dict[int, Channel] = {}
-        self.confirm_publish = True
+        options = getattr(client, "transport_options", None) or {}
+        self.confirm_publish = bool(options.get("confirm_publish", True))
         self._link: Link | None = None
         self._dispatching = False
         self._loop: Any = None
@@ -118,7 +119,6 @@ class Transport(virtual.Transport):
             address = f"{client.hostname or '127.0.0.1'}:{client.port or DEFAULT_PORT}"
         timeout = client.connect_timeout or 10.0
         tls = tls_context(client.ssl)
-        self.confirm_publish = bool(options.get("confirm_publish", True))
         link = Link(address, token=token, connect_timeout=timeout, tls=tls, reconnect=False)
         link.connect()
         self._link = link
