@@ -12,7 +12,7 @@ from celery import Celery
 
 import coda.compat.kombu  # noqa: F401  (registers coda://)
 from coda.testing import SupervisorProcess, wait_until
-from tests.broker.conftest import CeleryWorker
+from tests.broker.processes import CeleryWorker
 
 pytestmark = pytest.mark.e2e
 

@@ -17,7 +17,7 @@ from celery.result import AsyncResult
 
 from coda.testing import wait_until
 from tests.apps import acks_late_app
-from tests.broker.conftest import CeleryWorker, RestartableBroker
+from tests.broker.processes import CeleryWorker, RestartableBroker
 
 pytestmark = pytest.mark.e2e
 

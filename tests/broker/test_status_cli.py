@@ -14,7 +14,7 @@ from kombu import Connection, Exchange, Queue
 
 import coda.compat.kombu  # noqa: F401  (registers coda://)
 from coda.testing import SupervisorProcess, wait_until
-from tests.broker.conftest import broker_queue
+from tests.broker.processes import broker_queue
 from tests.e2e.test_cli import coda_cli
 
 pytestmark = pytest.mark.e2e
