@@ -60,7 +60,6 @@ CREATE TABLE IF NOT EXISTS broker_messages (
     redelivered INTEGER NOT NULL,
     claimed INTEGER NOT NULL
 );
-CREATE INDEX IF NOT EXISTS broker_messages_queue ON broker_messages (queue, id);
 CREATE TABLE IF NOT EXISTS broker_results (
     kind TEXT NOT NULL, id TEXT NOT NULL, state TEXT NOT NULL, value BLOB,
     expires_at REAL NOT NULL, note TEXT NOT NULL,
