@@ -24,11 +24,9 @@ dropped when they reach the front of a queue and reported to ``on_expired``
 with their task id. No I/O: peers are written to through ``ClientPeer.send``
 and time comes from a ``Clock``.
 
-Durability. Every change to a persistent message (published to a durable
-queue, delivered, requeued, acked, expired, purged) and to the durable
-topology is told to the ``BrokerStore`` (``storage``) as it happens;
-``restore`` rebuilds queues and messages from it when the supervisor starts.
-The store writes in group commits; the service answers confirms after them.
+Durability: what changes in persistent messages (``records``) and in the
+durable topology is told to the broker's store (``storage``) as it happens,
+and ``restore`` rebuilds it all when the supervisor starts.
 """
 
 from __future__ import annotations
@@ -62,7 +60,7 @@ from .messages import (
     Reject,
 )
 from .queues import BrokerQueue, Envelope
-from .records import MessageRecords, envelopes_of
+from .records import MessageRecords, restore_messages
 from .storage import BrokerSnapshot, BrokerStore, MemoryBrokerStore
 from .topology import Topology
 
@@ -167,18 +165,8 @@ class Broker:
         """Rebuild the durable topology and messages a previous supervisor
         left in the store (once, before any client connects)."""
         self.topology.restore(snapshot)
-        now = self.clock.time()
-        last = 0
-        for queue_name, envelope, eta in envelopes_of(snapshot):
-            queue = self.queues.get(queue_name)
-            if queue is None:  # (its deletion was written first)
-                continue
-            last = envelope.seq
-            if eta is not None and eta > now:
-                self._held.hold(queue, envelope, eta)
-            else:
-                queue.push(envelope)
-            self.counts["restored"] += 1
+        restored, last = restore_messages(snapshot, self.queues, self._held, self.clock.time())
+        self.counts["restored"] += restored
         self._seq = itertools.count(last + 1)
 
     def _enqueue(self, queue: BrokerQueue, envelope: Envelope) -> None:

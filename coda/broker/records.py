@@ -10,12 +10,11 @@ with no id are transient and cost nothing here.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
+from .held import HeldMessages
 from .queues import BrokerQueue, Envelope
 from .storage import BrokerSnapshot, BrokerStore, StoredMessage
 
-__all__ = ["MessageRecords", "envelopes_of"]
+__all__ = ["MessageRecords", "restore_messages"]
 
 
 class MessageRecords:
@@ -53,9 +52,16 @@ class MessageRecords:
             self.store.remove(envelope.id)
 
 
-def envelopes_of(snapshot: BrokerSnapshot) -> Iterator[tuple[str, Envelope, float | None]]:
-    """(queue name, envelope, eta) of every stored message, in arrival order."""
+def restore_messages(
+    snapshot: BrokerSnapshot, queues: dict[str, BrokerQueue], held: HeldMessages, now: float
+) -> tuple[int, int]:
+    """Put every stored message back in its queue, in arrival order, or hold
+    it until its ETA; return how many, and the last one's arrival number."""
+    restored = last = 0
     for stored in snapshot.messages:
+        queue = queues.get(stored.queue)
+        if queue is None:  # (its deletion was written first)
+            continue
         envelope = Envelope(
             stored.body,
             stored.priority,
@@ -65,4 +71,10 @@ def envelopes_of(snapshot: BrokerSnapshot) -> Iterator[tuple[str, Envelope, floa
             redelivered=stored.redelivered,
             id=stored.id,
         )
-        yield stored.queue, envelope, stored.eta
+        if stored.eta is not None and stored.eta > now:
+            held.hold(queue, envelope, stored.eta)
+        else:
+            queue.push(envelope)
+        restored += 1
+        last = stored.id
+    return restored, last
