@@ -43,6 +43,11 @@ def add(x: int, y: int) -> int:
     return x + y
 
 
+@app.task
+def total(values: list[int]) -> int:
+    return sum(values)
+
+
 def executions(path: str) -> list[int]:
     """The ``n`` of every execution recorded in ``path``, in order."""
     try:

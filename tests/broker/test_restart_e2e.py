@@ -8,11 +8,12 @@ processes stay up through it and carry on.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from celery import Celery
+from celery import Celery, chord
 from celery.result import AsyncResult
 
 from coda.testing import wait_until
@@ -23,6 +24,7 @@ pytestmark = pytest.mark.e2e
 
 ADD = "tests.apps.acks_late_app.add"
 RECORD = "tests.apps.acks_late_app.record"
+TOTAL = "tests.apps.acks_late_app.total"
 
 
 @pytest.fixture
@@ -118,3 +120,29 @@ def test_a_producer_publishes_and_reads_results_after_a_kill_9_restart(
         assert app.send_task(ADD, (2, 2)).get(timeout=30) == 4
     finally:
         second.stop()
+
+
+def test_a_chord_and_a_reader_waiting_on_it_survive_a_kill_9_restart(
+    restartable: RestartableBroker, tmp_path: Path
+) -> None:
+    path = str(tmp_path / "executions.log")
+    app = producer_app(restartable.address)
+    consumer = worker(restartable, tmp_path, "worker")
+    try:
+        header = [app.signature(RECORD, (path, n, 300)) for n in range(8)]
+        result = chord(header)(app.signature(TOTAL))
+        outcome: list[object] = []
+        reader = threading.Thread(target=lambda: outcome.append(result.get(timeout=90)))
+        reader.start()  # waiting on the supervisor when it dies
+        wait_until(lambda: len(acks_late_app.executions(path)) >= 2, what="two header tasks")
+
+        restartable.kill()
+        restartable.start()
+
+        reader.join(90)
+        assert outcome == [sum(range(8))]
+        assert set(acks_late_app.executions(path)) == set(range(8))
+        assert restartable.status()["broker"]["results"]["counts"].get("chords_joined") == 1
+        assert consumer.alive
+    finally:
+        consumer.stop()
