@@ -8,6 +8,7 @@ unit tests restart a broker on it). Every change is "durable" at once.
 
 from __future__ import annotations
 
+import heapq
 from typing import Any
 
 import msgspec
@@ -37,6 +38,7 @@ class MemoryBrokerStore(BrokerStore):
         self._results: dict[tuple[str, str], StoredResult] = {}
         self._chords: dict[str, StoredChord] = {}
         self._parts: dict[str, dict[str, bytes]] = {}
+        self._expiry: list[tuple[float, str, str]] = []  # (when, kind or "chord", id): a heap
 
     # -- messages ---------------------------------------------------------------
 
@@ -92,6 +94,7 @@ class MemoryBrokerStore(BrokerStore):
 
     def save_result(self, result: StoredResult) -> None:
         self._results[(result.kind, result.id)] = result
+        heapq.heappush(self._expiry, (result.expires_at, result.kind, result.id))
 
     def forget_result(self, kind: str, result_id: str) -> None:
         self._results.pop((kind, result_id), None)
@@ -99,6 +102,7 @@ class MemoryBrokerStore(BrokerStore):
     def save_chord(self, chord: StoredChord) -> None:
         self._chords[chord.group_id] = msgspec.structs.replace(chord, parts={})
         self._parts[chord.group_id] = {}
+        heapq.heappush(self._expiry, (chord.expires_at, "chord", chord.group_id))
 
     def add_chord_part(self, group_id: str, task_id: str, value: bytes) -> None:
         if group_id in self._chords:
@@ -115,10 +119,18 @@ class MemoryBrokerStore(BrokerStore):
         self._parts.pop(group_id, None)
 
     def expire(self, now: float) -> None:
-        for key in [k for k, r in self._results.items() if r.expires_at <= now]:
-            del self._results[key]
-        for group_id in [g for g, c in self._chords.items() if c.expires_at <= now]:
-            self.forget_chord(group_id)
+        """Pops what came due (an entry whose record was saved again since,
+        with a later expiry, is stale and skipped)."""
+        while self._expiry and self._expiry[0][0] <= now:
+            _, kind, item_id = heapq.heappop(self._expiry)
+            if kind == "chord":
+                chord = self._chords.get(item_id)
+                if chord is not None and chord.expires_at <= now:
+                    self.forget_chord(item_id)
+                continue
+            result = self._results.get((kind, item_id))
+            if result is not None and result.expires_at <= now:
+                del self._results[(kind, item_id)]
 
     # -- lifecycle --------------------------------------------------------------
 

@@ -70,6 +70,7 @@ CREATE TABLE IF NOT EXISTS broker_chords (
     group_id TEXT PRIMARY KEY, members BLOB NOT NULL, expires_at REAL NOT NULL,
     fired INTEGER NOT NULL
 );
+CREATE INDEX IF NOT EXISTS broker_chords_expiry ON broker_chords (expires_at);
 CREATE TABLE IF NOT EXISTS broker_chord_parts (
     group_id TEXT NOT NULL, task_id TEXT NOT NULL, value BLOB NOT NULL,
     PRIMARY KEY (group_id, task_id)
