@@ -19,6 +19,7 @@ from coda.broker.messages import Deliver, QueueDeclare, QueuePurge
 from coda.compat.kombu.envelope import decode_delivery, encode_publish, parse_time
 from coda.compat.kombu.link import Link
 from coda.errors import ConnectionLostError
+from coda.messages import Error
 from coda.supervisor import SupervisorConfig
 from coda.testing import InProcessSupervisor
 
@@ -234,3 +235,19 @@ def test_publishes_are_confirmed_unless_confirm_publish_is_off(address: str) -> 
         simple = connection.SimpleQueue(queue)
         assert [simple.get(timeout=5).payload for _ in range(2)] == [True, False]
         simple.close()
+
+
+def test_a_refusal_because_the_supervisor_stops_is_a_connection_error(
+    address: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """kombu's ensure() then publishes again on the next supervisor (a
+    diverted publish is refused this way while the supervisor drains)."""
+    with Connection(f"coda://{address}") as connection:
+        channel = connection.channel()
+        link = connection.transport.link
+        refusal = Error(code="shutting_down", message="the supervisor is shutting down", req_id=1)
+        monkeypatch.setattr(link, "call", lambda message, timeout=None: refusal)
+        with pytest.raises(ConnectionLostError, match="shutting down"):
+            channel.basic_publish({"body": b"x", "properties": {}}, "", "q")
+        assert not link.connected
+        assert ConnectionLostError in connection.recoverable_connection_errors

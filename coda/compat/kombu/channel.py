@@ -47,7 +47,7 @@ from ...broker.messages import (
     Recover,
     Reject,
 )
-from ...errors import CodaError
+from ...errors import CodaError, ConnectionLostError
 from ...messages import Error, WireMessage
 from .envelope import decode_delivery, encode_publish
 from .link import Link
@@ -104,6 +104,10 @@ class Channel(virtual.Channel):
 
     def _call(self, build: Callable[[int], WireMessage]) -> WireMessage:
         reply = self.link.call(build(self.link.next_id()))
+        if isinstance(reply, Error) and reply.code == "shutting_down":
+            # as a stopping broker closes connections: kombu connects to the next one
+            self.link.close()
+            raise ConnectionLostError(f"the supervisor is shutting down: {reply.message}")
         if isinstance(reply, Error):
             error = _CHANNEL_ERRORS.get(reply.code, amqp.exceptions.ChannelError)
             raise error(f"{reply.code.upper()} - {reply.message}")
