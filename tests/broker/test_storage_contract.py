@@ -26,6 +26,7 @@ from coda.broker.storage import (
     StoredResult,
 )
 from coda.supervisor.clock import ManualClock
+from tests.stores.conftest import wait_committed
 
 
 @dataclass
@@ -36,11 +37,7 @@ class Subject:
 
     def committed(self) -> None:
         """Wait until what was recorded is durable, as the event loop would."""
-        done: list[bool] = []
-        self.store.after_commit(lambda: done.append(True))
-        self.clock.settle()
-        while not done:
-            self.clock.wait_threadsafe()
+        wait_committed(self.store, self.clock)
 
     def restarted(self) -> BrokerSnapshot:
         """Commit, then load as the next supervisor on the same medium."""

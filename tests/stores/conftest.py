@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import pytest
 
@@ -24,11 +25,20 @@ class StoreUnderTest:
     reopen: Callable[[], Store] | None  # close it, open the medium again (durable ones)
 
     def committed(self) -> None:
-        done: list[bool] = []
-        self.store.after_commit(lambda: done.append(True))
-        self.clock.settle()
-        while not done:
-            self.clock.wait_threadsafe()
+        wait_committed(self.store, self.clock)
+
+
+class Durable(Protocol):
+    def after_commit(self, callback: Callable[[], None]) -> None: ...
+
+
+def wait_committed(store: Durable, clock: ManualClock) -> None:
+    """Until what ``store`` was given is durable, by its own ``after_commit``."""
+    done: list[bool] = []
+    store.after_commit(lambda: done.append(True))
+    clock.settle()
+    while not done:
+        clock.wait_threadsafe()
 
 
 def _memory(tmp_path: Path) -> Iterator[StoreUnderTest]:
