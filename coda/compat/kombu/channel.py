@@ -21,13 +21,14 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import amqp.exceptions
 from amqp.protocol import queue_declare_ok_t
 from kombu.transport import virtual
 from kombu.utils.uuid import uuid
 
+from ...broker.exchanges import EXCHANGE_TYPES
 from ...broker.messages import (
     Ack,
     BasicGet,
@@ -65,13 +66,6 @@ _CHANNEL_ERRORS: dict[str, type[amqp.exceptions.ChannelError]] = {
     "in_use": amqp.exceptions.PreconditionFailed,
     "locked": amqp.exceptions.ResourceLocked,
     "access_refused": amqp.exceptions.AccessRefused,
-}
-
-
-_EXCHANGE_TYPES: dict[str, Literal["direct", "topic", "fanout"]] = {
-    "direct": "direct",
-    "topic": "topic",
-    "fanout": "fanout",
 }
 
 
@@ -140,7 +134,7 @@ class Channel(virtual.Channel):
     ) -> None:
         if not exchange:
             return  # the default exchange always exists
-        kind = _EXCHANGE_TYPES.get(type)
+        kind = EXCHANGE_TYPES.get(type)
         if kind is None:
             raise amqp.exceptions.NotImplemented(f"exchange type {type!r} is not supported")
         self._ok(lambda r: ExchangeDeclare(r, exchange, kind, durable, auto_delete, passive))
