@@ -153,4 +153,4 @@ class Diverter:
             "content_encoding": encoding,
         }
         content_type, content_encoding, data = serializers.dumps({ENVELOPE: envelope}, "msgpack")
-        return Payload(content_type, content_encoding, data)
+        return Payload(content_type, content_encoding, memoryview(data))

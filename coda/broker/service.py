@@ -11,8 +11,9 @@ channel error would leave the connection.
 Answers that promise something durable (a publish confirm, a saved result,
 a chord part, a declared queue) are sent once the broker's store has
 committed what the request changed (``BrokerStore.after_commit``); with
-``memory://`` that is at once. Deliveries are pushed at once: a consumer may
-see a message before its producer's confirm, never the reverse of a loss.
+``memory://`` that is at once. Deliveries are not held back: a consumer may
+receive a message before its producer has the confirm (if the supervisor
+dies in between, the message may be delivered again: at least once).
 """
 
 from __future__ import annotations

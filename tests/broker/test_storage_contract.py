@@ -26,7 +26,7 @@ from coda.broker.storage import (
     StoredResult,
 )
 from coda.supervisor.clock import ManualClock
-from tests.stores.conftest import wait_committed
+from tests.stores.committed import wait_committed
 
 
 @dataclass

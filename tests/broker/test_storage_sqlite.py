@@ -8,7 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from coda.broker.storage import SqliteBrokerStore, StoredMessage, StoredResult, open_broker_store
+from coda.broker.storage import (
+    MemoryBrokerStore,
+    SqliteBrokerStore,
+    StoredMessage,
+    StoredResult,
+    open_broker_store,
+)
 from coda.broker.storage import sqlite as broker_sqlite
 from coda.errors import ConfigurationError
 from coda.supervisor.clock import ManualClock
@@ -73,6 +79,7 @@ def test_store_urls(tmp_path: Path) -> None:
     store.close()
     with pytest.raises(ConfigurationError, match="cannot keep its state in 'redis://x'"):
         open_broker_store("redis://x")
+    assert isinstance(open_broker_store("postgresql://coda@db/coda"), MemoryBrokerStore)
 
 
 def test_a_newer_schema_is_refused(tmp_path: Path) -> None:

@@ -343,6 +343,7 @@ def backlog(base: Scenario, workdir: Path) -> Report:
         kill_supervisor=0,
         in_flight=base.workflows,
         pinned_kills=0,
+        work_ms=(50.0, 150.0),  # long enough that the kills land on a backlog, not an empty pool
         kill_over=base.kill_over or 10.0,
         store=base.store or sqlite_in(workdir),
     )

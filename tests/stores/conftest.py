@@ -10,12 +10,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 import pytest
 
 from coda.supervisor.clock import ManualClock
 from coda.supervisor.stores import MemoryStore, SqliteStore, Store
+from coda.supervisor.stores.postgres import PostgresStore
+from tests.postgres import fresh_schema
+from tests.stores.committed import wait_committed
 
 
 @dataclass
@@ -26,19 +28,6 @@ class StoreUnderTest:
 
     def committed(self) -> None:
         wait_committed(self.store, self.clock)
-
-
-class Durable(Protocol):
-    def after_commit(self, callback: Callable[[], None]) -> None: ...
-
-
-def wait_committed(store: Durable, clock: ManualClock) -> None:
-    """Until what ``store`` was given is durable, by its own ``after_commit``."""
-    done: list[bool] = []
-    store.after_commit(lambda: done.append(True))
-    clock.settle()
-    while not done:
-        clock.wait_threadsafe()
 
 
 def _memory(tmp_path: Path) -> Iterator[StoreUnderTest]:
@@ -62,7 +51,24 @@ def _sqlite(tmp_path: Path) -> Iterator[StoreUnderTest]:
             store.close()
 
 
-STORES = {"memory": _memory, "sqlite": _sqlite}
+def _postgres(tmp_path: Path) -> Iterator[StoreUnderTest]:
+    with fresh_schema() as url:
+        clock = ManualClock()
+        opened: list[Store] = [PostgresStore(url, clock=clock)]
+
+        def reopen() -> Store:
+            opened[-1].close()
+            opened.append(PostgresStore(url))
+            return opened[-1]
+
+        try:
+            yield StoreUnderTest(opened[0], clock, reopen)
+        finally:
+            for store in opened:
+                store.close()
+
+
+STORES = {"memory": _memory, "sqlite": _sqlite, "postgres": _postgres}
 
 
 @pytest.fixture(params=sorted(STORES))

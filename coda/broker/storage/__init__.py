@@ -2,10 +2,14 @@
 
 The broker shares the supervisor's ``--store``: ``memory://`` keeps nothing
 past the process; ``sqlite:///...`` puts the broker's tables in the same
-file as the engine's state.
+file as the engine's state. On ``postgresql://`` (a fleet) the broker keeps
+its state in memory until a PostgreSQL implementation of ``BrokerStore``
+exists.
 """
 
 from __future__ import annotations
+
+import logging
 
 from ...errors import ConfigurationError
 from ...supervisor.clock import Clock
@@ -36,6 +40,8 @@ __all__ = [
     "open_broker_store",
 ]
 
+log = logging.getLogger("coda.broker")
+
 
 def open_broker_store(url: str, clock: Clock | None = None) -> BrokerStore:
     """The broker's store in the supervisor's ``--store``; ``clock`` drives
@@ -44,6 +50,12 @@ def open_broker_store(url: str, clock: Clock | None = None) -> BrokerStore:
         return MemoryBrokerStore()
     if url.startswith("sqlite:"):
         return SqliteBrokerStore.from_url(url, clock)
+    if url.startswith(("postgresql:", "postgres:")):
+        log.warning(
+            "the coda:// broker keeps its queues and results in memory with a PostgreSQL "
+            "store (its PostgreSQL tables are not written yet): a restart loses them"
+        )
+        return MemoryBrokerStore()
     raise ConfigurationError(
         f"the coda:// broker cannot keep its state in {url!r}: use memory:// or "
         "sqlite:///path/to/file.sqlite3"
