@@ -114,7 +114,7 @@ def killed_mid_run(
             lambda: sum(line.endswith("-start") for line in lines(journal)) >= 2,
             what="held steps running on its workers, first steps cached",
         )
-    with member(url) as b, member(url):
+    with member(store_url) as b, member(store_url):
         a.kill()  # kill -9 of its whole process group, mid-run
         Path(gate).touch()
         with Client(b.address) as client:  # the others take its runs after its lease
