@@ -29,6 +29,7 @@ BIN = sorted(glob.glob("/usr/lib/postgresql/*/bin"))[-1]
 class PrivatePostgres:
     folder: str
     port: int
+    extra_options: str = ""  # server settings (-c name=value ...)
 
     @property
     def url(self) -> str:
@@ -54,7 +55,8 @@ class PrivatePostgres:
         )
 
     def start(self) -> None:
-        options = f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1"
+        options = f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 "
+        options += self.extra_options
         self.ctl("-o", options, "-w", "start")
 
     def restart(self) -> None:
@@ -64,11 +66,11 @@ class PrivatePostgres:
 
 
 @contextlib.contextmanager
-def private_postgres() -> Iterator[PrivatePostgres]:
+def private_postgres(extra_options: str = "") -> Iterator[PrivatePostgres]:
     folder = tempfile.mkdtemp(prefix="coda-pg-")
     owner = pwd.getpwnam("postgres")
     os.chown(folder, owner.pw_uid, owner.pw_gid)
-    server = PrivatePostgres(folder, free_port())
+    server = PrivatePostgres(folder, free_port(), extra_options)
     subprocess.run(
         [
             "runuser",

@@ -27,6 +27,7 @@ from ..buffered import BufferedStore, Cursor, ExpiryResult
 from ..codec import decode_job
 from .rows import CACHED_STEPS, Pool, Rows, expire_batch
 from .schema import PostgresUrl, migrate
+from .traffic import CountingConnection, Traffic
 
 if TYPE_CHECKING:
     from .fleet import PostgresFleet
@@ -46,8 +47,11 @@ class PostgresStore(BufferedStore[Pool]):
     def __init__(self, url: str, *, clock: Clock | None = None) -> None:
         self.url = PostgresUrl(url)
         migrate(self.url)  # says why, in one line, when the database cannot be reached
+        self.traffic = Traffic()
         self.pool: Pool = ConnectionPool(
             self.url.dsn,
+            connection_class=CountingConnection,
+            configure=lambda conn: cast(CountingConnection, conn).count_in(self.traffic),
             min_size=1,
             max_size=POOL_SIZE,
             open=True,
@@ -157,6 +161,8 @@ class PostgresStore(BufferedStore[Pool]):
             "unfinished_jobs": int(str(unfinished)),
             "cache_entries": int(str(cache)),
             **self._buffer_statistics(),
+            "statements": self.traffic.statements,
+            "round_trips": self.traffic.round_trips,
         }
 
 
