@@ -44,6 +44,7 @@ from .cancel import CANCELLED, Cancellations
 from .clock import Clock
 from .dispatch import Dispatcher, NameInfo, Peer, WorkerHandle
 from .jobs import Job, JobState
+from .requeues import requeue_delay
 from .steps import Steps
 from .stores.base import Store
 from .waiters import Waiters
@@ -210,7 +211,10 @@ class Engine:
             and msg.failure.retry_in is not None
         ):
             job.args = msg.retry_args  # the task re-enqueued itself with new arguments
-        self._settle(job, msg.result, msg.failure)
+        if msg.requeue and not job.cancelling:
+            self._requeue(job, msg.failure)
+        else:
+            self._settle(job, msg.result, msg.failure)
 
     def workflow_done(self, worker: WorkerHandle, msg: WorkflowDone) -> None:
         job = self._live.get(msg.run_id)
@@ -340,6 +344,7 @@ class Engine:
             result, failure = None, CANCELLED
         elif failure is not None and failure.retry_in is not None:
             job.attempt += 1
+            job.requeues = 0  # a new message: its first requeue comes back at once
             job.failure = failure
             self._count(job.name, "retried")
             self._delay(job, self.clock.time() + failure.retry_in)
@@ -358,6 +363,20 @@ class Engine:
             self.steps.run_finished(job)
         self._count(job.name, _outcome_label(job.state))
         self.waiters.job_ended(job)
+
+    def _requeue(self, job: Job, failure: Failure | None) -> None:
+        """The task gave its delivery back: the same arguments run again, marked
+        requeued, at once the first time, then after requeues.py's backoff."""
+        job.worker = None
+        job.requeues += 1
+        job.failure = failure
+        self._count(job.name, "requeued")
+        delay = requeue_delay(job.requeues)
+        if delay > 0:
+            self._delay(job, self.clock.time() + delay)
+        else:
+            self.dispatch.enqueue(job, front=True)  # where it was, as a broker requeues
+        self.steps.save(job)
 
     def _delay(self, job: Job, until: float) -> None:
         job.state = JobState.DELAYED

@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 from celery import Celery, Task
+from celery.exceptions import Reject
 
 import coda.compat.kombu  # noqa: F401  (registers coda:// with kombu)
 from tests.apps.journal import lines, record  # noqa: F401  (tests read lines)
@@ -89,3 +90,13 @@ def slow_once(self: Task, path: str, seconds: float) -> int:
     time.sleep(seconds)
     record(path, "done")
     return os.getpid()
+
+
+@app.task(bind=True, acks_late=True)
+def reject_once(self: Task, path: str) -> str:
+    """Celery's requeue pattern: reject the first delivery, run the redelivered one."""
+    redelivered = bool(self.request.delivery_info.get("redelivered"))
+    record(path, f"run redelivered={redelivered}")
+    if not redelivered:
+        raise Reject("not on the first delivery", requeue=True)
+    return "ran on the redelivery"
