@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 from celery import chain, chord, group
-from celery.utils.dispatch import Signal
 from celery.exceptions import ChordError, TaskRevokedError
 from celery.result import AsyncResult, GroupResult
+from celery.utils.dispatch import Signal
 
 from coda.compat.kombu.backend import CodaBackend
 from coda.testing import SupervisorProcess, wait_until
