@@ -71,8 +71,9 @@ def test_retry_and_autoretry(tmp_path: Path) -> None:
 def test_a_signal_handler_forwarding_its_kwargs_publishes_and_names_what_was_dropped(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """``signal=<Signal>`` is not an AMQP property: dropped, as AMQP clients do, and
-    logged once by name (RabbitMQ drops it too; kombu's Redis transport raises)."""
+    """``signal=<Signal>`` (and any other keyword) is not an AMQP property: dropped,
+    as AMQP clients do, and each name logged once per process (RabbitMQ drops them
+    too; kombu's Redis transport raises ``TypeError``)."""
     sent: list[AsyncResult] = []
 
     def forward(sender: object = None, **kwargs: Any) -> None:
@@ -81,10 +82,10 @@ def test_a_signal_handler_forwarding_its_kwargs_publishes_and_names_what_was_dro
     order_paid = Signal(name="order_paid")
     order_paid.connect(forward, weak=False)
     with caplog.at_level(logging.WARNING, logger="coda.compat.kombu"):
-        order_paid.send(sender="shop")
-        order_paid.send(sender="shop")
+        order_paid.send(sender="shop", paid_with=object())
+        order_paid.send(sender="shop", paid_with=object())
     assert [result.get(timeout=TIMEOUT) for result in sent] == [5, 5]
-    dropped = [r.getMessage() for r in caplog.records if "'signal'" in r.getMessage()]
+    dropped = [r.getMessage() for r in caplog.records if "'paid_with'" in r.getMessage()]
     assert len(dropped) == 1 and "dropped" in dropped[0], dropped
 
 

@@ -11,6 +11,9 @@ decodes; what it needs is read here, once:
 - Celery's protocol 2 headers ``eta`` and ``expires`` (ISO 8601) and ``id``
   (the task id, so an expired message can be recorded as revoked).
 
+Properties that are not AMQP's are dropped on the way, as AMQP clients do
+(``properties``).
+
 On delivery the supervisor's delivery tag and ``redelivered`` flag are put
 where kombu and Celery read them: ``properties.delivery_tag`` and
 ``properties.delivery_info.redelivered``.
@@ -24,6 +27,7 @@ from typing import Any
 import msgspec
 
 from ...broker.messages import Deliver, Publish
+from .properties import kept_properties
 
 __all__ = ["decode_delivery", "encode_publish", "parse_time"]
 
@@ -65,8 +69,9 @@ def _ttl(properties: dict[str, Any]) -> float | None:
 
 
 def encode_publish(message: dict[str, Any], exchange: str, routing_key: str) -> Publish:
-    """The frame for one ``basic_publish`` of a kombu-prepared message."""
-    properties = message.setdefault("properties", {})
+    """The frame for one ``basic_publish`` of a kombu-prepared message (its
+    properties cut down to AMQP's, see ``properties``)."""
+    properties = message["properties"] = kept_properties(message.get("properties") or {})
     properties.pop("delivery_tag", None)
     delivery_info = properties.setdefault("delivery_info", {})
     delivery_info["exchange"] = exchange
