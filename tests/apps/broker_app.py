@@ -3,8 +3,11 @@
 ``CODA_BROKER_URL`` (``coda://host:port``) names the supervisor; the result
 backend is the same address unless ``CODA_RESULT_BACKEND`` says otherwise.
 The only Coda-specific line is the import that registers the ``coda://``
-scheme with kombu. Tasks record what happened by appending lines to a file
-the test names (``path``), so a test can count executions across processes.
+scheme with kombu. A ``redis://`` URL instead runs the same app on Redis, the
+reference the tests compare with, its keys prefixed with
+``CODA_TEST_CELERY_PREFIX`` (tests/redis_keys.py). Tasks record what happened
+by appending lines to a file the test names (``path``), so a test can count
+executions across processes.
 """
 
 from __future__ import annotations
@@ -30,6 +33,9 @@ app.conf.update(
     worker_hijack_root_logger=False,
     task_send_sent_event=False,
 )
+if BROKER_URL.startswith("redis://"):
+    _prefix = {"global_keyprefix": os.environ["CODA_TEST_CELERY_PREFIX"]}
+    app.conf.update(broker_transport_options=_prefix, result_backend_transport_options=_prefix)
 
 
 @app.task

@@ -22,7 +22,15 @@ ROOT = Path(__file__).resolve().parents[2]
 class CeleryWorker:
     """``celery -A tests.apps.broker_app worker -P prefork`` in its own process group."""
 
-    def __init__(self, address: str, log: Path, *, queues: str = "celery", concurrency: int = 2):
+    def __init__(
+        self,
+        address: str,
+        log: Path,
+        *,
+        queues: str = "celery",
+        concurrency: int = 2,
+        env: dict[str, str] | None = None,
+    ):
         self.log = log
         self.name = f"w{uuid.uuid4().hex[:8]}@%h"
         argv = [
@@ -46,7 +54,7 @@ class CeleryWorker:
             "-n",
             self.name,
         ]
-        env = {**os.environ, "CODA_BROKER_URL": f"coda://{address}"}
+        env = {**os.environ, "CODA_BROKER_URL": f"coda://{address}", **(env or {})}
         env.pop("CODA_RESULT_BACKEND", None)
         with open(log, "wb") as out:
             self.process = subprocess.Popen(
