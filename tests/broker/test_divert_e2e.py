@@ -91,5 +91,6 @@ def test_a_diverted_task_that_rejects_with_requeue_gets_a_redelivery(
     result = producer.send_task(f"{APP}.reject_once", (path,), queue="to-coda")
     assert result.get(timeout=TIMEOUT) == "ran on the redelivery"
     assert broker_app.lines(path) == ["run redelivered=False", "run redelivered=True"]
-    counts = supervisor.status()["names"][f"{APP}.reject_once"]
-    assert (counts["requeued"], counts["succeeded"]) == (1, 1)
+    # the Celery result is stored before the Coda job ends: wait for its count
+    wait_until(lambda: succeeded(supervisor, "reject_once") == 1, what="the Coda run to end")
+    assert supervisor.status()["names"][f"{APP}.reject_once"]["requeued"] == 1

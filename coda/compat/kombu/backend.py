@@ -17,7 +17,10 @@ key-value backend such as Redis:
 
 Metas are stored as opaque bytes in the app's ``result_serializer``, with a
 time to live of ``result_expires`` (the supervisor's ``--result-ttl`` when
-unset). Nested groups inside a chord header are joined flat.
+unset). A chord header that holds a group (a chain ending in a group) is
+saved as a group result, as Redis does, and its values reach the body nested
+as Celery nests them; groups nested directly in a header are unrolled by
+Celery itself.
 """
 
 from __future__ import annotations
@@ -76,6 +79,14 @@ def _leaf_ids(results: Any) -> Iterator[str]:
             yield result.id
         else:
             yield str(result)
+
+
+def _nested(results: Any, values: Iterator[Any]) -> list[Any]:
+    """The flat ``values`` (in ``_leaf_ids`` order) shaped as ``results``."""
+    return [
+        _nested(result.results, values) if isinstance(result, GroupResult) else next(values)
+        for result in results
+    ]
 
 
 class CodaBackend(BaseBackend):  # type: ignore[misc]  # Celery ships no types: Any
@@ -224,8 +235,12 @@ class CodaBackend(BaseBackend):  # type: ignore[misc]  # Celery ships no types: 
         on_interval: Callable[[], None] | None,
     ) -> Iterator[tuple[str, dict[str, Any]]]:
         """Yield (id, meta) as each task becomes ready; raise Celery's
-        TimeoutError past ``timeout``. ``on_interval`` (a parent-failure check)
-        still runs every ``interval`` while waiting."""
+        TimeoutError past ``timeout``. ``on_interval`` (``AsyncResult.get``'s
+        check of the parents' errors) runs after every wait, as in Celery's
+        own drain loop: every ``interval`` while nothing comes, and once more
+        when an answer does, before it is returned. So the body of a chord
+        whose header failed raises the header task's own exception, as on
+        Redis, rather than the body's ``ChordError``."""
         if not ids:
             return
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -251,7 +266,10 @@ class CodaBackend(BaseBackend):  # type: ignore[misc]  # Celery ships no types: 
                     raise RequestRefusedError(reply.code, reply.message)
                 assert isinstance(reply, ResultValues), reply
                 task_id = waiting.pop(reply.req_id)
-                yield task_id, self._meta(reply.entries[0])
+                meta = self._meta(reply.entries[0])
+                if on_interval is not None:
+                    on_interval()  # a failed parent wins over the answer, as in Celery
+                yield task_id, meta
         finally:
             link.abandon(set(waiting))
 
@@ -291,8 +309,13 @@ class CodaBackend(BaseBackend):  # type: ignore[misc]  # Celery ships no types: 
     # -- chords, joined in the supervisor -------------------------------------------
 
     def apply_chord(self, header_result_args: Any, body: Any, **kwargs: Any) -> None:
+        """Register the header's tasks with the supervisor, flat. A header that
+        holds groups (a chain ending in a group) is also saved as a group, as
+        Redis does, so the body gets its values nested the same way."""
         self.ensure_chords_allowed()
         group_id, results = header_result_args[0], list(header_result_args[1])
+        if any(isinstance(result, GroupResult) for result in results):
+            self._save_group(group_id, GroupResult(group_id, results, app=self.app))
         members = list(_leaf_ids(results))
         reply = self._request(lambda r: ChordStart(r, group_id, members, self._ttl()))
         assert isinstance(reply, BrokerOk)
@@ -319,6 +342,9 @@ class CodaBackend(BaseBackend):  # type: ignore[misc]  # Celery ships no types: 
         except ChordError as exc:
             self.chord_error_from_stack(callback, exc)
             return
+        saved = self._restore_group(group_id)
+        if saved is not None:  # a header that holds groups: nest the values as it does
+            values = _nested(saved["result"].results, iter(values))
         try:
             callback.delay(values)
         except Exception as exc:
