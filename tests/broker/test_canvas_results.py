@@ -120,3 +120,16 @@ def test_a_chain_ending_in_a_group_inside_a_chord_header_keeps_its_nesting(c: Ca
     assert outcome(chord(header, c.s("echo"))) == ("value", [1, [3, 4]])
     inner = chord([c.si("echo", 2), c.si("echo", 3)], c.s("echo"))
     assert outcome(chord([c.si("echo", 1), inner], c.s("echo"))) == ("value", [1, [2, 3]])
+
+
+def test_a_group_after_a_failed_chain_step_raises_the_steps_exception(on_coda: Canvas) -> None:
+    """The group never runs: its members read FAILURE with the step's exception, so
+    ``.get()`` raises it instead of waiting out its timeout. (Celery's own test,
+    ``test_error_propagates_from_chord``; on Redis it hangs, Celery issue #6437.)"""
+    c = on_coda
+    stalled = chain(c.si("add", 1, 1), c.s("boom"), group(c.s("add", 1), c.s("add", 2)))
+    result = stalled.delay()
+    with pytest.raises(KeyError) as raised:
+        result.get(timeout=TIMEOUT)
+    assert raised.value.args == (2,)
+    assert [member.state for member in result.results] == ["FAILURE", "FAILURE"]
