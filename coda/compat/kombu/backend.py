@@ -81,6 +81,27 @@ def _leaf_ids(results: Any) -> Iterator[str]:
             yield str(result)
 
 
+def _tracked_ids(signature: Any) -> Iterator[str]:
+    """The result ids a caller of ``signature`` waits on: a task's own, a chain's
+    last step's, a group's members', a chord's body's."""
+    kind = signature.get("subtask_type")
+    kwargs = signature.get("kwargs") or {}
+    if kind == "group":
+        for member in kwargs.get("tasks") or ():
+            yield from _tracked_ids(member)
+    elif kind == "chain":
+        steps = kwargs.get("tasks") or ()
+        if steps:
+            yield from _tracked_ids(steps[-1])
+    elif kind == "chord":
+        if kwargs.get("body") is not None:
+            yield from _tracked_ids(kwargs["body"])
+    else:
+        task_id = (signature.get("options") or {}).get("task_id")
+        if task_id:
+            yield str(task_id)
+
+
 def _nested(results: Any, values: Iterator[Any]) -> list[Any]:
     """The flat ``values`` (in ``_leaf_ids`` order) shaped as ``results``."""
     return [
@@ -180,6 +201,32 @@ class CodaBackend(BaseBackend):  # type: ignore[misc]  # Celery ships no types: 
                 "task_id": entry.id,
             }
         return {"status": states.PENDING, "result": None}
+
+    def mark_as_failure(
+        self,
+        task_id: str,
+        exc: BaseException,
+        traceback: str | None = None,
+        request: Any = None,
+        store_result: bool = True,
+        call_errbacks: bool = True,
+        state: str = states.FAILURE,
+    ) -> None:
+        """Celery's, and then what callers of each group or chord chained after
+        the failed task wait on is failed too (a group's members, a chord's
+        body). Celery marks a chained group by its own id only, so
+        ``GroupResult.get()`` on such a chain waits forever for members that will
+        never run (on Redis too: Celery issue #6437); here it raises the failed
+        step's exception, as Celery's own test of that canvas expects."""
+        super().mark_as_failure(
+            task_id, exc, traceback, request, store_result, call_errbacks, state
+        )
+        if request is None or not store_result or state not in states.PROPAGATE_STATES:
+            return
+        for step in getattr(request, "chain", None) or ():
+            if isinstance(step, dict) and step.get("subtask_type") in ("group", "chord"):
+                for member_id in _tracked_ids(step):
+                    self.store_result(member_id, exc, state, traceback=traceback)
 
     def _forget(self, task_id: str) -> None:
         self._request(lambda r: ResultForget(r, bytes_to_str(task_id)))
