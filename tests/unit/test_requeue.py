@@ -9,7 +9,7 @@ import pytest
 from coda.errors import RequeueRequested
 from coda.messages import CancelRun, Failure, RunTask, Submit, TaskDone
 from coda.supervisor.clock import ManualClock
-from coda.supervisor.engine import Engine
+from coda.supervisor.engine import Engine, WorkerHandle
 from coda.supervisor.requeues import MAX_PAUSE, requeue_delay
 from coda.worker.tasks import retry_done
 from tests.unit.engine_fakes import ARGS, RESULT, FakePeer, runs, sent, worker
@@ -17,8 +17,17 @@ from tests.unit.engine_fakes import ARGS, RESULT, FakePeer, runs, sent, worker
 REJECTED = Failure("celery.exceptions.Reject", "not yet")
 
 
-def give_back(engine: Engine, w: object, run: RunTask) -> None:
-    engine.task_done(w, TaskDone(job_id=run.job_id, failure=REJECTED, requeue=True))  # type: ignore[arg-type]
+def first_delivery(engine: Engine, clock: ManualClock) -> tuple[WorkerHandle, RunTask]:
+    """A worker, and the first delivery of task "t" (run id "job-1") it was sent."""
+    w = worker(engine, 1)
+    engine.submit(FakePeer(), Submit(req_id=1, name="t", args=ARGS, run_id="job-1"))
+    clock.settle()
+    (run,) = runs(w)
+    return w, run
+
+
+def give_back(engine: Engine, w: WorkerHandle, run: RunTask) -> None:
+    engine.task_done(w, TaskDone(job_id=run.job_id, failure=REJECTED, requeue=True))
 
 
 def test_the_pause_is_none_then_doubles_from_a_tenth_of_a_second_up_to_its_cap() -> None:
@@ -30,10 +39,7 @@ def test_the_pause_is_none_then_doubles_from_a_tenth_of_a_second_up_to_its_cap()
 def test_a_requeued_task_comes_back_marked_with_its_arguments_and_attempt(
     engine: Engine, clock: ManualClock
 ) -> None:
-    w = worker(engine, 1)
-    engine.submit(FakePeer(), Submit(req_id=1, name="t", args=ARGS, run_id="job-1"))
-    clock.settle()
-    (first,) = runs(w)
+    w, first = first_delivery(engine, clock)
     assert first.requeued is False
     give_back(engine, w, first)
     clock.settle()
@@ -46,10 +52,7 @@ def test_a_requeued_task_comes_back_marked_with_its_arguments_and_attempt(
 def test_a_task_that_keeps_giving_back_waits_longer_each_time(
     engine: Engine, clock: ManualClock
 ) -> None:
-    w = worker(engine, 1)
-    engine.submit(FakePeer(), Submit(req_id=1, name="t", args=ARGS))
-    clock.settle()
-    run = runs(w)[0]
+    w, run = first_delivery(engine, clock)
     give_back(engine, w, run)  # the first requeue: at once
     clock.settle()
     run = runs(w)[0]
@@ -66,10 +69,8 @@ def test_a_task_that_keeps_giving_back_waits_longer_each_time(
 
 
 def test_a_retry_ends_the_run_of_requeues(engine: Engine, clock: ManualClock) -> None:
-    w = worker(engine, 1)
-    engine.submit(FakePeer(), Submit(req_id=1, name="t", args=ARGS))
-    clock.settle()
-    give_back(engine, w, runs(w)[0])
+    w, run = first_delivery(engine, clock)
+    give_back(engine, w, run)
     clock.settle()
     give_back(engine, w, runs(w)[0])
     clock.advance(0.1)
@@ -86,11 +87,8 @@ def test_a_retry_ends_the_run_of_requeues(engine: Engine, clock: ManualClock) ->
 def test_a_cancelled_task_that_gives_back_ends_cancelled(
     engine: Engine, clock: ManualClock
 ) -> None:
-    w = worker(engine, 1)
-    engine.submit(FakePeer(), Submit(req_id=1, name="t", args=ARGS, run_id="r"))
-    clock.settle()
-    (run,) = runs(w)
-    engine.cancel(FakePeer(), CancelRun(req_id=2, run_id="r"))
+    w, run = first_delivery(engine, clock)
+    engine.cancel(FakePeer(), CancelRun(req_id=2, run_id="job-1"))
     give_back(engine, w, run)
     clock.advance(60)
     assert [m for m in sent(w) if isinstance(m, RunTask)] == []
