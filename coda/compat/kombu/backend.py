@@ -35,7 +35,7 @@ from celery import states
 from celery.backends.base import BaseBackend
 from celery.exceptions import ChordError, TaskRevokedError
 from celery.exceptions import TimeoutError as CeleryTimeoutError
-from celery.result import GroupResult, ResultBase, result_from_tuple
+from celery.result import GroupResult, result_from_tuple
 from celery.utils.functional import maybe_list
 from kombu.utils.encoding import bytes_to_str, ensure_bytes
 
@@ -54,6 +54,7 @@ from ...broker.messages import (
 )
 from ...errors import ConnectionLostError, RequestRefusedError, ResultTimeoutError
 from ...messages import Error, WireMessage
+from .canvas_shapes import leaf_ids, nested, tracked_ids
 from .link import Link, tls_context
 from .transport import DEFAULT_PORT
 
@@ -69,45 +70,6 @@ def address_from_url(url: str | None) -> tuple[str, str]:
     if parts.path and parts.path != "/":
         return parts.path, token
     return f"127.0.0.1:{DEFAULT_PORT}", token
-
-
-def _leaf_ids(results: Any) -> Iterator[str]:
-    for result in results:
-        if isinstance(result, GroupResult):
-            yield from _leaf_ids(result.results)
-        elif isinstance(result, ResultBase):
-            yield result.id
-        else:
-            yield str(result)
-
-
-def _tracked_ids(signature: Any) -> Iterator[str]:
-    """The result ids a caller of ``signature`` waits on: a task's own, a chain's
-    last step's, a group's members', a chord's body's."""
-    kind = signature.get("subtask_type")
-    kwargs = signature.get("kwargs") or {}
-    if kind == "group":
-        for member in kwargs.get("tasks") or ():
-            yield from _tracked_ids(member)
-    elif kind == "chain":
-        steps = kwargs.get("tasks") or ()
-        if steps:
-            yield from _tracked_ids(steps[-1])
-    elif kind == "chord":
-        if kwargs.get("body") is not None:
-            yield from _tracked_ids(kwargs["body"])
-    else:
-        task_id = (signature.get("options") or {}).get("task_id")
-        if task_id:
-            yield str(task_id)
-
-
-def _nested(results: Any, values: Iterator[Any]) -> list[Any]:
-    """The flat ``values`` (in ``_leaf_ids`` order) shaped as ``results``."""
-    return [
-        _nested(result.results, values) if isinstance(result, GroupResult) else next(values)
-        for result in results
-    ]
 
 
 class CodaBackend(BaseBackend):  # type: ignore[misc]  # Celery ships no types: Any
@@ -225,7 +187,7 @@ class CodaBackend(BaseBackend):  # type: ignore[misc]  # Celery ships no types: 
             return
         for step in getattr(request, "chain", None) or ():
             if isinstance(step, dict) and step.get("subtask_type") in ("group", "chord"):
-                for member_id in _tracked_ids(step):
+                for member_id in tracked_ids(step):
                     self.store_result(member_id, exc, state, traceback=traceback)
 
     def _forget(self, task_id: str) -> None:
@@ -363,7 +325,7 @@ class CodaBackend(BaseBackend):  # type: ignore[misc]  # Celery ships no types: 
         group_id, results = header_result_args[0], list(header_result_args[1])
         if any(isinstance(result, GroupResult) for result in results):
             self._save_group(group_id, GroupResult(group_id, results, app=self.app))
-        members = list(_leaf_ids(results))
+        members = list(leaf_ids(results))
         reply = self._request(lambda r: ChordStart(r, group_id, members, self._ttl()))
         assert isinstance(reply, BrokerOk)
 
@@ -391,7 +353,7 @@ class CodaBackend(BaseBackend):  # type: ignore[misc]  # Celery ships no types: 
             return
         saved = self._restore_group(group_id)
         if saved is not None:  # a header that holds groups: nest the values as it does
-            values = _nested(saved["result"].results, iter(values))
+            values = nested(saved["result"].results, iter(values))
         try:
             callback.delay(values)
         except Exception as exc:
