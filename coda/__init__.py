@@ -28,6 +28,7 @@ from .errors import (
     UnknownNameError,
     WorkflowFailed,
 )
+from .messages import JobView
 from .retry import RetryPolicy
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "Client",
     "CodaError",
     "ConfigurationError",
+    "JobView",
     "NotInWorkflowError",
     "RemoteError",
     "ResultTimeoutError",

@@ -1,5 +1,5 @@
-"""What the blocking and the asyncio client share: building requests and
-reading outcomes. Neither does I/O here."""
+"""What the blocking and the asyncio client share besides their connection
+(``coda._connection``): building requests and reading outcomes. No I/O here."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from typing import Any
 
 from . import registry
 from ._outcome import decode_payload, encode_value, error_from_failure
-from .errors import ConfigurationError, RequestRefusedError, UnknownNameError
-from .messages import Error, Finished, Submit
+from .errors import ConfigurationError
+from .messages import Finished, Submit
 
-__all__ = ["DEFAULT_ADDRESS", "build_submit", "default_address", "outcome", "refusal"]
+__all__ = ["DEFAULT_ADDRESS", "build_submit", "default_address", "outcome"]
 
 DEFAULT_ADDRESS = "127.0.0.1:42069"
 
@@ -57,9 +57,3 @@ def outcome(message: Finished, accept: frozenset[str] | None = None) -> Any:
     if message.failure is not None:
         raise error_from_failure(message.failure, message.kind)
     return decode_payload(message.result, accept)
-
-
-def refusal(message: Error, name: str | None = None) -> Exception:
-    if message.code == "unknown_name" and name is not None:
-        return UnknownNameError(name)
-    return RequestRefusedError(message.code, message.message)

@@ -112,7 +112,7 @@ def _wire_text(text: str) -> str:
 
 def encode_value(value: Any, serializer: str) -> Payload:
     content_type, encoding, body = registry.dumps(value, serializer)
-    return Payload(content_type, encoding, body)
+    return Payload(content_type, encoding, memoryview(body))
 
 
 def decode_payload(payload: Payload | None, accept: frozenset[str] | None = None) -> Any:

@@ -26,7 +26,6 @@ __all__ = [
     "check_server_options",
     "client_context",
     "client_context_from_files",
-    "hung_up_in_handshake",
     "listener_options",
     "server_context",
     "tls_failure",
@@ -120,16 +119,6 @@ def wrap_client_socket(
 
 def tls_failure(address: str, exc: ssl.SSLError) -> HandshakeError:
     return HandshakeError(f"TLS handshake with the supervisor at {address} failed: {exc}")
-
-
-def hung_up_in_handshake(address: str) -> ConnectionLostError:
-    """A supervisor closing before its welcome, without saying why, is most
-    often a TLS mismatch: TLS 1.3 refuses a missing client certificate
-    after the client thinks the handshake is done."""
-    return ConnectionLostError(
-        f"the supervisor at {address} closed the connection during the handshake: "
-        "does it serve TLS (ssl=, --tls-ca) or require a client certificate?"
-    )
 
 
 def open_socket(address: str, context: ssl.SSLContext | None, timeout: float) -> socket.socket:

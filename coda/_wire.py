@@ -2,9 +2,13 @@
 
 ``FramedProtocol`` owns one connection. Incoming bytes go through the pure
 ``FrameDecoder``; each decoded message is handed to ``message_received``.
-Outgoing messages are encoded at once but written together at the end of the
-event-loop turn (one ``writelines`` per turn), so a burst of replies costs
-one system call instead of one each.
+Outgoing messages are encoded at once, straight into one buffer, written at
+the end of the event-loop turn (one ``write`` per turn), so a burst of
+replies costs one system call instead of one each, and a payload is copied
+once on its way out (into that buffer). The buffer is handed to the
+transport and never touched again (uvloop keeps a view of it until sent): the
+next turn starts a new one. Incoming frames are views of what was read (see
+``coda.protocol``).
 
 Backpressure (``read_backpressure=True``, used for the supervisor's client
 connections): a peer that sends requests but does not read the replies
@@ -29,7 +33,14 @@ from typing import Any, cast
 
 from .errors import ConfigurationError, ProtocolError
 from .messages import Error, Message, WireMessage
-from .protocol import CORE_CODEC, DEFAULT_FRAME_LIMIT, FrameDecoder, MessageCodec, encode_message
+from .protocol import (
+    CORE_CODEC,
+    DEFAULT_FRAME_LIMIT,
+    Frame,
+    FrameDecoder,
+    MessageCodec,
+    encode_message_into,
+)
 
 __all__ = ["HIGH_WATER", "LOW_WATER", "FramedProtocol", "parse_address"]
 
@@ -55,9 +66,8 @@ class FramedProtocol(asyncio.Protocol):
         self.decoder = FrameDecoder(frame_limit)
         self.transport: asyncio.Transport | None = None
         self.closed = asyncio.Event()
-        self._outbox: list[bytes] = []
-        self._outbox_bytes = 0
-        self._frames: deque[bytes] = deque()
+        self._outbox = bytearray()
+        self._frames: deque[Frame] = deque()
         self._read_backpressure = read_backpressure
         self._reading_paused = False
         self._write_paused = False
@@ -116,8 +126,7 @@ class FramedProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
-        self._outbox.clear()
-        self._outbox_bytes = 0
+        self._outbox = bytearray()
         self._frames.clear()
         self.closed.set()
         self._writable.set()
@@ -168,7 +177,7 @@ class FramedProtocol(asyncio.Protocol):
         """Output for this peer has piled up past the high-water mark."""
         if self.transport is None:
             return False
-        pending = self._outbox_bytes + self.transport.get_write_buffer_size()
+        pending = len(self._outbox) + self.transport.get_write_buffer_size()
         return self._write_paused or pending > HIGH_WATER
 
     def send(self, message: WireMessage) -> None:
@@ -177,15 +186,12 @@ class FramedProtocol(asyncio.Protocol):
             return
         if not self._outbox:
             asyncio.get_running_loop().call_soon(self._flush)
-        frame = encode_message(message)
-        self._outbox.append(frame)
-        self._outbox_bytes += len(frame)
+        encode_message_into(message, self._outbox)
 
     def _flush(self) -> None:
-        if self.transport is not None and self._outbox:
-            self.transport.writelines(self._outbox)
-        self._outbox = []
-        self._outbox_bytes = 0
+        outbox, self._outbox = self._outbox, bytearray()
+        if self.transport is not None and outbox:
+            self.transport.write(outbox)
         self._drained()
 
     async def wait_writable(self) -> None:

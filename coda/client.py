@@ -2,40 +2,57 @@
 
 One socket, one request at a time (a lock makes it safe to share between
 threads). For many concurrent runs from one process use ``AsyncClient``.
+What is said on the wire, and what each answer means, is the I/O-free
+``ClientConnection``'s business; this class only moves its bytes.
 """
 
 from __future__ import annotations
 
-import itertools
 import socket
 import threading
 import time
-from collections.abc import Mapping
-from typing import Any
+from collections import deque
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
-from ._client_common import build_submit, default_address, outcome, refusal
-from ._tls import SSLOption, client_context, hung_up_in_handshake, open_socket
-from .errors import (
-    ConnectionLostError,
-    HandshakeError,
-    ResultTimeoutError,
+from ._client_common import build_submit, default_address, outcome
+from ._connection import (
+    Answer,
+    ClientConnection,
+    ConnectionFailed,
+    Event,
+    Refused,
+    Reply,
+    Request,
+    State,
+    Welcomed,
 )
+from ._handshake import HANDSHAKE_TIMEOUT
+from ._tls import SSLOption, client_context, open_socket
+from .errors import ResultTimeoutError
 from .messages import (
-    PROTOCOL_VERSION,
     Accepted,
     Await,
-    Error,
+    CancelReply,
+    CancelRun,
     Finished,
-    Hello,
-    Message,
+    JobView,
+    PurgeQueue,
+    PurgeReply,
+    RunsReply,
+    RunsRequest,
+    ShowReply,
+    ShowRequest,
     StatusReply,
     StatusRequest,
-    Welcome,
 )
-from .protocol import FrameDecoder, decode_message, encode_message
 from .serialization import DEFAULT_SERIALIZER
 
 __all__ = ["Client", "RunHandle"]
+
+R = TypeVar("R")
+
+READ_SIZE = 1 << 16
 
 
 class RunHandle:
@@ -68,18 +85,19 @@ class Client:
         token: str | None = None,
         serializer: str = DEFAULT_SERIALIZER,
         connect_timeout: float = 10.0,
+        handshake_timeout: float = HANDSHAKE_TIMEOUT,
         ssl: SSLOption = None,
     ) -> None:
         self.address = default_address(address)
         self.token = token
         self.serializer = serializer
         self.connect_timeout = connect_timeout
+        self.handshake_timeout = handshake_timeout
         self._tls = client_context(ssl)
         self._sock: socket.socket | None = None
-        self._decoder = FrameDecoder()
-        self._inbox: list[Message] = []
+        self._conn: ClientConnection | None = None
+        self._events: deque[Event] = deque()
         self._lock = threading.RLock()
-        self._req_ids = itertools.count(1)
 
     # -- public API -------------------------------------------------------
 
@@ -98,9 +116,9 @@ class Client:
         id returns the first run); ``not_before`` (epoch seconds) delays it.
         """
         with self._lock:
-            req_id = next(self._req_ids)
+            conn = self._connected()
             request = build_submit(
-                req_id,
+                conn.next_request_id(),
                 target,
                 args,
                 serializer=self.serializer,
@@ -109,7 +127,7 @@ class Client:
                 wait=False,
                 not_before=not_before,
             )
-            reply = self._exchange(request, req_id, None, name=request.name)
+            reply = self._request(request, None)
             assert isinstance(reply, Accepted)
             return RunHandle(self, reply.run_id)
 
@@ -124,9 +142,9 @@ class Client:
         """Start a task or workflow and block for its result."""
         with self._lock:
             deadline = None if timeout is None else time.monotonic() + timeout
-            req_id = next(self._req_ids)
+            conn = self._connected()
             request = build_submit(
-                req_id,
+                conn.next_request_id(),
                 target,
                 args,
                 serializer=self.serializer,
@@ -134,9 +152,9 @@ class Client:
                 queue=queue,
                 wait=True,
             )
-            reply = self._exchange(request, req_id, deadline, name=request.name)
+            reply = self._request(request, deadline)
             while not isinstance(reply, Finished):
-                reply = self._receive(req_id, deadline)
+                reply = self._answer(request.req_id, deadline)
             return outcome(reply)
 
     def handle(self, run_id: str) -> RunHandle:
@@ -144,17 +162,45 @@ class Client:
         return RunHandle(self, run_id)
 
     def status(self) -> dict[str, Any]:
-        with self._lock:
-            req_id = next(self._req_ids)
-            reply = self._exchange(StatusRequest(req_id=req_id), req_id, None)
-            assert isinstance(reply, StatusReply)
-            return reply.status
+        reply = self._ask(lambda req_id: StatusRequest(req_id=req_id), StatusReply)
+        return reply.status
+
+    def cancel(self, run_id: str, *, terminate: bool = False) -> str:
+        """Cancel a run (a workflow with everything it spawned, or a task);
+        ``result()`` then raises ``coda.Cancelled``. ``terminate`` also stops
+        a sync task that is running, by replacing its worker process. Returns
+        ``"cancelled"``, or ``"cancelling"`` while workers stop it."""
+        ask = lambda req_id: CancelRun(req_id=req_id, run_id=run_id, terminate=terminate)  # noqa: E731
+        return self._ask(ask, CancelReply).state
+
+    def runs(
+        self,
+        *,
+        state: str | None = None,
+        name: str | None = None,
+        since: float | None = None,
+        limit: int = 50,
+    ) -> list[JobView]:
+        """The most recent runs, newest first (``coda runs``)."""
+        reply = self._ask(
+            lambda req_id: RunsRequest(req_id, state=state, name=name, since=since, limit=limit),
+            RunsReply,
+        )
+        return reply.runs
+
+    def show(self, run_id: str) -> tuple[JobView, list[JobView]]:
+        """A run and every job it spawned, oldest first (``coda show``)."""
+        reply = self._ask(lambda req_id: ShowRequest(req_id=req_id, run_id=run_id), ShowReply)
+        return reply.run, reply.steps
+
+    def purge(self, queue: str) -> int:
+        """Drop the jobs waiting in ``queue`` (they end cancelled); how many."""
+        reply = self._ask(lambda req_id: PurgeQueue(req_id=req_id, queue=queue), PurgeReply)
+        return reply.purged
 
     def close(self) -> None:
         with self._lock:
-            if self._sock is not None:
-                self._sock.close()
-                self._sock = None
+            self._drop()
 
     def __enter__(self) -> Client:
         return self
@@ -164,91 +210,106 @@ class Client:
 
     # -- internals --------------------------------------------------------
 
+    def _ask(self, build: Callable[[int], Request], kind: type[R]) -> R:
+        """One request, one reply of ``kind``."""
+        with self._lock:
+            conn = self._connected()
+            reply = self._request(build(conn.next_request_id()), None)
+            assert isinstance(reply, kind)
+            return reply
+
     def _wait(self, run_id: str, timeout: float | None) -> Any:
         with self._lock:
             deadline = None if timeout is None else time.monotonic() + timeout
-            req_id = next(self._req_ids)
-            reply = self._exchange(Await(req_id=req_id, run_id=run_id), req_id, deadline)
+            conn = self._connected()
+            reply = self._request(Await(req_id=conn.next_request_id(), run_id=run_id), deadline)
             assert isinstance(reply, Finished)
             return outcome(reply)
 
-    def _exchange(
-        self, request: Message, req_id: int, deadline: float | None, name: str | None = None
-    ) -> Message:
-        sock = self._connected()
-        try:
-            sock.sendall(encode_message(request))
-        except OSError as exc:
-            self._drop()
-            raise ConnectionLostError(f"lost the supervisor at {self.address}: {exc}") from exc
-        reply = self._receive(req_id, deadline)
-        if isinstance(reply, Error):
-            raise refusal(reply, name)
-        return reply
+    def _request(self, request: Request, deadline: float | None) -> Reply:
+        """Send a request on the open connection; return its first answer."""
+        conn = self._connected()
+        conn.send(request)
+        self._write(conn.data_to_send())
+        return self._answer(request.req_id, deadline)
 
-    def _receive(self, req_id: int, deadline: float | None) -> Message:
-        """The next message answering ``req_id``; others (late answers to
-        requests that timed out) are dropped."""
+    def _answer(self, req_id: int, deadline: float | None) -> Reply:
+        """The next answer to ``req_id``; a refusal or a failed connection is
+        raised, and answers to requests given up earlier are passed over."""
         while True:
-            while self._inbox:
-                message = self._inbox.pop(0)
-                if getattr(message, "req_id", None) == req_id:
+            match self._next_event(deadline, req_id):
+                case Answer(req_id=answered, message=message) if answered == req_id:
                     return message
-                if isinstance(message, Error) and message.req_id is None:
+                case Refused(req_id=refused, error=error) if refused == req_id:
+                    raise error
+                case ConnectionFailed(error=error):
                     self._drop()
-                    raise ConnectionLostError(
-                        f"supervisor closed the connection: {message.message}"
-                    )
-            self._read_more(deadline)
+                    raise error
 
-    def _read_more(self, deadline: float | None) -> None:
-        sock = self._connected()
+    def _next_event(self, deadline: float | None, req_id: int) -> Event:
+        while not self._events:
+            if not self._read(deadline):
+                assert self._conn is not None
+                self._conn.forget(req_id)
+                raise ResultTimeoutError("the result did not arrive before the timeout")
+        return self._events.popleft()
+
+    def _read(self, deadline: float | None) -> bool:
+        """Feed what arrives before ``deadline`` to the connection; False if
+        nothing did."""
+        assert self._sock is not None and self._conn is not None
         remaining = None if deadline is None else deadline - time.monotonic()
         if remaining is not None and remaining <= 0:
-            raise ResultTimeoutError("the result did not arrive before the timeout")
-        sock.settimeout(remaining)
+            return False
+        self._sock.settimeout(remaining)
         try:
-            data = sock.recv(1 << 16)
+            data = self._sock.recv(READ_SIZE)
         except TimeoutError:
-            raise ResultTimeoutError("the result did not arrive before the timeout") from None
+            return False
         except OSError as exc:
-            self._drop()
-            raise ConnectionLostError(f"lost the supervisor at {self.address}: {exc}") from exc
-        if not data:
-            self._drop()
-            raise ConnectionLostError(f"the supervisor at {self.address} closed the connection")
-        self._inbox.extend(decode_message(frame) for frame in self._decoder.feed(data))
+            self._events.extend(self._conn.connection_lost(str(exc)))
+            return True
+        self._events.extend(self._conn.receive_data(data))
+        return True
 
-    def _connected(self) -> socket.socket:
-        if self._sock is None:
-            self._sock = self._open()
-        return self._sock
-
-    def _open(self) -> socket.socket:
-        sock = open_socket(self.address, self._tls, self.connect_timeout)
-        self._decoder = FrameDecoder()
-        self._inbox = []
-        hello = Hello(version=PROTOCOL_VERSION, role="client", token=self.token or "")
-        sock.sendall(encode_message(hello))
-        self._sock = sock
+    def _write(self, data: bytearray) -> None:
+        assert self._sock is not None and self._conn is not None
         try:
-            reply = self._receive_any(time.monotonic() + self.connect_timeout)
-        except ConnectionLostError:
-            raise hung_up_in_handshake(self.address) from None
-        if isinstance(reply, Error):
+            self._sock.sendall(data)
+        except OSError as exc:
+            (failed,) = self._conn.connection_lost(str(exc))
             self._drop()
-            raise HandshakeError(f"supervisor refused the connection: {reply.message}")
-        if not isinstance(reply, Welcome):
-            self._drop()
-            raise HandshakeError(f"expected a welcome, got {type(reply).__name__}")
-        return sock
+            assert isinstance(failed, ConnectionFailed)
+            raise failed.error from exc
 
-    def _receive_any(self, deadline: float) -> Message:
-        while not self._inbox:
-            self._read_more(deadline)
-        return self._inbox.pop(0)
+    def _connected(self) -> ClientConnection:
+        if self._conn is not None and self._conn.state is State.CLOSED:
+            self._drop()  # it failed after the answer we last took: start afresh
+        if self._conn is None:
+            self._open()
+        assert self._conn is not None
+        return self._conn
+
+    def _open(self) -> None:
+        self._sock = open_socket(self.address, self._tls, self.connect_timeout)
+        self._conn = ClientConnection(self.address, token=self.token or "")
+        self._events.clear()
+        self._write(self._conn.data_to_send())
+        deadline = time.monotonic() + self.handshake_timeout
+        while True:
+            while not self._events:
+                if not self._read(deadline):
+                    self._events.extend(self._conn.handshake_timed_out(self.handshake_timeout))
+            match self._events.popleft():
+                case Welcomed():
+                    return
+                case ConnectionFailed(error=error):
+                    self._drop()
+                    raise error
 
     def _drop(self) -> None:
         if self._sock is not None:
             self._sock.close()
         self._sock = None
+        self._conn = None
+        self._events.clear()

@@ -4,14 +4,17 @@ Every frame carries exactly one of the structs below, encoded as a MessagePack
 array whose first element is the message's tag. Structs are frozen: a message
 is a fact about the past, never edited in place. Payloads (task arguments and
 results) stay opaque bytes with a content type, so the supervisor never
-decodes user data and never needs user classes.
+decodes user data and never needs user classes; it relays them as views of
+the frames they arrived in.
 
 Who sends what::
 
     any      → any        Hello (first frame), Welcome, Error
-    client   → supervisor Submit, Await, CancelRun, StatusRequest
+    client   → supervisor Submit, Await, CancelRun, RunsRequest, ShowRequest,
+                          PurgeQueue, StatusRequest
     worker   → supervisor Spawn, Started, TaskDone, WorkflowDone
-    supervisor → client   Accepted, Finished, CancelReply, StatusReply
+    supervisor → client   Accepted, Finished, CancelReply, RunsReply, ShowReply,
+                          PurgeReply, StatusReply
     supervisor → worker   RunTask, RunWorkflow, StopJob, Finished (answer to a Spawn)
 
 ``Message`` is the union of these, the core protocol and nothing else. An
@@ -38,11 +41,18 @@ __all__ = [
     "Failure",
     "Finished",
     "Hello",
+    "JobView",
     "Kind",
     "Message",
     "Payload",
+    "PurgeQueue",
+    "PurgeReply",
     "RunTask",
     "RunWorkflow",
+    "RunsReply",
+    "RunsRequest",
+    "ShowReply",
+    "ShowRequest",
     "Spawn",
     "Started",
     "StatusReply",
@@ -62,11 +72,24 @@ Kind = Literal["task", "workflow"]
 
 
 class Payload(msgspec.Struct, frozen=True, array_like=True):
-    """Serialized user data: what kombu calls (content_type, encoding, body)."""
+    """Serialized user data: what kombu calls (content_type, encoding, body).
+
+    ``body`` is a ``memoryview``: decoded, it is a view of the frame it came
+    in, so the supervisor stores and forwards it without copying (see
+    ``coda.protocol``); a new one wraps its bytes: ``memoryview(data)``.
+    """
 
     content_type: str
     content_encoding: str
-    body: bytes
+    body: memoryview
+
+    def __reduce__(self) -> tuple[object, ...]:
+        """Pickled (and deep-copied) as bytes: a memoryview itself cannot be."""
+        return (_payload, (self.content_type, self.content_encoding, bytes(self.body)))
+
+
+def _payload(content_type: str, content_encoding: str, body: bytes) -> Payload:
+    return Payload(content_type, content_encoding, memoryview(body))
 
 
 class Failure(msgspec.Struct, frozen=True, array_like=True):
@@ -183,6 +206,68 @@ class StatusReply(WireMessage, tag="status_reply", frozen=True):
     status: dict[str, Any]
 
 
+class JobView(msgspec.Struct, frozen=True, array_like=True, omit_defaults=True):
+    """A run or one of its steps, as an operator sees it (``coda runs``,
+    ``coda show``, the dashboard). Times are wall-clock seconds."""
+
+    id: str
+    kind: Kind
+    name: str
+    state: str  # queued, delayed, running, succeeded, failed, cancelled
+    queue: str
+    attempt: int
+    created_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+    parent_run: str | None = None
+    parent_attempt: int = 0  # the attempt of its run that spawned it (a step)
+    cache_key: bytes | None = None
+    losses: int = 0  # times its worker died while it ran
+    failure: Failure | None = None
+
+
+class RunsRequest(WireMessage, tag="runs", frozen=True):
+    """The most recent runs (not their steps), newest first, filtered."""
+
+    req_id: int
+    state: str | None = None
+    name: str | None = None
+    since: float | None = None  # created at or after (epoch seconds)
+    limit: int = 50
+
+
+class RunsReply(WireMessage, tag="runs_reply", frozen=True):
+    req_id: int
+    runs: list[JobView]
+
+
+class ShowRequest(WireMessage, tag="show", frozen=True):
+    """One run and every job it spawned."""
+
+    req_id: int
+    run_id: str
+
+
+class ShowReply(WireMessage, tag="show_reply", frozen=True):
+    req_id: int
+    run: JobView
+    steps: list[JobView]
+
+
+class PurgeQueue(WireMessage, tag="purge_queue", frozen=True):
+    """Drop every job waiting in a queue (not those running or held back
+    for a retry or an ETA); each ends cancelled."""
+
+    req_id: int
+    queue: str
+
+
+class PurgeReply(WireMessage, tag="purge_reply", frozen=True):
+    req_id: int
+    queue: str
+    purged: int
+
+
 class RunTask(WireMessage, tag="run_task", frozen=True):
     """``redelivered``: a worker holding this job before died (the job was
     requeued). ``requeued``: the task gave this delivery back itself
@@ -286,6 +371,12 @@ Message = (
     | Finished
     | CancelRun
     | CancelReply
+    | RunsRequest
+    | RunsReply
+    | ShowRequest
+    | ShowReply
+    | PurgeQueue
+    | PurgeReply
     | StatusRequest
     | StatusReply
     | RunTask

@@ -19,6 +19,18 @@ with the tags that codec knows.
 
 Limits: before the handshake a peer may send at most ``HANDSHAKE_FRAME_LIMIT``
 bytes per frame; afterwards ``DEFAULT_FRAME_LIMIT`` unless configured.
+
+Copies. The supervisor relays payloads it never reads (task arguments and
+results: ``Payload.body``), so each hop should copy them as little as
+possible. The sender encodes a message straight into the buffer handed to
+the socket (``encode_message_into``): one copy. The receiver keeps the bytes
+of each read as they are; a frame is a view of them (see ``FrameDecoder`` for
+the two cases where it is copied once), and decoding makes ``Payload.body`` a
+``memoryview`` of the frame rather than a new ``bytes``. So a payload the
+supervisor stores and forwards is copied once per hop by the sender, plus
+once by the receiver only when its frame shares a read with other frames or
+is split across reads. Code that needs ``bytes`` (a serializer that wants
+them) converts at the edge, where user values are made.
 """
 
 from __future__ import annotations
@@ -38,11 +50,13 @@ __all__ = [
     "CORE_CODEC",
     "DEFAULT_FRAME_LIMIT",
     "HANDSHAKE_FRAME_LIMIT",
+    "Frame",
     "FrameDecoder",
     "MessageCodec",
     "check_hello",
     "decode_message",
     "encode_message",
+    "encode_message_into",
 ]
 
 HEADER = struct.Struct(">I")
@@ -51,6 +65,10 @@ HANDSHAKE_FRAME_LIMIT = 64 * 1024
 
 M = TypeVar("M", bound=WireMessage, covariant=True)
 
+Frame = bytes | memoryview
+"""One frame's body, as ``FrameDecoder`` hands it out."""
+
+_NO_LENGTH = bytes(HEADER.size)
 _encoder = msgspec.msgpack.Encoder()
 _generic_decoder = msgspec.msgpack.Decoder()
 
@@ -73,7 +91,7 @@ class MessageCodec(Generic[M]):
         """A codec for these messages and this codec's own."""
         return MessageCodec((*self.types, *types))
 
-    def decode(self, frame: bytes | memoryview) -> M:
+    def decode(self, frame: Frame) -> M:
         """Decode one frame body, or explain why it is not a message."""
         try:
             return self._decoder.decode(frame)
@@ -84,7 +102,7 @@ class MessageCodec(Generic[M]):
         except UnicodeDecodeError as exc:  # msgspec lets this one through (found by fuzzing)
             raise FrameDecodeError(f"frame holds a string that is not valid UTF-8: {exc}") from None
 
-    def _explain_invalid(self, frame: bytes | memoryview, exc: msgspec.ValidationError) -> str:
+    def _explain_invalid(self, frame: Frame, exc: msgspec.ValidationError) -> str:
         try:
             raw = _generic_decoder.decode(frame)
         except (msgspec.DecodeError, UnicodeDecodeError):
@@ -120,15 +138,28 @@ def _tags_of(types: tuple[type[WireMessage], ...]) -> frozenset[str]:
 CORE_CODEC: MessageCodec[Message] = MessageCodec(get_args(Message))
 
 
-def encode_message(message: WireMessage) -> bytes:
+def encode_message(message: WireMessage) -> bytearray:
     """One frame: length prefix and body, built in a single buffer."""
-    buffer = bytearray(HEADER.size)
-    _encoder.encode_into(message, buffer, HEADER.size)
-    HEADER.pack_into(buffer, 0, len(buffer) - HEADER.size)
-    return bytes(buffer)
+    frame = bytearray()
+    encode_message_into(message, frame)
+    return frame
 
 
-def decode_message(frame: bytes | memoryview) -> Message:
+def encode_message_into(message: WireMessage, buffer: bytearray) -> None:
+    """Append one frame to ``buffer``: the payloads inside are copied once,
+    into the buffer that goes to the socket. On failure ``buffer`` is left
+    as it was."""
+    start = len(buffer)
+    buffer += _NO_LENGTH
+    try:
+        _encoder.encode_into(message, buffer, start + HEADER.size)
+    except BaseException:
+        del buffer[start:]
+        raise
+    HEADER.pack_into(buffer, start, len(buffer) - start - HEADER.size)
+
+
+def decode_message(frame: Frame) -> Message:
     """Decode one frame body of the core protocol (see ``MessageCodec.decode``)."""
     return CORE_CODEC.decode(frame)
 
@@ -148,39 +179,89 @@ def check_hello(message: WireMessage, expected_role: str | None = None) -> Hello
 
 
 class FrameDecoder:
-    """Reassembles frames from a byte stream split anywhere."""
+    """Reassembles frames from a byte stream split anywhere.
+
+    ``feed`` takes the bytes of one read and keeps references to them rather
+    than copies (they are ``bytes``, so nothing can change them later). A
+    frame comes out as a view of the read it arrived in when it fills at
+    least half of that read; a smaller one is copied out, so that a value
+    decoded from it and kept for long (a stored result) never holds more
+    than twice its size of memory; a frame split over several reads is
+    joined once. A payload decoded from the frame (``Payload.body``, a
+    ``memoryview``) is a view of it in turn.
+    """
 
     def __init__(self, limit: int = DEFAULT_FRAME_LIMIT) -> None:
         self.limit = limit
-        self._buffer = bytearray()
+        self._pieces: list[memoryview] = []  # an unfinished frame, length prefix included
+        self._pieces_size = 0
+        self._frame_size: int | None = None  # prefix and body, once the prefix is known
 
     @property
     def buffered(self) -> int:
         """Bytes received but not yet returned as frames."""
-        return len(self._buffer)
+        return self._pieces_size
 
-    def feed(self, data: bytes) -> list[bytes]:
+    def feed(self, data: bytes) -> list[Frame]:
         """Add bytes; return every frame now complete, in order.
 
         Raises ``FrameTooLargeError`` as soon as a length prefix above the
         limit is seen; the connection cannot be resynchronised after that.
         """
-        buffer = self._buffer
-        buffer += data
-        frames: list[bytes] = []
-        position = 0
-        end = len(buffer)
+        if type(data) is not bytes:
+            data = bytes(data)  # a caller's buffer may change after we return: own a copy
+        frames: list[Frame] = []
+        view = memoryview(data)
+        position = self._finish_split_frame(view, frames) if self._pieces else 0
+        end = len(data)
         while end - position >= HEADER.size:
-            (length,) = HEADER.unpack_from(buffer, position)
-            if length > self.limit:
-                raise FrameTooLargeError(
-                    f"frame of {length} bytes exceeds the limit of {self.limit} bytes"
-                )
+            (length,) = HEADER.unpack_from(data, position)
             start = position + HEADER.size
-            if end - start < length:
+            if length > self.limit or end - start < length:
                 break
-            frames.append(bytes(buffer[start : start + length]))
+            frame = view[start : start + length]
+            frames.append(frame if 2 * (length + HEADER.size) >= end else bytes(frame))
             position = start + length
-        if position:
-            del buffer[:position]
+        if position < end:
+            self._keep(view[position:])
+            self._refuse_above_limit()
         return frames
+
+    def _finish_split_frame(self, view: memoryview, frames: list[Frame]) -> int:
+        """Add the start of ``view`` to the unfinished frame; return how much
+        of ``view`` it took."""
+        taken = 0
+        if self._frame_size is None:  # the length prefix itself was split
+            taken = min(HEADER.size - self._pieces_size, len(view))
+            self._keep(view[:taken])
+            if self._frame_size is None:
+                return taken
+        missing = self._frame_size - self._pieces_size
+        if len(view) - taken < missing or self._frame_size > HEADER.size + self.limit:
+            self._keep(view[taken:])
+            self._refuse_above_limit()
+            return len(view)
+        self._pieces.append(view[taken : taken + missing])
+        whole = b"".join(self._pieces)
+        self._pieces, self._pieces_size, self._frame_size = [], 0, None
+        frames.append(memoryview(whole)[HEADER.size :])
+        return taken + missing
+
+    def _keep(self, piece: memoryview) -> None:
+        """Hold the start of a frame until the rest arrives."""
+        if not piece:
+            return
+        self._pieces.append(piece)
+        self._pieces_size += len(piece)
+        if self._frame_size is None and self._pieces_size >= HEADER.size:
+            head = b"".join(bytes(p[: HEADER.size]) for p in self._pieces)
+            self._frame_size = HEADER.size + HEADER.unpack_from(head)[0]
+
+    def _refuse_above_limit(self) -> None:
+        """Refuse a frame as soon as its length prefix is known, before its
+        body arrives."""
+        if self._frame_size is not None and self._frame_size > HEADER.size + self.limit:
+            raise FrameTooLargeError(
+                f"frame of {self._frame_size - HEADER.size} bytes exceeds "
+                f"the limit of {self.limit} bytes"
+            )

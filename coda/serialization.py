@@ -39,6 +39,7 @@ PICKLE_PROTOCOL = 4  # kombu's default, readable by any Python 3 a Celery peer m
 
 Encoder = Callable[[Any], bytes | str]
 Decoder = Callable[[bytes], Any]
+ViewDecoder = Callable[[bytes | memoryview], Any]
 
 
 class _UnsupportedTypeError(TypeError):
@@ -104,7 +105,7 @@ _JSON_ENCODER = json.JSONEncoder(default=_json_default)
 _JSON_DECODER = json.JSONDecoder(object_hook=_json_object_hook)
 
 
-def _json_loads(body: bytes) -> Any:
+def _json_loads(body: bytes | memoryview) -> Any:
     return _JSON_DECODER.decode(str(body, "utf-8"))
 
 
@@ -115,6 +116,9 @@ def _msgpack_enc_hook(obj: Any) -> Any:
 _MSGPACK_ENCODER = msgspec.msgpack.Encoder(enc_hook=_msgpack_enc_hook)
 _MSGPACK_DECODER = msgspec.msgpack.Decoder()
 _pickle_dumps = functools.partial(pickle.dumps, protocol=PICKLE_PROTOCOL)
+_JSON: tuple[Encoder, ViewDecoder] = (_JSON_ENCODER.encode, _json_loads)
+_MSGPACK: tuple[Encoder, ViewDecoder] = (_MSGPACK_ENCODER.encode, _MSGPACK_DECODER.decode)
+_PICKLE: tuple[Encoder, ViewDecoder] = (_pickle_dumps, pickle.loads)
 
 
 @functools.cache
@@ -146,6 +150,7 @@ class _Codec:
     encoder: Encoder
     decoder: Decoder
     trusted: bool
+    view_decoder: ViewDecoder | None = None  # the decoder, when it takes a memoryview too
 
 
 class SerializerRegistry:
@@ -158,11 +163,11 @@ class SerializerRegistry:
         self._by_name: dict[str, _Codec] = {}
         self._by_type: dict[str, _Codec] = {}
         self._accept: frozenset[str] = frozenset()
-        self.register("json", _JSON_ENCODER.encode, _json_loads, "application/json")
-        msgpack = (_MSGPACK_ENCODER.encode, _MSGPACK_DECODER.decode)
-        self.register("msgpack", *msgpack, "application/x-msgpack", "binary")
-        pickling = (_pickle_dumps, pickle.loads)
-        self.register("pickle", *pickling, PICKLE_CONTENT_TYPE, "binary", trusted=False)
+        # their decoders read a payload's body as it comes, a view of its frame
+        self._add(_Codec("json", "application/json", "utf-8", *_JSON, True, _JSON[1]))
+        msgpack = _Codec("msgpack", "application/x-msgpack", "binary", *_MSGPACK, True, _MSGPACK[1])
+        self._add(msgpack)
+        self._add(_Codec("pickle", PICKLE_CONTENT_TYPE, "binary", *_PICKLE, False, _PICKLE[1]))
 
     @property
     def default_accept(self) -> frozenset[str]:
@@ -183,13 +188,15 @@ class SerializerRegistry:
         if not name or "/" in name or "/" not in content_type:
             problem = f"serializer {name!r} for {content_type!r}"
             raise ConfigurationError(f"{problem}: want a name without '/' and a 'type/subtype'")
-        for stale in (self._by_name.get(name), self._by_type.get(content_type)):
+        self._add(_Codec(name, content_type, content_encoding, encoder, decoder, trusted))
+
+    def _add(self, codec: _Codec) -> None:
+        for stale in (self._by_name.get(codec.name), self._by_type.get(codec.content_type)):
             if stale is not None:
                 self._forget(stale)
-        codec = _Codec(name, content_type, content_encoding, encoder, decoder, trusted)
-        self._by_name[name] = self._by_type[content_type] = codec
-        if trusted:
-            self._accept |= {content_type}
+        self._by_name[codec.name] = self._by_type[codec.content_type] = codec
+        if codec.trusted:
+            self._accept |= {codec.content_type}
 
     def unregister(self, name: str) -> None:
         codec = self._by_name.get(name)
@@ -238,7 +245,7 @@ class SerializerRegistry:
 
     def loads(
         self,
-        body: bytes,
+        body: bytes | memoryview,
         content_type: str,
         content_encoding: str = "utf-8",
         accept: Collection[str] | None = None,
@@ -249,9 +256,11 @@ class SerializerRegistry:
             raise self._disallowed(content_type, allowed)
         codec = self._by_type.get(content_type)
         if codec is None:
-            return self._kombu_loads(body, content_type, content_encoding)
+            return self._kombu_loads(bytes(body), content_type, content_encoding)
         try:
-            return codec.decoder(body)
+            if codec.view_decoder is not None:
+                return codec.view_decoder(body)
+            return codec.decoder(bytes(body))  # a user's decoder may want bytes
         except Exception as exc:
             message = f"cannot decode {content_type!r} with serializer {codec.name!r}: {exc}"
             raise DecodeError(message) from exc

@@ -13,9 +13,10 @@ through the worker where it must:
   ``terminate`` asks for its worker process to be replaced (as Celery's
   ``revoke(terminate=True)`` does).
 
-Children go first, so a workflow's spawns stop before the workflow's own
-``finally`` runs. Whatever way a cancelled job ends, it ends ``cancelled``:
-its outcome is ``coda.Cancelled``, and it is never rerun.
+Children are cancelled first (those on the workflow's own worker stop
+before its ``finally`` runs; those on other workers at about the same
+time). Whatever way a cancelled job ends, it ends ``cancelled``: its outcome
+is ``coda.Cancelled``, and it is never rerun.
 """
 
 from __future__ import annotations

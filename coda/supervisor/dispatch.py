@@ -145,6 +145,20 @@ class Dispatcher:
             ready.append(job)
         self.schedule_pump()
 
+    def waiting_in(self, queue: str) -> list[Job]:
+        """The jobs ready and waiting in ``queue`` (not started, not held
+        back), oldest first."""
+        found = [
+            job
+            for waiting in (self._ready, self._isolated)
+            for (_, name), ready in waiting.items()
+            if name == queue
+            for job in ready
+            if job.state is JobState.QUEUED and self._live.get(job.id) is job
+        ]
+        found.sort(key=lambda job: job.created_at)
+        return found
+
     def queued(self) -> dict[str, Counter[str]]:
         """Per queue, how many tasks and workflows wait (status)."""
         queues: dict[str, Counter[str]] = {}
@@ -183,6 +197,7 @@ class Dispatcher:
         worker.held.discard(job_id)
         job = self._live_job(job_id)
         if job is not None:
+            job.started_at = self._clock.time()
             self._arm_timeout(worker, job)
 
     def release(self, worker: WorkerHandle, job: Job) -> bool:
@@ -283,6 +298,7 @@ class Dispatcher:
 
     def _start_workflow(self, worker: WorkerHandle, job: Job) -> None:
         worker.workflows[job.id] = None
+        job.started_at = self._clock.time()  # workflows start as they are sent
         self._lease(worker, job)
         worker.peer.send(
             RunWorkflow(

@@ -44,6 +44,7 @@ from .cancel import CANCELLED, Cancellations
 from .clock import Clock
 from .dispatch import Dispatcher, NameInfo, Peer, WorkerHandle
 from .jobs import Job, JobState
+from .queries import Queries
 from .requeues import requeue_delay
 from .steps import Steps
 from .stores.base import Store
@@ -100,6 +101,7 @@ class Engine:
             finish=lambda job: self._settle(job, None, CANCELLED),
             replace_worker=self._replace_worker,
         )
+        self.queries = Queries(self._live, store, self.dispatch, self.cancellations.cancel)
 
     # -- client requests --------------------------------------------------
 
@@ -144,6 +146,15 @@ class Engine:
             return
         self.waiters.add(job, peer, msg.req_id)
 
+    def cancel_run(self, run_id: str, terminate: bool = False) -> str | None:
+        """Cancel a run by id (not through a client: an extension, a schedule);
+        its state after the request, or None if it is unknown or has ended."""
+        job = self._find(run_id)
+        if job is None or job.state.finished:
+            return None
+        self.cancellations.cancel(job, terminate)
+        return "cancelled" if job.state.finished else "cancelling"
+
     def cancel(self, peer: Peer, msg: CancelRun) -> None:
         job = self._find(msg.run_id)
         if job is None or job.state.finished:
@@ -182,7 +193,7 @@ class Engine:
         if info is None:
             return
         step = None if msg.cache_key is None else (msg.name, msg.cache_key)
-        job = None if step is None else self.steps.answering(msg.run_id, step)
+        job = None if step is None else self.steps.answering(msg.run_id, step, parent.attempt)
         if job is not None:
             self._count(msg.name, "cache_hits")
         elif self.admission.store_refuses(worker.peer, msg.req_id):
@@ -191,6 +202,7 @@ class Engine:
             job = self._new_job(new_id(), msg.kind, msg.name, msg.args)
             job.queue = sys.intern(msg.queue or info.queue)
             job.parent_run = msg.run_id
+            job.parent_attempt = parent.attempt
             job.cache_key = msg.cache_key
             self._add(job)
             if step is not None:

@@ -82,6 +82,16 @@ class ExtensionHost(Protocol):
         ``@coda.task`` or adopted from a Celery app)."""
         ...
 
+    def cancel(self, run_id: str, terminate: bool = False) -> str | None:
+        """Cancel a run as ``coda cancel`` does (``terminate`` replaces the
+        worker of a running sync task): ``"cancelled"``, ``"cancelling"``
+        while workers stop it, or None if no such run is unfinished."""
+        ...
+
+    def purge(self, queue: str) -> int:
+        """Cancel every job waiting in a queue (``coda purge``); how many."""
+        ...
+
 
 class SupervisorExtension(Protocol):
     """What an extension offers the supervisor."""

@@ -38,6 +38,7 @@ class Job:
     args: Payload
     queue: str
     parent_run: str | None = None
+    parent_attempt: int = 0  # the attempt of the parent run that spawned it
     cache_key: bytes | None = None
     attempt: int = 1
     losses: int = 0  # times its worker died while it ran there (it may have run before)
@@ -54,4 +55,5 @@ class Job:
     worker: int | None = None
     ready_at: float = 0.0  # wall-clock time a delayed job becomes due
     created_at: float = 0.0  # set by the engine from its clock
+    started_at: float | None = None  # its last attempt began on a worker
     finished_at: float | None = None

@@ -24,6 +24,9 @@ from ..messages import (
     Await,
     CancelRun,
     Error,
+    PurgeQueue,
+    RunsRequest,
+    ShowRequest,
     Spawn,
     Started,
     StatusReply,
@@ -65,8 +68,12 @@ class SupervisorConnection(FramedProtocol):
     def message_received(self, message: WireMessage) -> None:
         if self.role is None:
             self._handshake(message)
-            return
-        worker = self.worker
+        elif self.worker is not None:
+            self._from_worker(self.worker, message)
+        else:
+            self._from_client(message)
+
+    def _from_client(self, message: WireMessage) -> None:
         match message:
             case Submit():
                 self.engine.submit(self, message)
@@ -74,15 +81,26 @@ class SupervisorConnection(FramedProtocol):
                 self.engine.await_run(self, message)
             case CancelRun():
                 self.engine.cancel(self, message)
+            case RunsRequest():
+                self.engine.queries.runs(self, message)
+            case ShowRequest():
+                self.engine.queries.show(self, message)
+            case PurgeQueue():
+                self.engine.queries.purge(self, message)
             case StatusRequest(req_id=req_id):
                 self.send(StatusReply(req_id=req_id, status=self.supervisor.status()))
-            case Spawn() if worker is not None:
+            case _:
+                self._to_extension_or_refuse(message)
+
+    def _from_worker(self, worker: WorkerHandle, message: WireMessage) -> None:
+        match message:
+            case Spawn():
                 self.engine.spawn(worker, message)
-            case Started() if worker is not None:
+            case Started():
                 self.engine.started(worker, message)
-            case TaskDone() if worker is not None:
+            case TaskDone():
                 self.engine.task_done(worker, message)
-            case WorkflowDone() if worker is not None:
+            case WorkflowDone():
                 self.engine.workflow_done(worker, message)
             case _:
                 self._to_extension_or_refuse(message)
@@ -106,9 +124,12 @@ class SupervisorConnection(FramedProtocol):
         expected_role = "worker" if self.expected_worker_id is not None else "client"
         try:
             hello = check_hello(message, expected_role)
-            self._check_token(hello.token)
         except HandshakeError as exc:
             self.fail(exc, code="handshake")
+            return
+        refused_token = self._token_refusal(hello.token)
+        if refused_token is not None:
+            self.fail(HandshakeError(refused_token[1]), code=refused_token[0])
             return
         if expected_role == "client" and self.engine.draining:
             self.fail(HandshakeError("the supervisor is shutting down"), code="shutting_down")
@@ -128,12 +149,18 @@ class SupervisorConnection(FramedProtocol):
             )
             self.engine.worker_joined(self.worker)
 
-    def _check_token(self, offered: str) -> None:
+    def _token_refusal(self, offered: str) -> tuple[str, str] | None:
+        """The error code and sentence refusing the token offered, if refused:
+        ``token_required`` when none was, ``token_invalid`` when it is wrong
+        (the client turns either into its own advice)."""
         expected = self.supervisor.config.token
         if self.expected_worker_id is not None or not expected:
-            return  # workers are our own children, on a private socket pair
+            return None  # workers are our own children, on a private socket pair
+        if not offered:
+            return "token_required", "this supervisor requires a token and none was offered"
         if not hmac.compare_digest(offered.encode(), expected.encode()):
-            raise HandshakeError("the token offered in the handshake is not valid")
+            return "token_invalid", "the token offered is not this supervisor's --token"
+        return None
 
     def on_closed(self, exc: Exception | None) -> None:
         if self.role == "client":

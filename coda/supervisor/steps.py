@@ -6,7 +6,12 @@ a run reaches a step, the engine creates the step's job and this module
 records it under that name. Every later spawn of the same step, in the same
 attempt or in a rerun, is answered by that job: attached to it while it
 runs, answered from its result once it has succeeded. A step whose job
-failed runs again, and the new job replaces the old in the record.
+failed (or was cancelled) answers with that failure the attempt of the run
+that spawned it, rerun after an interruption (a lost worker, a restart): it
+is the outcome that attempt had, or would have had. A later attempt (the run
+failed and is retried) runs the step again, and the new job replaces the old
+in the record. So a poison step, one that kills its worker, fails its run
+once instead of being spawned again by every rerun.
 
 Lookups. The steps of every run started by this supervisor generation are
 indexed in memory, all of them, so a step not in the index is a miss known
@@ -78,16 +83,17 @@ class Steps:
 
     # -- check and record ---------------------------------------------------------
 
-    def answering(self, run_id: str, step: StepName) -> Job | None:
-        """The job that answers a step: running, or succeeded. None when the
-        step has not been reached, or its job failed or was cancelled (then
-        it runs again)."""
+    def answering(self, run_id: str, step: StepName, attempt: int) -> Job | None:
+        """The job that answers a step for the run's ``attempt``: running,
+        succeeded, or failed in this same attempt. None when the step has
+        not been reached, or failed in an earlier attempt (it runs again)."""
         index = self._index.get(run_id)
         job_id = self.store.get_cached((run_id, *step)) if index is None else index.get(step)
         job = None if job_id is None else self._find_job(job_id)
-        if job is None or job.state in (JobState.FAILED, JobState.CANCELLED):
+        if job is None:
             return None
-        return job
+        failed = job.state in (JobState.FAILED, JobState.CANCELLED)
+        return None if failed and job.parent_attempt != attempt else job
 
     def record(self, run_id: str, step: StepName, job: Job) -> None:
         """The step now runs as ``job``."""

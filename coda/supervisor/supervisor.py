@@ -66,6 +66,12 @@ class _Host:
         except CodaError:
             return False
 
+    def cancel(self, run_id: str, terminate: bool = False) -> str | None:
+        return self._engine.cancel_run(run_id, terminate)
+
+    def purge(self, queue: str) -> int:
+        return self._engine.queries.purge_queue(queue)
+
 
 class Supervisor:
     """Run with ``await start()`` … ``await stop()``, or ``run()`` to block.

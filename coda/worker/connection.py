@@ -18,7 +18,7 @@ from concurrent.futures import Executor
 
 from .._wire import FramedProtocol
 from ..errors import RequestRefusedError
-from ..messages import Error, Finished, Message, RunTask, RunWorkflow, Welcome
+from ..messages import Error, Finished, Message, RunTask, RunWorkflow, StopJob, Welcome
 from .orphan import exit_orphaned
 from .tasks import TaskRunner
 from .workflows import WorkflowRunner
@@ -93,6 +93,9 @@ class WorkerConnection(FramedProtocol):
                 self.worker.workflows.start(message)
             case Finished():
                 self.worker.workflows.resolve(message)
+            case StopJob(job_id=job_id):
+                if not self.worker.workflows.stop(job_id):
+                    self.worker.tasks.stop(job_id)
             case Error(req_id=int() as req_id):
                 self.worker.workflows.reject(req_id, message)
             case Welcome() if not self.welcomed.done():

@@ -70,7 +70,8 @@ class TaskRunner:
         self._running_tasks = 0
         self._held: deque[RunTask] = deque()  # prefetched tasks waiting for a slot
         self._main_thread = main_thread
-        self._jobs: set[asyncio.Task[None]] = set()
+        self._starting: set[str] = set()  # announced with Started, begun next turn
+        self._running: dict[str, tuple[asyncio.Task[None], bool]] = {}  # job id -> (it, async?)
 
     @property
     def in_flight(self) -> int:
@@ -84,11 +85,46 @@ class TaskRunner:
             self._held.append(msg)
 
     def _launch(self, msg: RunTask) -> None:
+        """Announce the task, then start it one loop turn later: by then the
+        ``Started`` has been written to the socket (uvloop writes at the end
+        of a turn), so a task that kills this process at once is known to
+        the supervisor as the one that was running (see supervisor/blame.py)."""
         self._running_tasks += 1
         self._send(Started(job_id=msg.job_id))
+        self._starting.add(msg.job_id)
+        asyncio.get_running_loop().call_soon(self._begin, msg)
+
+    def _begin(self, msg: RunTask) -> None:
+        if msg.job_id not in self._starting:
+            return  # stopped in the meantime
+        self._starting.discard(msg.job_id)
         job = asyncio.create_task(self._run_task(msg))
-        self._jobs.add(job)
-        job.add_done_callback(self._jobs.discard)
+        self._running[msg.job_id] = (job, _is_async(msg.name))
+        job.add_done_callback(lambda _: self._running.pop(msg.job_id, None))
+
+    def stop(self, job_id: str) -> bool:
+        """Cancel a task this runner holds: drop it if held back, cancel it if
+        async and running. A sync task that runs cannot be stopped here (its
+        thread cannot be interrupted): it finishes. False if not ours."""
+        for held in self._held:
+            if held.job_id == job_id:
+                self._held.remove(held)
+                self._send(TaskDone(job_id=job_id, failure=failure_from(_StoppedError())))
+                return True
+        if job_id in self._starting:  # announced, not begun: it never runs
+            self._starting.discard(job_id)
+            self._running_tasks -= 1
+            self._send(TaskDone(job_id=job_id, failure=failure_from(_StoppedError())))
+            if self._held:
+                self._launch(self._held.popleft())
+            return True
+        running = self._running.get(job_id)
+        if running is None:
+            return False
+        job, is_async = running
+        if is_async:
+            job.cancel()
+        return True
 
     async def _run_task(self, msg: RunTask) -> None:
         """Run one task and answer it, whatever happens: the supervisor holds
@@ -155,6 +191,20 @@ async def _call_async(spec: Spec, kwargs: dict[str, Any]) -> Any:
         return await spec.fn(**kwargs)
     async with asyncio.timeout(spec.timeout):
         return await spec.fn(**kwargs)
+
+
+class _StoppedError(Exception):
+    """The failure a dropped task reports (the supervisor records it cancelled)."""
+
+    def __str__(self) -> str:
+        return "cancelled before it started"
+
+
+def _is_async(name: str) -> bool:
+    try:
+        return registry.get_spec(name, "task").is_async
+    except CodaError:
+        return False
 
 
 def retry_done(job_id: str, exc: RetryRequested, serializer: str) -> TaskDone:

@@ -57,17 +57,31 @@ class WorkflowRunner:
         self.accept = accept
         self._req_ids = itertools.count(1)
         self._pending: dict[int, tuple[asyncio.Future[Any], str]] = {}
-        self._jobs: set[asyncio.Task[None]] = set()
+        self._runs: dict[str, asyncio.Task[None]] = {}  # run id -> its attempt here
 
     @property
     def in_flight(self) -> int:
         """Workflow attempts started and not yet answered."""
-        return len(self._jobs)
+        return len(self._runs)
 
     def start(self, msg: RunWorkflow) -> None:
         job = asyncio.create_task(self._run_workflow(msg))
-        self._jobs.add(job)
-        job.add_done_callback(self._jobs.discard)
+        self._runs[msg.run_id] = job
+        job.add_done_callback(lambda _: self._drop(msg.run_id, job))
+
+    def _drop(self, run_id: str, job: asyncio.Task[None]) -> None:
+        if self._runs.get(run_id) is job:
+            del self._runs[run_id]
+
+    def stop(self, run_id: str) -> bool:
+        """Cancel a workflow attempt: ``CancelledError`` at its current
+        ``await``, so its ``try/finally`` runs; it answers as usual. False if
+        no attempt of that run is here."""
+        job = self._runs.get(run_id)
+        if job is None:
+            return False
+        job.cancel()
+        return True
 
     async def _run_workflow(self, msg: RunWorkflow) -> None:
         """Run one attempt and answer it, whatever happens: the caller waits

@@ -22,7 +22,7 @@ from celery.canvas import Signature
 from celery.exceptions import ChordError
 
 from coda.testing import SupervisorProcess
-from tests.broker.conftest import CeleryWorker
+from tests.broker.processes import CeleryWorker
 from tests.redis_keys import delete_keys
 
 pytestmark = pytest.mark.e2e

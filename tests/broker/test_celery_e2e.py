@@ -21,7 +21,7 @@ from celery.utils.dispatch import Signal
 from coda.compat.kombu.backend import CodaBackend
 from coda.testing import SupervisorProcess, wait_until
 from tests.apps import broker_app as tasks
-from tests.broker.conftest import CeleryWorker, broker_queue
+from tests.broker.processes import CeleryWorker, broker_queue
 
 pytestmark = pytest.mark.e2e
 

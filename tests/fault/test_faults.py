@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.fault.harness import Scenario, supervisor_kills, worker_kills
+from tests.fault.broker_harness import BrokerScenario, run_broker_scenario
+from tests.fault.harness import Scenario, backlog, poison, supervisor_kills, worker_kills
 from tests.fault.report import Report
 
 RecordProperty = Callable[[str, object], None]
@@ -61,3 +62,53 @@ def test_supervisor_kills(
     check(report, record_property)
     assert report.kills == kills
     assert report.scenario.store.startswith("sqlite:")
+
+
+def test_backlog_with_worker_kills_spread_over_time(
+    request: pytest.FixtureRequest, record_property: RecordProperty, tmp_path: Path
+) -> None:
+    """Every run submitted at once, workers killed at moments spread in time:
+    no run is lost, and none fails as WorkerLost for deaths it did not cause."""
+    big = request.config.getoption("--run-slow")
+    scenario = replace(
+        BIG if big else SMALL,
+        workflows=300 if big else 40,
+        kill_workers=20 if big else 4,
+        kill_over=60.0 if big else 2.0,
+    )
+    report = backlog(scenario, tmp_path)
+    check(report, record_property)
+    assert report.innocents_lost_to_workers == 0
+
+
+def test_a_poison_step_fails_its_runs_and_no_other(
+    request: pytest.FixtureRequest, record_property: RecordProperty, tmp_path: Path
+) -> None:
+    """A step that kills its worker every time fails the runs that spawn it
+    (coda.WorkerLost), after a bounded number of deaths; innocent runs on
+    the same workers all complete."""
+    big = request.config.getoption("--run-slow")
+    scenario = replace(BIG if big else SMALL, workflows=60 if big else 20, poisoned=2 if big else 1)
+    report = poison(scenario, tmp_path)
+    check(report, record_property)
+    assert report.innocents_lost_to_workers == 0
+    assert len(report.poisoned_runs & set(report.failed)) == scenario.poisoned
+    # alone on its worker it is blamed at once; shared with other tasks, it is
+    # isolated first: at most twice the loss limit of worker deaths per poisoned run
+    assert report.worker_deaths <= 2 * 6 * scenario.poisoned
+
+
+def test_broker_supervisor_kills(
+    request: pytest.FixtureRequest, record_property: RecordProperty, tmp_path: Path
+) -> None:
+    """Celery tasks through coda:// while the supervisor is SIGKILLed and restarted."""
+    big = request.config.getoption("--run-slow")
+    scenario = BrokerScenario(tasks=2000, kills=8) if big else BrokerScenario(tasks=150, kills=2)
+    report = run_broker_scenario(replace(scenario, seed=7), tmp_path)
+    record_property("fault_report", report.format())
+    assert report.published == scenario.tasks
+    assert report.lost == 0
+    assert report.results == len(report.confirmed)
+    assert report.worker_survived
+    assert report.kills == scenario.kills
+    assert report.violations() == [], report.format()

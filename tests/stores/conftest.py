@@ -15,6 +15,9 @@ import pytest
 
 from coda.supervisor.clock import ManualClock
 from coda.supervisor.stores import MemoryStore, SqliteStore, Store
+from coda.supervisor.stores.postgres import PostgresStore
+from tests.postgres import fresh_schema
+from tests.stores.committed import wait_committed
 
 
 @dataclass
@@ -24,11 +27,7 @@ class StoreUnderTest:
     reopen: Callable[[], Store] | None  # close it, open the medium again (durable ones)
 
     def committed(self) -> None:
-        done: list[bool] = []
-        self.store.after_commit(lambda: done.append(True))
-        self.clock.settle()
-        while not done:
-            self.clock.wait_threadsafe()
+        wait_committed(self.store, self.clock)
 
 
 def _memory(tmp_path: Path) -> Iterator[StoreUnderTest]:
@@ -52,7 +51,24 @@ def _sqlite(tmp_path: Path) -> Iterator[StoreUnderTest]:
             store.close()
 
 
-STORES = {"memory": _memory, "sqlite": _sqlite}
+def _postgres(tmp_path: Path) -> Iterator[StoreUnderTest]:
+    with fresh_schema() as url:
+        clock = ManualClock()
+        opened: list[Store] = [PostgresStore(url, clock=clock)]
+
+        def reopen() -> Store:
+            opened[-1].close()
+            opened.append(PostgresStore(url))
+            return opened[-1]
+
+        try:
+            yield StoreUnderTest(opened[0], clock, reopen)
+        finally:
+            for store in opened:
+                store.close()
+
+
+STORES = {"memory": _memory, "sqlite": _sqlite, "postgres": _postgres}
 
 
 @pytest.fixture(params=sorted(STORES))

@@ -227,3 +227,48 @@ def test_expire_soon_reports_what_it_dropped(subject: StoreUnderTest) -> None:
         subject.clock.wait_threadsafe()
     assert dropped == [3]
     assert subject.store.statistics()["jobs"] == 2
+
+
+def test_list_runs_is_newest_first_with_filters_and_a_limit(subject: StoreUnderTest) -> None:
+    store = subject.store
+    for i in range(6):
+        run = flow(f"r{i}", created_at=10.0 + i)
+        run.name = "even" if i % 2 == 0 else "odd"
+        store.save_job(finished(run, at=20.0 + i, failed=i == 4) if i >= 3 else run)
+    store.save_job(task("child", parent="r5", created_at=30.0))  # not a run: a step
+    subject.committed()
+    assert [r.id for r in store.list_runs(state=None, name=None, since=None, limit=10)] == [
+        "r5",
+        "r4",
+        "r3",
+        "r2",
+        "r1",
+        "r0",
+    ]
+    assert [r.id for r in store.list_runs(state=None, name=None, since=None, limit=2)] == [
+        "r5",
+        "r4",
+    ]
+    assert [r.id for r in store.list_runs(state="failed", name=None, since=None, limit=10)] == [
+        "r4"
+    ]
+    assert [r.id for r in store.list_runs(state=None, name="even", since=None, limit=2)] == [
+        "r4",
+        "r2",
+    ]
+    assert [r.id for r in store.list_runs(state=None, name=None, since=13.0, limit=10)] == [
+        "r5",
+        "r4",
+        "r3",
+    ]
+
+
+def test_children_are_what_a_run_spawned_oldest_first(subject: StoreUnderTest) -> None:
+    store = subject.store
+    store.save_job(flow("run"))
+    for name, created in (("second", 3.0), ("first", 2.0)):
+        store.save_job(finished(task(name, parent="run", created_at=created), at=4.0))
+    store.save_job(task("elsewhere", parent="other"))
+    subject.committed()
+    assert [job.id for job in store.children("run")] == ["first", "second"]
+    assert store.children("nobody") == []

@@ -60,6 +60,22 @@ def test_the_token_is_compared_in_constant_time(monkeypatch: pytest.MonkeyPatch)
     config = SupervisorConfig(workers=0, listen="127.0.0.1:0", token="s3cret", store="memory://")
     supervisor = Supervisor(config)
     refused = handshake(supervisor, "s3creT")
-    assert isinstance(refused, Error) and refused.code == "handshake"
+    assert isinstance(refused, Error) and refused.code == "token_invalid"
     assert isinstance(handshake(supervisor, "s3cret"), Welcome)
     assert calls == [(b"s3creT", b"s3cret"), (b"s3cret", b"s3cret")]
+
+
+def test_a_missing_token_is_refused_apart_from_a_wrong_one() -> None:
+    """So the client can say which it was, and what to do."""
+    config = SupervisorConfig(workers=0, listen="127.0.0.1:0", token="s3cret", store="memory://")
+    supervisor = Supervisor(config)
+    missing, wrong = handshake(supervisor, ""), handshake(supervisor, "guess")
+    assert isinstance(missing, Error) and isinstance(wrong, Error)
+    assert (missing.code, missing.message) == (
+        "token_required",
+        "this supervisor requires a token and none was offered",
+    )
+    assert (wrong.code, wrong.message) == (
+        "token_invalid",
+        "the token offered is not this supervisor's --token",
+    )

@@ -96,3 +96,30 @@ def test_supervisor_applies_backpressure_to_clients_only() -> None:
     supervisor = Supervisor(config)
     assert SupervisorConnection(supervisor)._read_backpressure
     assert not SupervisorConnection(supervisor, worker_id=1)._read_backpressure
+
+
+class Recording(FakeTransport):
+    def __init__(self, protocol: asyncio.Protocol) -> None:
+        super().__init__(protocol)
+        self.writes: list[tuple[object, bytes]] = []
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.writes.append((data, bytes(data)))
+        super().write(data)
+
+
+def test_a_turns_replies_go_out_in_one_write_of_a_buffer_never_touched_again() -> None:
+    async def scenario() -> None:
+        conn = Answering()
+        transport = Recording(conn)
+        conn.connection_made(transport)
+        conn.data_received(b"".join(encode_message(StatusRequest(req_id=i)) for i in range(3)))
+        await turns()
+        conn.data_received(bytes(encode_message(StatusRequest(req_id=3))))
+        await turns()
+        assert len(transport.writes) == 2
+        assert answered(transport) == [0, 1, 2, 3]
+        for buffer, as_written in transport.writes:
+            assert buffer == as_written  # not reused for the next turn's replies
+
+    asyncio.run(scenario())

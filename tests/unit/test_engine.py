@@ -89,7 +89,35 @@ def test_a_step_attaches_while_it_runs_and_answers_once_it_succeeded(
     assert engine.counts["t"]["cache_hits"] == 2
 
 
-def test_a_step_that_failed_runs_again(engine: Engine, clock: ManualClock) -> None:
+def test_a_failed_step_answers_its_failure_to_a_rerun_of_the_same_attempt(
+    engine: Engine, clock: ManualClock
+) -> None:
+    w = worker(engine, 1)
+    wf = start_workflow(engine, clock, w)
+    spawn = Spawn(req_id=1, run_id=wf.run_id, kind="task", name="t", args=ARGS, cache_key=b"k")
+    engine.spawn(w, spawn)
+    clock.settle()
+    (first,) = runs(w)
+    engine.started(w, Started(job_id=first.job_id))
+    engine.worker_left(w.id)  # the worker dies: the step, to blame, fails for good...
+    for _ in range(5):  # ...after MAX losses alone (it kills every worker it runs on)
+        w = worker(engine, w.id + 1)
+        clock.settle()
+        task = next(m for m in sent(w) if isinstance(m, RunTask))
+        engine.started(w, Started(job_id=task.job_id))
+        engine.worker_left(w.id)
+    w = worker(engine, 99)
+    clock.settle()
+    (rerun,) = sent(w)  # the run, interrupted each time, is rerun: same attempt
+    assert isinstance(rerun, RunWorkflow) and rerun.attempt == 1
+    engine.spawn(w, again(spawn, 2))
+    clock.settle()
+    (answer,) = sent(w)  # the step's failure, not a new execution of the poison
+    assert isinstance(answer, Finished) and answer.failure is not None
+    assert answer.failure.type_name == "coda.WorkerLost"
+
+
+def test_a_failed_step_runs_again_in_the_next_attempt(engine: Engine, clock: ManualClock) -> None:
     w = worker(engine, 1)
     wf = start_workflow(engine, clock, w)
     spawn = Spawn(req_id=1, run_id=wf.run_id, kind="task", name="t", args=ARGS, cache_key=b"k")
@@ -97,8 +125,11 @@ def test_a_step_that_failed_runs_again(engine: Engine, clock: ManualClock) -> No
     clock.settle()
     (first,) = runs(w)
     engine.task_done(w, TaskDone(job_id=first.job_id, failure=Failure("E", "boom")))
-    clock.settle()
-    sent(w)
+    retry = Failure("E", "the workflow failed", retry_in=0.0)
+    engine.workflow_done(w, WorkflowDone(run_id=wf.run_id, attempt=1, failure=retry))
+    clock.advance(0)
+    (rerun,) = [m for m in sent(w) if isinstance(m, RunWorkflow)]
+    assert rerun.attempt == 2
     engine.spawn(w, again(spawn, 2))
     clock.settle()
     (second,) = runs(w)

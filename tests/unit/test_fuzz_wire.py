@@ -112,6 +112,7 @@ SCALARS: dict[type[msgspec.inspect.Type], st.SearchStrategy[Any]] = {
     msgspec.inspect.FloatType: st.floats(),
     msgspec.inspect.StrType: st.text(max_size=20),
     msgspec.inspect.BytesType: st.binary(max_size=32),
+    msgspec.inspect.MemoryViewType: st.binary(max_size=32).map(memoryview),
     msgspec.inspect.BoolType: st.booleans(),
     msgspec.inspect.NoneType: st.none(),
 }

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import copy
+import pickle
 import struct
 
 import msgspec
@@ -19,6 +21,7 @@ from coda.messages import (
     Hello,
     Payload,
     Spawn,
+    StatusReply,
     Submit,
     TaskDone,
     WireMessage,
@@ -30,9 +33,10 @@ from coda.protocol import (
     check_hello,
     decode_message,
     encode_message,
+    encode_message_into,
 )
 
-ARGS = Payload("application/x-msgpack", "binary", b"\x80")
+ARGS = Payload("application/x-msgpack", "binary", memoryview(b"\x80"))
 SAMPLES = [
     Hello(version=PROTOCOL_VERSION, role="worker", pid=3, queues=["a", "b"], task_slots=2),
     Submit(req_id=1, name="pkg.task", args=ARGS, wait=True),
@@ -163,3 +167,68 @@ def test_fuzz_decoder_never_raises_unexpected_errors(chunks: list[bytes], limit:
             assert len(frame) <= limit
             with contextlib.suppress(FrameDecodeError):
                 decode_message(frame)
+
+
+# -- copies on the frame path ------------------------------------------------
+
+BIG = Payload("application/x-msgpack", "binary", memoryview(bytes(range(256)) * 40))
+
+
+def test_a_frame_filling_its_read_comes_out_as_a_view_of_it() -> None:
+    read = bytes(encode_message(Submit(req_id=1, name="t", args=BIG)))
+    (frame,) = FrameDecoder().feed(read)
+    assert isinstance(frame, memoryview) and frame.obj is read
+
+
+def test_a_payload_is_decoded_as_a_view_of_its_frame() -> None:
+    read = bytes(encode_message(Submit(req_id=1, name="t", args=BIG)))
+    (frame,) = FrameDecoder().feed(read)
+    message = decode_message(frame)
+    assert isinstance(message, Submit) and message.args == BIG
+    assert isinstance(message.args.body, memoryview) and message.args.body.obj is read
+
+
+def test_small_frames_sharing_a_read_are_copied_out_of_it() -> None:
+    """A value kept from one of them must not hold on to the whole read."""
+    small = [Submit(req_id=i, name="t", args=ARGS) for i in range(3)]
+    read = b"".join(encode_message(m) for m in [*small, Submit(req_id=9, name="t", args=BIG)])
+    frames = FrameDecoder().feed(read)
+    assert [decode_message(f) for f in frames][:3] == small
+    assert [type(f) for f in frames] == [bytes, bytes, bytes, memoryview]
+    assert isinstance(frames[3], memoryview) and frames[3].obj is read  # the bulk of the read
+
+
+def test_a_frame_split_over_reads_is_joined_once_into_its_own_buffer() -> None:
+    whole = bytes(encode_message(Submit(req_id=1, name="t", args=BIG)))
+    decoder = FrameDecoder()
+    assert decoder.feed(whole[:2]) == [] and decoder.feed(whole[2:3000]) == []
+    (frame,) = decoder.feed(whole[3000:])
+    assert isinstance(frame, memoryview) and frame.obj == whole and len(frame.obj) == len(whole)
+    assert decoder.buffered == 0
+
+
+def test_a_caller_may_reuse_the_buffer_it_fed() -> None:
+    buffer = bytearray(encode_message(SAMPLES[1]))
+    (frame,) = FrameDecoder().feed(buffer)  # type: ignore[arg-type]
+    buffer[:] = bytes(len(buffer))
+    assert decode_message(frame) == SAMPLES[1]
+
+
+def test_encoding_appends_frames_to_one_buffer() -> None:
+    buffer = bytearray()
+    for message in SAMPLES:
+        encode_message_into(message, buffer)
+    assert buffer == b"".join(encode_message(m) for m in SAMPLES)
+
+
+def test_a_message_that_cannot_be_encoded_leaves_the_buffer_as_it_was() -> None:
+    buffer = bytearray(encode_message(SAMPLES[0]))
+    before = bytes(buffer)
+    with pytest.raises(TypeError):
+        encode_message_into(StatusReply(req_id=1, status={"x": object()}), buffer)
+    assert buffer == before
+
+
+def test_a_payload_pickles_as_its_bytes() -> None:
+    assert pickle.loads(pickle.dumps(BIG)) == BIG
+    assert copy.deepcopy(BIG) == BIG

@@ -13,6 +13,7 @@ PUBLIC = [
     "Client",
     "CodaError",
     "ConfigurationError",
+    "JobView",
     "NotInWorkflowError",
     "RemoteError",
     "ResultTimeoutError",

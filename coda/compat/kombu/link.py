@@ -15,6 +15,14 @@ Fork safety: a link remembers the pid that opened it. In a forked child
 (Celery's prefork pool) the inherited socket belongs to the parent's
 connection, so the child never writes to it; it closes its copy of the
 descriptor and opens its own connection on first use.
+
+Reconnecting: each connection made is a new ``generation``. A link made
+with ``reconnect=True`` (the result backend's: every request stands alone)
+connects again on its next use after a loss; one made with
+``reconnect=False`` (a kombu transport's: channels, consumers and delivery
+tags belong to one connection of the supervisor) keeps raising
+``ConnectionLostError`` until kombu reconnects the transport, which makes a
+new link.
 """
 
 from __future__ import annotations
@@ -27,22 +35,24 @@ import ssl
 import threading
 import time
 from collections import deque
-from typing import Any
+from typing import Any, NoReturn
 
+from ..._handshake import HANDSHAKE_TIMEOUT, Handshake
 from ..._tls import client_context, open_socket
 from ...broker.messages import CLIENT_CODEC
 from ...errors import (
+    CodaError,
     ConnectionLostError,
-    HandshakeError,
     RequestRefusedError,
     ResultTimeoutError,
 )
-from ...messages import PROTOCOL_VERSION, Error, Hello, Welcome, WireMessage
+from ...messages import Error, WireMessage
 from ...protocol import FrameDecoder, encode_message
 
 __all__ = ["Link", "tls_context"]
 
 READ_SIZE = 1 << 20
+TOKEN_HINT = "put it in the broker URL (coda://:TOKEN@HOST:PORT) or set CODA_TOKEN"
 _WOULD_BLOCK = (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
 
 
@@ -68,8 +78,11 @@ class Link:
         token: str = "",
         connect_timeout: float = 10.0,
         tls: ssl.SSLContext | None = None,
+        reconnect: bool = True,
     ) -> None:
         self.address = address
+        self.reconnect = reconnect
+        self.generation = 0  # connections made so far
         self.token = token
         self.connect_timeout = connect_timeout
         self.tls = tls
@@ -80,6 +93,7 @@ class Link:
         self._pending: set[int] = set()
         self._replies: dict[int, WireMessage] = {}
         self._refusal: Error | None = None
+        self._greeting: Handshake | None = None  # until the supervisor welcomes us
         self._ids = itertools.count(1)
         self._lock = threading.RLock()
 
@@ -102,23 +116,24 @@ class Link:
             self.events.clear()
             self._pending.clear()
             self._replies.clear()
+            self.generation += 1
             self._handshake()
 
     def _handshake(self) -> None:
-        hello = Hello(version=PROTOCOL_VERSION, role="client", token=self.token, pid=os.getpid())
-        self._write(encode_message(hello))
-        deadline = time.monotonic() + self.connect_timeout
-        while not self.events:
-            self._read(deadline - time.monotonic())
-            if time.monotonic() > deadline and not self.events:
+        """Coda's handshake (``coda._handshake``): a foreign server or a refused
+        token is named the way the clients name it."""
+        greeting = self._greeting = Handshake(
+            self.address, token=self.token, pid=os.getpid(), token_hint=TOKEN_HINT
+        )
+        self._write(greeting.hello)
+        wait = min(self.connect_timeout, HANDSHAKE_TIMEOUT)
+        deadline = time.monotonic() + wait
+        while self._greeting is not None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
                 self.close()
-                raise ConnectionLostError(f"no handshake answer from {self.address}")
-        reply = self.events.popleft()
-        if isinstance(reply, Welcome):
-            return
-        self.close()
-        detail = reply.message if isinstance(reply, Error) else type(reply).__name__
-        raise HandshakeError(f"the supervisor at {self.address} refused the connection: {detail}")
+                raise greeting.timed_out(wait)
+            self._read(remaining)
 
     def close(self) -> None:
         with self._lock:
@@ -130,6 +145,11 @@ class Link:
         self._sock = None
 
     def _socket(self) -> socket.socket:
+        lost = self._sock is None and self.generation and self._pid == os.getpid()
+        if lost and not self.reconnect:
+            raise ConnectionLostError(
+                f"the connection to the Coda supervisor at {self.address} was lost"
+            )
         if self._sock is None or self._pid != os.getpid():
             self.connect()
         assert self._sock is not None
@@ -220,12 +240,20 @@ class Link:
             except OSError as exc:
                 self._lost(str(exc))
             if not data:
-                self._lost("the supervisor closed the connection")
+                self._lost(None)
             self._take(data)
             if len(data) < READ_SIZE and not tls:
                 return
 
     def _take(self, data: bytes) -> None:
+        if self._greeting is not None:
+            outcome = self._greeting.receive_data(data)
+            if outcome is None:
+                return
+            data, self._greeting = self._greeting.trailing, None
+            if isinstance(outcome, CodaError):
+                self._forget_socket()
+                raise outcome
         for frame in self._decoder.feed(data):
             message = CLIENT_CODEC.decode(frame)
             req_id = getattr(message, "req_id", None)
@@ -237,7 +265,7 @@ class Link:
                 self.events.append(message)
             # else: the answer to a request that timed out; dropped
 
-    def _write(self, data: bytes) -> None:
+    def _write(self, data: bytes | bytearray) -> None:
         sock = self._socket()
         view = memoryview(data)
         while view:
@@ -253,6 +281,11 @@ class Link:
                 if readable:
                     self._read(0.0)
 
-    def _lost(self, why: str) -> None:
+    def _lost(self, why: str | None) -> NoReturn:
+        """``why`` is None when the supervisor closed the connection."""
         self._forget_socket()
+        greeting, self._greeting = self._greeting, None
+        if greeting is not None:
+            raise greeting.closed(why)
+        why = why or "the supervisor closed the connection"
         raise ConnectionLostError(f"lost the Coda supervisor at {self.address}: {why}")

@@ -2,7 +2,8 @@
 
 ``memory://`` keeps everything in the supervisor's memory (tests; gone on
 exit); ``sqlite:///relative.db`` or ``sqlite:////absolute.db`` is the
-durable default, one file per supervisor.
+durable default, one file per supervisor; ``postgresql://user@host/db``
+(the ``postgres`` extra) is a database several supervisors share, a fleet.
 """
 
 from __future__ import annotations
@@ -23,6 +24,16 @@ def open_store(url: str, clock: Clock | None = None) -> Store:
         return MemoryStore()
     if url.startswith("sqlite:"):
         return SqliteStore.from_url(url, clock)
+    if url.startswith(("postgresql:", "postgres:")):
+        try:
+            from .postgres import PostgresStore
+        except ImportError as exc:
+            raise ConfigurationError(
+                f"a postgresql:// store needs psycopg: pip install 'coda-workflows[postgres]' "
+                f"({exc})"
+            ) from None
+        return PostgresStore.from_url(url, clock)
     raise ConfigurationError(
-        f"unknown store {url!r}: use memory:// or sqlite:///path/to/file.sqlite3"
+        f"unknown store {url!r}: use memory://, sqlite:///path/to/file.sqlite3 "
+        "or postgresql://user@host/database"
     )

@@ -60,6 +60,18 @@ class Store(abc.ABC):
         (recovery after a restart)."""
 
     @abc.abstractmethod
+    def list_runs(
+        self, *, state: str | None, name: str | None, since: float | None, limit: int
+    ) -> list[Job]:
+        """Root runs (jobs no run spawned), newest first: at most ``limit``,
+        in ``state`` and named ``name`` when given, created at or after
+        ``since`` when given."""
+
+    @abc.abstractmethod
+    def children(self, run_id: str) -> list[Job]:
+        """The recorded jobs a run spawned, oldest first."""
+
+    @abc.abstractmethod
     def expire(self, finished_before: float) -> int:
         """Forget root runs finished before the given time, with every job
         beneath them and their cache entries, and return how many jobs went.

@@ -120,6 +120,16 @@ class BufferedStore(Store, Generic[C]):
     def _read_unfinished(self) -> list[Job]: ...
 
     @abc.abstractmethod
+    def _read_roots(
+        self, state: str | None, since: float | None, before: Cursor, limit: int
+    ) -> list[Job]:
+        """Root runs created before the cursor (and at or after ``since``),
+        newest first."""
+
+    @abc.abstractmethod
+    def _read_children(self, run_id: str) -> list[Job]: ...
+
+    @abc.abstractmethod
     def _expire_batch(self, db: C, before: float, roots: int, after: Cursor) -> ExpiryResult: ...
 
     def _counted(self, result: object) -> None:
@@ -246,6 +256,25 @@ class BufferedStore(Store, Generic[C]):
         for job in jobs:
             self._written_args[job.id] = job.args
         return jobs
+
+    def list_runs(
+        self, *, state: str | None, name: str | None, since: float | None, limit: int
+    ) -> list[Job]:
+        """Pages through the roots newest first; the name is matched here
+        (it is inside the job's body), so a rare name may take a few pages."""
+        self._commits.flush()  # what the engine saved is in the database
+        runs: list[Job] = []
+        cursor: Cursor = (float("inf"), "")
+        while len(runs) < limit:
+            page = self._read_roots(state, since, cursor, max(limit, 100))
+            if not page:
+                break
+            runs += [job for job in page if name is None or job.name == name]
+            cursor = (page[-1].created_at, page[-1].id)
+        return [self._in_memory(job.id) or job for job in runs[:limit]]
+
+    def children(self, run_id: str) -> list[Job]:
+        return [self._in_memory(job.id) or job for job in self._read_children(run_id)]
 
     # -- retention -------------------------------------------------------------
 

@@ -23,7 +23,7 @@ _BODY_FIELDS = tuple(f.name for f in dataclasses.fields(Job) if f.name != "args"
 _encode = msgspec.msgpack.Encoder().encode
 
 encode_args = _encode
-NO_ARGS = _encode(Payload("", "", b""))
+NO_ARGS = _encode(Payload("", "", memoryview(b"")))
 
 
 def encode_body(job: Job) -> bytes:

@@ -49,6 +49,25 @@ class MemoryStore(Store):
         unfinished.sort(key=lambda job: job.created_at)
         return unfinished
 
+    def list_runs(
+        self, *, state: str | None, name: str | None, since: float | None, limit: int
+    ) -> list[Job]:
+        runs = [
+            job
+            for job in self._jobs.values()
+            if job.parent_run is None
+            and (state is None or job.state.value == state)
+            and (name is None or job.name == name)
+            and (since is None or job.created_at >= since)
+        ]
+        runs.sort(key=lambda job: job.created_at, reverse=True)
+        return runs[:limit]
+
+    def children(self, run_id: str) -> list[Job]:
+        found = [self._jobs[i] for i in self._children.get(run_id, ()) if i in self._jobs]
+        found.sort(key=lambda job: job.created_at)
+        return found
+
     def expire(self, finished_before: float) -> int:
         roots = [
             job

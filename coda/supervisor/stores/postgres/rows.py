@@ -20,7 +20,7 @@ Cursor = tuple[float, str]  # (finished_at, id) of the last root examined
 
 UPSERT_JOB = """
 INSERT INTO coda_jobs (id, parent_run, kind, queue, state, owner, epoch, ready_at,
-                       created_at, finished_at, args, body)
+                       finished_at, created_at, args, body)
 VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
 ON CONFLICT (id) DO UPDATE SET
     state = excluded.state, owner = excluded.owner, epoch = excluded.epoch,

@@ -14,7 +14,7 @@ supervisor could misread rows a newer one writes.
 from __future__ import annotations
 
 import re
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import psycopg
 
@@ -59,6 +59,8 @@ CREATE INDEX IF NOT EXISTS coda_jobs_finished_roots ON coda_jobs (finished_at, i
     WHERE parent_run IS NULL;
 CREATE INDEX IF NOT EXISTS coda_jobs_unfinished ON coda_jobs (created_at)
     WHERE finished_at IS NULL;
+CREATE INDEX IF NOT EXISTS coda_jobs_roots ON coda_jobs (created_at, id)
+    WHERE parent_run IS NULL;
 CREATE TABLE IF NOT EXISTS coda_cache (
     run_id text NOT NULL,
     name text NOT NULL,
@@ -95,7 +97,7 @@ class PostgresUrl:
         query.setdefault("connect_timeout", str(CONNECT_TIMEOUT))
         # every connection works in the store's schema (a checked SQL name)
         query["options"] = f"{query.get('options', '')} -c search_path={self.schema}".strip()
-        self.dsn = urlunsplit(parts._replace(query=urlencode(query)))
+        self.dsn = urlunsplit(parts._replace(query=urlencode(query, quote_via=quote)))
         shown = parts._replace(netloc=parts.netloc.rpartition("@")[2], query="")
         self.shown = urlunsplit(shown)  # without credentials, for messages
 

@@ -41,6 +41,7 @@ CREATE TABLE IF NOT EXISTS jobs (
 CREATE INDEX IF NOT EXISTS jobs_children ON jobs (parent_run) WHERE parent_run IS NOT NULL;
 CREATE INDEX IF NOT EXISTS jobs_finished_roots ON jobs (finished_at, id) WHERE parent_run IS NULL;
 CREATE INDEX IF NOT EXISTS jobs_unfinished ON jobs (created_at) WHERE finished_at IS NULL;
+CREATE INDEX IF NOT EXISTS jobs_roots ON jobs (created_at, id) WHERE parent_run IS NULL;
 CREATE TABLE IF NOT EXISTS cache (
     run_id TEXT NOT NULL,
     name TEXT NOT NULL,

@@ -98,6 +98,26 @@ class SqliteStore(BufferedStore[sqlite3.Connection]):
         ).fetchall()
         return [decode_job(body, args) for body, args in rows]
 
+    def _read_roots(
+        self, state: str | None, since: float | None, before: Cursor, limit: int
+    ) -> list[Job]:
+        sql = "SELECT body, args FROM jobs WHERE parent_run IS NULL AND (created_at, id) < (?, ?)"
+        params: list[object] = [before[0], before[1] or "\uffff"]
+        if state is not None:
+            sql, params = sql + " AND state = ?", [*params, state]
+        if since is not None:
+            sql, params = sql + " AND created_at >= ?", [*params, since]
+        rows = self._reader.execute(
+            sql + " ORDER BY created_at DESC, id DESC LIMIT ?", (*params, limit)
+        )
+        return [decode_job(body, args) for body, args in rows]
+
+    def _read_children(self, run_id: str) -> list[Job]:
+        rows = self._reader.execute(
+            "SELECT body, args FROM jobs WHERE parent_run = ? ORDER BY created_at", (run_id,)
+        )
+        return [decode_job(body, args) for body, args in rows]
+
     def _expire_batch(
         self, db: sqlite3.Connection, before: float, roots: int, after: Cursor
     ) -> ExpiryResult:
