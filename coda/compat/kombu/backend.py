@@ -63,7 +63,7 @@ from ...broker.messages import (
 )
 from ...errors import ConnectionLostError, RequestRefusedError, ResultTimeoutError
 from ...messages import Error, WireMessage
-from .canvas_shapes import leaf_ids, nested, tracked_ids
+from .canvas_shapes import chained_waits, leaf_ids, nested
 from .link import Link, tls_context
 from .transport import DEFAULT_PORT
 
@@ -203,21 +203,17 @@ class CodaBackend(BaseBackend):  # type: ignore[misc]  # Celery ships no types: 
         call_errbacks: bool = True,
         state: str = states.FAILURE,
     ) -> None:
-        """Celery's, and then what callers of each group or chord chained after
-        the failed task wait on is failed too (a group's members, a chord's
-        body). Celery marks a chained group by its own id only, so
-        ``GroupResult.get()`` on such a chain waits forever for members that will
-        never run (on Redis too: Celery issue #6437); here it raises the failed
-        step's exception, as Celery's own test of that canvas expects."""
+        """Celery's, then what callers of the groups and chords chained after the
+        failed task wait on fails too. Celery fails a chained group by its own id
+        only, so its ``GroupResult.get()`` waited forever (on Redis too: Celery
+        issue #6437); now it raises the failed step's exception."""
         super().mark_as_failure(
             task_id, exc, traceback, request, store_result, call_errbacks, state
         )
         if request is None or not store_result or state not in states.PROPAGATE_STATES:
             return
-        for step in getattr(request, "chain", None) or ():
-            if isinstance(step, dict) and step.get("subtask_type") in ("group", "chord"):
-                for member_id in tracked_ids(step):
-                    self.store_result(member_id, exc, state, traceback=traceback)
+        for waited_on in chained_waits(getattr(request, "chain", None)):
+            self.store_result(waited_on, exc, state, traceback=traceback)
 
     def _forget(self, task_id: str) -> None:
         self._request(lambda r: ResultForget(r, bytes_to_str(task_id)))
@@ -273,12 +269,9 @@ class CodaBackend(BaseBackend):  # type: ignore[misc]  # Celery ships no types: 
         on_interval: Callable[[], None] | None,
     ) -> Iterator[tuple[str, dict[str, Any]]]:
         """Yield (id, meta) as each task becomes ready; raise Celery's
-        TimeoutError past ``timeout``. ``on_interval`` (``AsyncResult.get``'s
-        check of the parents' errors) runs after every wait, as in Celery's
-        own drain loop: every ``interval`` while nothing comes, and once more
-        when an answer does, before it is returned. So the body of a chord
-        whose header failed raises the header task's own exception, as on
-        Redis, rather than the body's ``ChordError``."""
+        TimeoutError past ``timeout``. ``on_interval`` (the parents' errors)
+        runs after every wait, as in Celery's drain loop, answer or not: a
+        chord whose header failed raises the header's exception, as on Redis."""
         if not ids:
             return
         deadline = None if timeout is None else time.monotonic() + timeout

@@ -5,7 +5,8 @@ may hold others; a chained group or chord is a signature dict). The
 supervisor joins a chord's header flat, by task id; these functions go
 between the two: the ids to join (``leaf_ids``), the values nested back as
 the header is (``nested``, Celery's structure for a header holding a group),
-and the ids a caller of a chained group or chord waits on (``tracked_ids``).
+and the ids a caller of a chained group or chord waits on (``tracked_ids``,
+``chained_waits``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 
 from celery.result import GroupResult, ResultBase
 
-__all__ = ["leaf_ids", "nested", "tracked_ids"]
+__all__ = ["chained_waits", "leaf_ids", "nested", "tracked_ids"]
 
 
 def leaf_ids(results: Any) -> Iterator[str]:
@@ -48,6 +49,13 @@ def tracked_ids(signature: Any) -> Iterator[str]:
         task_id = (signature.get("options") or {}).get("task_id")
         if task_id:
             yield str(task_id)
+
+
+def chained_waits(chain: Any) -> Iterator[str]:
+    """The ids waited on in the groups and chords of a request's remaining ``chain``."""
+    for step in chain or ():
+        if isinstance(step, dict) and step.get("subtask_type") in ("group", "chord"):
+            yield from tracked_ids(step)
 
 
 def nested(results: Any, values: Iterator[Any]) -> list[Any]:
