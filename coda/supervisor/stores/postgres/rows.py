@@ -9,7 +9,7 @@ from psycopg_pool import ConnectionPool
 
 from ....messages import Payload
 from ...jobs import Job
-from ..base import CacheKey
+from ..base import CacheKey, ScheduleMark
 from ..codec import NO_ARGS, encode_args, encode_body, finished_at
 from .schema import Connection
 
@@ -38,6 +38,13 @@ UPDATE coda_jobs SET state = %s, owner = %s, epoch = %s, ready_at = %s, finished
 UPSERT_CACHE = """
 INSERT INTO coda_cache (run_id, name, key, job_id) VALUES (%s, %s, %s, %s)
 ON CONFLICT (run_id, name, key) DO UPDATE SET job_id = excluded.job_id
+"""
+# a mark never moves back (ScheduleMark.merged); GREATEST ignores NULLs
+SAVE_MARK = """
+INSERT INTO coda_schedules (name, covered, last_tick) VALUES (%s, %s, %s)
+ON CONFLICT (name) DO UPDATE SET
+    covered = GREATEST(coda_schedules.covered, excluded.covered),
+    last_tick = GREATEST(coda_schedules.last_tick, excluded.last_tick)
 """
 CACHED_STEPS = """
 SELECT coda_cache.name, coda_cache.key, coda_cache.job_id, coda_jobs.body, coda_jobs.args
@@ -86,6 +93,7 @@ class Rows:
     updates: list[tuple[Any, ...]] = dataclasses.field(default_factory=list)
     updates_args: list[tuple[Any, ...]] = dataclasses.field(default_factory=list)
     cache: list[tuple[Any, ...]] = dataclasses.field(default_factory=list)
+    marks: list[tuple[Any, ...]] = dataclasses.field(default_factory=list)
 
     def add_job(self, job: Job, written_args: Payload | None, with_args: bool) -> None:
         """``written_args``: the args this store last wrote for the job (None:
@@ -104,6 +112,9 @@ class Rows:
     def add_cache(self, key: CacheKey, job_id: str) -> None:
         self.cache.append((*key, job_id))
 
+    def add_mark(self, name: str, mark: ScheduleMark) -> None:
+        self.marks.append((name, mark.covered, mark.last_tick))
+
     def write(self, pool: Pool) -> None:
         """Write the batch in one transaction."""
         with pool.connection() as conn, conn.transaction(), conn.cursor() as cursor:
@@ -112,6 +123,7 @@ class Rows:
                 (UPDATE_JOB, self.updates),
                 (UPDATE_JOB_ARGS, self.updates_args),
                 (UPSERT_CACHE, self.cache),
+                (SAVE_MARK, self.marks),
             ):
                 if rows:
                     cursor.executemany(sql, rows)
