@@ -29,6 +29,7 @@ __all__ = [
     "job_dict",
     "parse_since",
     "step_origin",
+    "table",
 ]
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -76,7 +77,8 @@ def _took(job: JobView, now: float) -> str:
     return format_duration(max(0.0, job.finished_at - job.started_at))
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    """Columns as wide as their widest cell, two spaces apart."""
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     return [
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
@@ -94,7 +96,7 @@ def format_runs(runs: Sequence[JobView], now: float | None = None) -> str:
         (r.id, r.name, r.kind, r.state, str(r.attempt), _clock(r.created_at), _took(r, now))
         for r in runs
     ]
-    return "\n".join(_table(header, rows))
+    return "\n".join(table(header, rows))
 
 
 def decode_cache_key(key: bytes) -> Any:
@@ -192,7 +194,7 @@ def _steps_table(run: JobView, steps: Sequence[JobView], now: float) -> list[str
                 step_origin(step, run),
             )
         )
-    return [f"steps ({len(steps)}):", *("  " + line for line in _table(header, rows))]
+    return [f"steps ({len(steps)}):", *("  " + line for line in table(header, rows))]
 
 
 def _failure(what: str, job: JobView) -> list[str]:

@@ -145,6 +145,12 @@ def _split_queues(values: tuple[str, ...]) -> tuple[str, ...]:
     "workers: '*', 'queue:NAME' or task names, comma-separated (needs --celery-app).",
 )
 @click.option(
+    "--celery-beat",
+    is_flag=True,
+    help="Run the Celery app's beat_schedule from this supervisor, each tick once, "
+    "instead of from celery beat (stop celery beat: both would run every entry).",
+)
+@click.option(
     "--log-level",
     default="INFO",
     show_default=True,
@@ -169,6 +175,7 @@ def supervisor(
     shutdown_grace: float,
     celery_app: str | None,
     celery_divert: tuple[str, ...],
+    celery_beat: bool,
     log_level: str,
 ) -> None:
     """Run a supervisor and its worker processes until SIGINT/SIGTERM."""
@@ -198,6 +205,7 @@ def supervisor(
         shutdown_grace=shutdown_grace,
         celery_app=celery_app,
         celery_divert=celery_divert,
+        celery_beat=celery_beat,
     )
     try:
         Supervisor(config).run()

@@ -33,9 +33,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cronsim import CronSim, CronSimError
 
-from ._outcome import encode_value
 from .errors import CodaError, ConfigurationError
 from .serialization import DEFAULT_SERIALIZER
+from .serialization import registry as serializers
 
 __all__ = [
     "MISSED_POLICIES",
@@ -263,7 +263,7 @@ def _checked_args(
             f"{where}: schedule_args do not fit its parameters: {exc}"
         ) from None
     try:
-        encode_value(dict(args), serializer or DEFAULT_SERIALIZER)
+        serializers.dumps(dict(args), serializer or DEFAULT_SERIALIZER)
     except CodaError as exc:
         raise ConfigurationError(f"{where}: schedule_args cannot be encoded: {exc}") from None
     return args

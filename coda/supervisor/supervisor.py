@@ -29,6 +29,7 @@ from .config import SupervisorConfig
 from .engine import Engine, NameInfo, new_id
 from .extension import ClientPeer, ExtensionFactory, Extensions, discover_extensions
 from .pool import WorkerPool, WorkerSettings
+from .scheduler import Scheduler
 from .server import SupervisorConnection
 from .state_dir import describe_store
 from .stores import open_store
@@ -91,7 +92,7 @@ class Supervisor:
         self.id = new_id()[:12]
         registry.import_modules(list(config.modules))
         if config.celery_app:
-            registry.adopt_celery_app(config.celery_app)
+            registry.adopt_celery_app(config.celery_app, beat=config.celery_beat)
         self.clock = LoopClock()
         self.store = open_store(config.store, self.clock)
         accept = set(SAFE_CONTENT) | ({"pickle"} if config.accept_pickle else set())
@@ -101,6 +102,9 @@ class Supervisor:
             self.clock,
             accept_content=frozenset(serializers.content_type_for(n) for n in accept),
             on_hung_worker=self._kill_worker,
+        )
+        self.scheduler = Scheduler(
+            registry.all_schedules(), self.clock, self.store, self.engine.submit, self._lookup
         )
         self.extensions = Extensions(
             discover_extensions() if extensions is None else extensions,
@@ -144,6 +148,7 @@ class Supervisor:
         if recovered:
             log.info("recovered %d unfinished jobs from the store", recovered)
         self.extensions.start()  # before the first client can reach one
+        self.scheduler.start()
         try:
             await self._listen(loop)
         except BaseException:
@@ -196,6 +201,7 @@ class Supervisor:
         the store, for the next supervisor on it to run."""
         loop = asyncio.get_running_loop()
         idle: asyncio.Future[None] = loop.create_future()
+        self.scheduler.stop()  # ticks from now on are missed ticks of the next start
         self.engine.drain(lambda: _resolve(idle, None))
         try:
             await asyncio.wait_for(idle, grace)
@@ -216,6 +222,7 @@ class Supervisor:
         saved as requeued (without counting a loss: we are draining)."""
         if self._housekeeping is not None:
             self._housekeeping.cancel()
+        self.scheduler.stop()
         if not self.engine.draining:
             self.engine.drain(lambda: None)
         for server in self._servers:
@@ -234,6 +241,7 @@ class Supervisor:
 
     def status(self) -> dict[str, Any]:
         status = self.engine.status()
+        status["schedules"] = self.scheduler.status()
         status["supervisor"] = {
             "id": self.id,
             "pid": os.getpid(),

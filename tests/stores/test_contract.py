@@ -291,4 +291,3 @@ def test_schedule_marks_never_move_back_and_outlive_a_restart(subject: StoreUnde
     }
     for opened in now_and_reopened(subject):
         assert opened.schedule_marks() == expected
-
