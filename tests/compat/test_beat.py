@@ -24,6 +24,13 @@ from coda.errors import ConfigurationError
 from coda.schedules import Cron, Every, tick_run_id
 
 
+@pytest.fixture(autouse=True)
+def schedules_registered_here_stay_here(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A schedule a test registers must not reach a supervisor that a later
+    test starts in this process (``InProcessSupervisor`` runs the registry's)."""
+    monkeypatch.setattr(registry, "_schedules", dict(registry._schedules))
+
+
 @pytest.fixture
 def app() -> Iterator[Celery]:
     app = Celery("beat_test", broker="memory://", set_as_current=False)

@@ -14,6 +14,13 @@ from coda.errors import ConfigurationError
 from coda.schedules import Cron, Every, tick_run_id, timetable_for
 
 
+@pytest.fixture(autouse=True)
+def schedules_registered_here_stay_here(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A schedule a test registers must not reach a supervisor that a later
+    test starts in this process (``InProcessSupervisor`` runs the registry's)."""
+    monkeypatch.setattr(registry, "_schedules", dict(registry._schedules))
+
+
 def at(*parts: int, zone: str = "UTC") -> float:
     tz = UTC if zone == "UTC" else ZoneInfo(zone)
     return datetime(*parts, tzinfo=tz).timestamp()  # type: ignore[misc]
