@@ -148,7 +148,6 @@ class Supervisor:
         if recovered:
             log.info("recovered %d unfinished jobs from the store", recovered)
         self.extensions.start()  # before the first client can reach one
-        self.scheduler.start()
         try:
             await self._listen(loop)
         except BaseException:
@@ -157,6 +156,7 @@ class Supervisor:
             self.extensions.close()
             self.store.close()
             raise
+        self.scheduler.start()  # its ticks queue until workers join
         await self.pool.start()
         self._housekeeping = asyncio.create_task(self._expire_periodically())
 
