@@ -211,11 +211,7 @@ def job_dict(job: JobView, run: JobView | None = None) -> dict[str, Any]:
     data["cache_key"] = None if job.cache_key is None else decode_cache_key(job.cache_key)
     if job.failure is not None:
         failure = job.failure
-        data["failure"] = {
-            "type": failure.type_name,
-            "message": failure.message,
-            "traceback": failure.traceback,
-        }
+        data["failure"] = {name: getattr(failure, name) for name in failure.__struct_fields__}
     if run is not None:
         data["cached"] = is_cached(job, run)
     return data

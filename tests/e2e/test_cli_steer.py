@@ -160,6 +160,10 @@ def test_show_tells_cached_steps_from_executed_ones_with_keys_and_errors(
     done = cli(steer_supervisor, "show", failed)
     assert "step 2 (tests.apps.steer.breaks) failed: ValueError: the step broke" in done.stdout
     assert 'raise ValueError("the step broke")' in done.stdout  # its traceback
+    shown = json.loads(cli(steer_supervisor, "show", failed, "--json").stdout)
+    broken = shown["steps"][1]["failure"]
+    assert (broken["type_name"], broken["message"]) == ("ValueError", "the step broke")
+    assert 'raise ValueError("the step broke")' in broken["traceback"]
     assert "the run failed: coda.errors.TaskFailed: ValueError: the step broke" in done.stdout
 
 
