@@ -30,6 +30,7 @@ from .engine import Engine, NameInfo, new_id
 from .extension import ClientPeer, ExtensionFactory, Extensions, discover_extensions
 from .fleet import Fleet, FleetMember, SharedStore
 from .pool import WorkerPool, WorkerSettings
+from .scheduler import Scheduler
 from .server import SupervisorConnection
 from .state_dir import describe_store
 from .stores import open_store
@@ -92,7 +93,7 @@ class Supervisor:
         self.id = new_id()[:12]
         registry.import_modules(list(config.modules))
         if config.celery_app:
-            registry.adopt_celery_app(config.celery_app)
+            registry.adopt_celery_app(config.celery_app, beat=config.celery_beat)
         self.clock = LoopClock()
         self.store = open_store(config.store, self.clock)
         accept = set(SAFE_CONTENT) | ({"pickle"} if config.accept_pickle else set())
@@ -104,6 +105,9 @@ class Supervisor:
             on_hung_worker=self._kill_worker,
         )
         self.fleet = self._join_fleet(config)
+        self.scheduler = Scheduler(
+            registry.all_schedules(), self.clock, self.store, self.engine.submit, self._lookup
+        )
         self.extensions = Extensions(
             discover_extensions() if extensions is None else extensions,
             _Host(config, self.engine, self.clock),
@@ -174,6 +178,7 @@ class Supervisor:
             self.extensions.close()
             self.store.close()
             raise
+        self.scheduler.start()  # its ticks queue until workers join
         await self.pool.start()
         if self.fleet is not None and self.engine.fleet is not None:
             self.fleet.start(self.engine.fleet)
@@ -220,6 +225,7 @@ class Supervisor:
         the store, for the next supervisor on it to run."""
         loop = asyncio.get_running_loop()
         idle: asyncio.Future[None] = loop.create_future()
+        self.scheduler.stop()  # ticks from now on are missed ticks of the next start
         self.engine.drain(lambda: _resolve(idle, None))
         try:
             await asyncio.wait_for(idle, grace)
@@ -240,6 +246,7 @@ class Supervisor:
         saved as requeued (without counting a loss: we are draining)."""
         if self._housekeeping is not None:
             self._housekeeping.cancel()
+        self.scheduler.stop()
         if not self.engine.draining:
             self.engine.drain(lambda: None)
         for server in self._servers:
@@ -274,6 +281,7 @@ class Supervisor:
 
     def status(self) -> dict[str, Any]:
         status = self.engine.status()
+        status["schedules"] = self.scheduler.status()
         status["supervisor"] = {
             "id": self.id,
             "pid": os.getpid(),
