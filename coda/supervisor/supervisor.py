@@ -24,7 +24,7 @@ from .._wire import parse_address
 from ..errors import CodaError, ConfigurationError
 from ..messages import Submit
 from ..serialization import registry as serializers
-from .clock import Clock, LoopClock
+from .clock import LoopClock
 from .config import SupervisorConfig
 from .engine import Engine, NameInfo, new_id
 from .extension import ClientPeer, ExtensionFactory, Extensions, discover_extensions
@@ -54,10 +54,24 @@ def _worker_args(config: SupervisorConfig) -> tuple[str, ...]:
 class _Host:
     """What a supervisor offers its extensions (``ExtensionHost``)."""
 
-    def __init__(self, config: SupervisorConfig, engine: Engine, clock: Clock) -> None:
-        self.config = config
-        self.clock = clock
-        self._engine = engine
+    def __init__(self, supervisor: Supervisor) -> None:
+        self.config = supervisor.config
+        self.clock = supervisor.clock
+        self._engine = supervisor.engine
+        self._supervisor = supervisor
+
+    @property
+    def supervisor_id(self) -> str:
+        return self._supervisor.id
+
+    def advertised_address(self) -> str | None:
+        tcp = [a for a in self._supervisor.addresses if parse_address(a)[0] == "tcp"]
+        if not tcp:
+            return None
+        host, _, port = tcp[0].rpartition(":")
+        if host in ("0.0.0.0", "::", "[::]", ""):
+            host = socket.getfqdn()
+        return f"{host}:{port}"
 
     def submit(self, peer: ClientPeer, message: Submit) -> None:
         self._engine.submit(peer, message)
@@ -110,7 +124,7 @@ class Supervisor:
         )
         self.extensions = Extensions(
             discover_extensions() if extensions is None else extensions,
-            _Host(config, self.engine, self.clock),
+            _Host(self),
         )
         self.pool = WorkerPool(
             config.workers,

@@ -27,14 +27,14 @@ __all__ = ["CACHED_STEPS", "Cursor", "Pool", "Rows", "expire_batch", "notify_chu
 Pool = ConnectionPool[Connection]
 Cursor = tuple[float, str]  # (finished_at, id) of the last root examined
 
+# A job this store never wrote is inserted; if another supervisor inserted
+# the same id first (two submits of one run id at once: a schedule's tick on
+# two supervisors), theirs stands: the run is one.
 UPSERT_JOB = """
 INSERT INTO coda_jobs (id, parent_run, kind, queue, state, owner, epoch, ready_at,
                        finished_at, created_at, args, body)
 VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
-ON CONFLICT (id) DO UPDATE SET
-    state = excluded.state, owner = excluded.owner, epoch = excluded.epoch,
-    ready_at = excluded.ready_at, finished_at = excluded.finished_at,
-    args = excluded.args, body = excluded.body
+ON CONFLICT (id) DO NOTHING
 """
 UPDATE_JOB = """
 UPDATE coda_jobs SET state = %s, owner = %s, epoch = %s, ready_at = %s, finished_at = %s,
