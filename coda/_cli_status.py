@@ -109,11 +109,14 @@ def _broker(broker: dict[str, Any]) -> list[str]:
 
 
 def _names(names: dict[str, dict[str, int]]) -> list[str]:
-    header = f"  {'name':<48} {'succeeded':>9} {'failed':>7} {'retried':>8} {'cache hits':>10}"
+    header = (
+        f"  {'name':<48} {'succeeded':>9} {'failed':>7} {'retried':>8} {'requeued':>8}"
+        f" {'cache hits':>10}"
+    )
     lines = ["per name:", header]
     for name, c in names.items():
         lines.append(
             f"  {name:<48} {c.get('succeeded', 0):>9} {c.get('failed', 0):>7} "
-            f"{c.get('retried', 0):>8} {c.get('cache_hits', 0):>10}"
+            f"{c.get('retried', 0):>8} {c.get('requeued', 0):>8} {c.get('cache_hits', 0):>10}"
         )
     return lines

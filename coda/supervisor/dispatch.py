@@ -343,6 +343,7 @@ class Dispatcher:
                 attempt=job.attempt,
                 run_id=job.parent_run,
                 redelivered=job.losses > 0,
+                requeued=job.requeues > 0,
             )
         )
 

@@ -12,8 +12,9 @@ nobody yet. This module decides, and keeps track of, what crosses that line:
   published. A job held back until a time (``countdown``/``eta``) stays too,
   with its timer; if this supervisor dies, the others take it when due.
 - When workers have room and nothing is ready here, it *claims* jobs nobody
-  holds from the queues they consume (one claim in flight per kind and set
-  of queues; a claim that finds nothing waits for the next notification).
+  holds from the queues they consume, a few times the room (one claim in
+  flight per kind and set of queues; a claim that comes back short waits
+  for the next notification).
 - A job that ends elsewhere is announced; whoever waits for it here (a
   client, a workflow's spawn) is answered from the database.
 - A cancel of a job held elsewhere is forwarded to its holder through the
@@ -41,6 +42,7 @@ __all__ = ["CLAIM_BATCH", "Fleet", "FleetLink", "FleetMember", "SharedStore"]
 log = logging.getLogger("coda.fleet")
 
 CLAIM_BATCH = 64  # jobs one claim may take
+CLAIM_AHEAD = 4  # a claim takes up to this many times the room workers have now
 
 
 class Engine(Protocol):
@@ -141,7 +143,9 @@ class Fleet:
         if self._lost or key in self._claiming or key in self._dry:
             return
         self._claiming.add(key)
-        limit = min(room, CLAIM_BATCH)
+        # a little ahead of the room: the next jobs are here when slots free
+        # up, without a round trip each time, and no supervisor hoards much
+        limit = min(room * CLAIM_AHEAD, CLAIM_BATCH)
         self.link.claim(kind, queues, limit, lambda jobs: self._claimed(key, limit, jobs))
 
     def _claimed(self, key: tuple[str, tuple[str, ...]], limit: int, jobs: list[Job]) -> None:

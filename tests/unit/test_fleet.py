@@ -12,7 +12,7 @@ import pytest
 from coda.messages import CancelReply, CancelRun, Finished, Spawn, Started, Submit
 from coda.supervisor.clock import ManualClock
 from coda.supervisor.engine import Engine
-from coda.supervisor.fleet import Fleet
+from coda.supervisor.fleet import CLAIM_AHEAD, Fleet
 from coda.supervisor.jobs import Job, JobState
 from tests.unit.engine_fakes import ARGS, RESULT, FakePeer, make_engine, runs, sent, worker
 
@@ -87,7 +87,7 @@ def test_workers_with_room_claim_once_per_kind_and_wait_for_news_when_dry(
     w = worker(fleet_engine, 1, tasks=2, prefetch=1)
     clock.settle()
     task_claims = [c for c in link.claims if c[0] == "task"]
-    assert [(k, q, n) for k, q, n, _ in task_claims] == [("task", ("default",), 3)]
+    assert [(k, q, n) for k, q, n, _ in task_claims] == [("task", ("default",), 3 * CLAIM_AHEAD)]
     fleet_engine.dispatch.schedule_pump()
     clock.settle()
     assert len([c for c in link.claims if c[0] == "task"]) == 1  # one claim in flight
