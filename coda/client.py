@@ -73,13 +73,12 @@ class RunHandle:
         self.client = client
         self.run_id = run_id
         self.owed: Owed | None = None  # its end comes unasked, on the connection that submitted
-        self._finished: Finished | None = None
 
     def result(self, timeout: float | None = None) -> Any:
-        """Block until the run ends; return its value or raise its failure."""
-        if self._finished is None:
-            self._finished = self.client._finished(self.run_id, self.owed, timeout)
-        return outcome(self._finished)
+        """Block until the run ends; return its value or raise its failure.
+        The first call takes the end sent unasked; a later one asks again (the
+        run may have expired meanwhile)."""
+        return outcome(self.client._finished(self.run_id, self.owed, timeout))
 
     def __repr__(self) -> str:
         return f"<RunHandle {self.run_id}>"
