@@ -29,6 +29,7 @@ from typing import Any, cast
 
 import msgspec
 
+from ._lazy import LazyValue, materialize, raw_or_value
 from .errors import ConfigurationError, ContentDisallowedError, DecodeError, EncodeError
 
 __all__ = ["DEFAULT_SERIALIZER", "SerializerRegistry", "dumps", "loads", "registry"]
@@ -77,6 +78,8 @@ _JSON_HINT = "not JSON; kombu's envelopes add datetime, date, time, Decimal, UUI
 
 
 def _json_default(obj: Any) -> Any:
+    if type(obj) is LazyValue:  # a workflow passes on a result it got (coda._lazy)
+        return materialize(obj)
     reducer = getattr(obj, "__json__", None)
     if reducer is not None:
         return reducer()
@@ -110,6 +113,8 @@ def _json_loads(body: bytes | memoryview) -> Any:
 
 
 def _msgpack_enc_hook(obj: Any) -> Any:
+    if type(obj) is LazyValue:  # passed on unused: its own bytes (coda._lazy)
+        return raw_or_value(obj, "application/x-msgpack")
     raise _UnsupportedTypeError(obj, "msgpack has no form for it")
 
 

@@ -35,10 +35,18 @@ from ..clock import Clock
 from ..jobs import Job
 from .base import CacheKey, ScheduleMark, Store
 from .codec import decode_job
-from .commits import CommitPipeline
+from .commits import Batch, CommitPipeline
 from .recent import RecentJobs
 
-__all__ = ["EXPIRE_BATCH", "RECENT_BYTES", "RECENT_JOBS", "BufferedStore", "Cursor", "RowsLike"]
+__all__ = [
+    "EXPIRE_BATCH",
+    "RECENT_BYTES",
+    "RECENT_JOBS",
+    "BufferedStore",
+    "Cursor",
+    "RowBatch",
+    "RowsLike",
+]
 
 log = logging.getLogger("coda.store")
 
@@ -68,7 +76,7 @@ class RowsLike(Protocol[C_contra]):
 
 
 @dataclass(eq=False)
-class _Batch(Generic[C]):
+class RowBatch(Generic[C]):
     """The dirty rows of one flush, on their way to the database."""
 
     store: BufferedStore[C]
@@ -79,6 +87,11 @@ class _Batch(Generic[C]):
     # per job, the args written if it was unfinished when encoded (None if
     # finished): the job object may change again before the commit is done
     written: dict[str, Payload | None] = field(default_factory=dict)
+    payload_bytes: int = 0  # arguments and results in the rows, about
+
+    @property
+    def row_count(self) -> int:
+        return len(self.jobs) + len(self.cache) + len(self.marks)
 
     def write(self, db: C) -> object:
         return self.rows.write(db)
@@ -97,11 +110,15 @@ class BufferedStore(Store, Generic[C]):
         self._dirty: dict[str, tuple[Job, bool]] = {}
         self._dirty_cache: dict[CacheKey, str] = {}
         self._dirty_marks: dict[str, ScheduleMark] = {}
-        self._inflight: _Batch[C] | None = None
+        self._inflight: RowBatch[C] | None = None
         self._written_args: dict[str, Payload] = {}  # unfinished jobs written -> their args
         self._recent = RecentJobs(RECENT_JOBS, RECENT_BYTES)
         self._commits: CommitPipeline[C] = CommitPipeline(
-            db, clock, self._take_batch, self._pending
+            db,
+            clock,
+            self._take_batch,
+            self._pending,
+            inline=self._commit_inline if self._commits_on_loop else None,
         )
 
     # -- what a subclass brings ------------------------------------------------
@@ -138,6 +155,12 @@ class BufferedStore(Store, Generic[C]):
 
     @abc.abstractmethod
     def _expire_batch(self, db: C, before: float, roots: int, after: Cursor) -> ExpiryResult: ...
+
+    _commits_on_loop = False  # a store whose small commits are quick enough (see commits.py)
+
+    def _commit_inline(self, batch: Batch[C]) -> bool:
+        """Is this batch small enough to commit on the engine's thread?"""
+        return False
 
     def _counted(self, result: object) -> None:
         """What a batch's ``write`` returned, once committed."""
@@ -196,14 +219,17 @@ class BufferedStore(Store, Generic[C]):
     def _pending(self) -> bool:
         return bool(self._dirty or self._dirty_cache or self._dirty_marks)
 
-    def _take_batch(self) -> _Batch[C] | None:
+    def _take_batch(self) -> RowBatch[C] | None:
         if not self._pending():
             return None
-        batch = _Batch(self, self._dirty, self._dirty_cache, self._dirty_marks, self._new_rows())
+        batch = RowBatch(self, self._dirty, self._dirty_cache, self._dirty_marks, self._new_rows())
         self._dirty, self._dirty_cache, self._dirty_marks = {}, {}, {}
         for job, with_args in batch.jobs.values():
             batch.rows.add_job(job, self._written_args.get(job.id), with_args)
             batch.written[job.id] = None if job.state.finished else job.args
+            batch.payload_bytes += len(job.args.body) + (
+                0 if job.result is None else len(job.result.body)
+            )
         for key, job_id in batch.cache.items():
             batch.rows.add_cache(key, job_id)
         for name, mark in batch.marks.items():
@@ -211,7 +237,7 @@ class BufferedStore(Store, Generic[C]):
         self._inflight = batch
         return batch
 
-    def _landed(self, batch: _Batch[C], result: object) -> None:
+    def _landed(self, batch: RowBatch[C], result: object) -> None:
         self._inflight = None
         self._counted(result)
         for job_id, args in batch.written.items():
@@ -223,7 +249,7 @@ class BufferedStore(Store, Generic[C]):
             if job.state.finished:
                 self._recent.add(job)
 
-    def _put_back(self, batch: _Batch[C]) -> None:
+    def _put_back(self, batch: RowBatch[C]) -> None:
         self._inflight = None
         self._dirty = {**batch.jobs, **self._dirty}
         self._dirty_cache = {**batch.cache, **self._dirty_cache}
