@@ -12,9 +12,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast, overload
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, overload
 
-from ._lazy import materialize as _materialize
 from .errors import NotInWorkflowError
 
 if TYPE_CHECKING:
@@ -26,7 +25,6 @@ __all__ = [
     "TaskInfo",
     "in_workflow",
     "info",
-    "materialize",
     "spawn_task",
     "spawn_workflow",
     "task_info",
@@ -200,15 +198,3 @@ def info() -> RunInfo:
 
 def in_workflow() -> bool:
     return current_runtime.get() is not None
-
-
-def materialize(value: R) -> R:
-    """The value itself, for code that needs its exact type.
-
-    A large dict or list that a spawn returns in MessagePack is decoded only
-    when the workflow first uses it, and passed on to the next spawn as the
-    bytes it came in if never used (see ``coda._lazy``); it behaves as the
-    value, but is not of its exact type (``isinstance`` works; the standard
-    ``json`` module refuses it). This returns the decoded value (any other
-    value as it is)."""
-    return cast(R, _materialize(value))

@@ -29,7 +29,6 @@ from typing import Any, cast
 
 import msgspec
 
-from ._lazy import LazyValue, materialize, raw_or_value
 from .errors import ConfigurationError, ContentDisallowedError, DecodeError, EncodeError
 
 __all__ = ["DEFAULT_SERIALIZER", "SerializerRegistry", "dumps", "loads", "registry"]
@@ -78,8 +77,6 @@ _JSON_HINT = "not JSON; kombu's envelopes add datetime, date, time, Decimal, UUI
 
 
 def _json_default(obj: Any) -> Any:
-    if type(obj) is LazyValue:  # a workflow passes on a result it got (coda._lazy)
-        return materialize(obj)
     reducer = getattr(obj, "__json__", None)
     if reducer is not None:
         return reducer()
@@ -113,8 +110,6 @@ def _json_loads(body: bytes | memoryview) -> Any:
 
 
 def _msgpack_enc_hook(obj: Any) -> Any:
-    if type(obj) is LazyValue:  # passed on unused: its own bytes (coda._lazy)
-        return raw_or_value(obj, "application/x-msgpack")
     raise _UnsupportedTypeError(obj, "msgpack has no form for it")
 
 

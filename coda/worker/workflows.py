@@ -20,7 +20,6 @@ from typing import Any
 import msgspec
 
 from .. import registry
-from .._lazy import maybe_lazy
 from .._outcome import (
     decode_payload,
     encode_value,
@@ -136,20 +135,9 @@ class WorkflowRunner:
             future.set_exception(error_from_failure(msg.failure, kind))
             return
         try:
-            future.set_result(self.value_of(msg.result))
+            future.set_result(decode_payload(msg.result, self.accept))
         except CodaError as exc:
             future.set_exception(exc)
-
-    def value_of(self, result: Payload | None) -> Any:
-        """A spawn's result as the workflow sees it: decoded, or (large, in
-        MessagePack) decoded when first used, and passed on as it came when
-        never used (see ``coda._lazy``)."""
-        if result is None:
-            return None
-        return maybe_lazy(result, self._decode)
-
-    def _decode(self, payload: Payload) -> Any:
-        return decode_payload(payload, self.accept)
 
     def reject(self, req_id: int, msg: Error) -> None:
         entry = self._pending.pop(req_id, None)
@@ -219,7 +207,7 @@ class WorkflowRun:
         """A spawn this run made, and saw succeed, before it started again."""
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         try:
-            future.set_result(self.runner.value_of(self._history[(kind, name, key)]))
+            future.set_result(decode_payload(self._history[(kind, name, key)], self.runner.accept))
         except CodaError as exc:
             future.set_exception(exc)
         self.history_hits[name] += 1
