@@ -23,6 +23,7 @@ from concurrent.futures import Executor
 
 from .. import registry
 from .._event_loop import run_event_loop
+from .._malloc import return_large_blocks
 from ..messages import PROTOCOL_VERSION, Hello
 from ..serialization import registry as serializers
 from .connection import Worker, WorkerConnection
@@ -77,6 +78,7 @@ def main(argv: list[str] | None = None) -> None:
         format=f"%(asctime)s worker-{options.worker_id} %(levelname)s %(name)s: %(message)s",
     )
     die_with_parent(options.supervisor_pid)  # before importing the user's modules takes time
+    return_large_blocks()  # a large argument's memory goes back once its task is done
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the supervisor's to handle
     registry.import_modules(options.app)
     if options.celery_app:

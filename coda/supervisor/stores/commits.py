@@ -35,6 +35,7 @@ every change is committed before the call that made it returns.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -144,13 +145,25 @@ class CommitPipeline(Generic[C]):
             return
         inflight = _InFlight(batch, callbacks, self._thread.submit(batch.write, self._db))
         self._inflight = inflight
-        clock = self._clock
-        if wait or clock is None:
+        if wait or self._clock is None:
             self._landed(inflight, raise_errors=True)
             return
-        inflight.future.add_done_callback(
-            lambda _: clock.defer_threadsafe(lambda: self._landed(inflight))
-        )
+        inflight.future.add_done_callback(self._written)
+
+    def _written(self, future: Future[object]) -> None:
+        """On the commit thread: a batch is written; settle it on the engine's.
+
+        The future's callback names the pipeline, not the batch: a batch
+        that its own future referred to would be a reference cycle, and the
+        jobs in it (with their arguments and results) would stay in memory
+        until the garbage collector's next full pass, long after the commit."""
+        assert self._clock is not None
+        self._clock.defer_threadsafe(functools.partial(self._settle, future))
+
+    def _settle(self, future: Future[object]) -> None:
+        inflight = self._inflight
+        if inflight is not None and inflight.future is future:
+            self._landed(inflight)
 
     def _landed(self, inflight: _InFlight[C], raise_errors: bool = False) -> None:
         """On the engine's thread (or in a blocking flush): settle the batch."""
