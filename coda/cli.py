@@ -19,6 +19,7 @@ from ._client_common import DEFAULT_ADDRESS
 from .client import Client
 from .errors import CodaError, ConnectionLostError, RemoteError, ResultTimeoutError
 from .supervisor import SupervisorConfig
+from .supervisor.config import MAX_FRAME_LIMIT, MIN_FRAME_LIMIT
 
 __all__ = ["main"]
 
@@ -111,6 +112,15 @@ def _split_queues(values: tuple[str, ...]) -> tuple[str, ...]:
     help="Accept pickle payloads (runs code from whoever can connect: trusted setups only).",
 )
 @click.option(
+    "--frame-limit",
+    type=click.IntRange(min=MIN_FRAME_LIMIT, max=MAX_FRAME_LIMIT),
+    default=_default("frame_limit"),
+    show_default=True,
+    metavar="BYTES",
+    help="The largest argument or result, in bytes once encoded, and so the largest message. "
+    "Clients and workers learn it from the supervisor and refuse larger values themselves.",
+)
+@click.option(
     "--result-ttl",
     type=click.FloatRange(min=1),
     default=_default("result_ttl"),
@@ -168,6 +178,7 @@ def supervisor(
     tls_key: str | None,
     tls_ca: str | None,
     accept_pickle: bool,
+    frame_limit: int,
     result_ttl: float,
     store: str,
     shutdown_grace: float,
@@ -197,6 +208,7 @@ def supervisor(
         tls_key=tls_key,
         tls_ca=tls_ca,
         accept_pickle=accept_pickle,
+        frame_limit=frame_limit,
         result_ttl=result_ttl,
         store=store,
         shutdown_grace=shutdown_grace,

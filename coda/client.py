@@ -126,6 +126,7 @@ class Client:
                 queue=queue,
                 wait=False,
                 not_before=not_before,
+                limit=conn.frame_limit,
             )
             reply = self._request(request, None)
             assert isinstance(reply, Accepted)
@@ -151,6 +152,7 @@ class Client:
                 run_id=None,
                 queue=queue,
                 wait=True,
+                limit=conn.frame_limit,
             )
             reply = self._request(request, deadline)
             while not isinstance(reply, Finished):

@@ -37,7 +37,7 @@ from ..messages import (
     WireMessage,
     WorkflowDone,
 )
-from ..protocol import CORE_CODEC, HANDSHAKE_FRAME_LIMIT, check_hello
+from ..protocol import CORE_CODEC, HANDSHAKE_FRAME_LIMIT, check_hello, decoding_limit
 from .dispatch import WorkerHandle
 
 if TYPE_CHECKING:
@@ -135,8 +135,13 @@ class SupervisorConnection(FramedProtocol):
             self.fail(HandshakeError("the supervisor is shutting down"), code="shutting_down")
             return
         self.role = hello.role
-        self.decoder.limit = self.supervisor.config.frame_limit
-        self.send(Welcome(version=PROTOCOL_VERSION, supervisor_id=self.supervisor.id))
+        frame_limit = self.supervisor.config.frame_limit
+        self.decoder.limit = decoding_limit(frame_limit)
+        self.send(
+            Welcome(
+                version=PROTOCOL_VERSION, supervisor_id=self.supervisor.id, frame_limit=frame_limit
+            )
+        )
         if self.expected_worker_id is not None:
             self.worker = WorkerHandle(
                 id=self.expected_worker_id,

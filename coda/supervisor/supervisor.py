@@ -44,7 +44,9 @@ T = TypeVar("T")
 
 
 def _worker_args(config: SupervisorConfig) -> tuple[str, ...]:
-    args: tuple[str, ...] = ("--accept-pickle",) if config.accept_pickle else ()
+    args: tuple[str, ...] = ("--frame-limit", str(config.frame_limit))
+    if config.accept_pickle:
+        args += ("--accept-pickle",)
     if config.celery_app:
         args += ("--celery-app", config.celery_app)
     return args
@@ -101,6 +103,7 @@ class Supervisor:
             self._lookup,
             self.clock,
             accept_content=frozenset(serializers.content_type_for(n) for n in accept),
+            value_limit=config.frame_limit,
             on_hung_worker=self._kill_worker,
         )
         self.extensions = Extensions(

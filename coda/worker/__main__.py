@@ -25,6 +25,7 @@ from .. import registry
 from .._event_loop import run_event_loop
 from .._malloc import return_large_blocks
 from ..messages import PROTOCOL_VERSION, Hello
+from ..protocol import DEFAULT_FRAME_LIMIT
 from ..serialization import registry as serializers
 from .connection import Worker, WorkerConnection
 from .mainthread import MainThreadExecutor
@@ -41,6 +42,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, default=1)
     parser.add_argument("--workflow-slots", type=int, default=100)
     parser.add_argument("--accept-pickle", action="store_true")
+    parser.add_argument("--frame-limit", type=int, default=DEFAULT_FRAME_LIMIT)
     parser.add_argument("--celery-app", default=None, metavar="MODULE:ATTR")
     return parser.parse_args(argv)
 
@@ -51,6 +53,7 @@ async def serve(options: argparse.Namespace, main_thread: Executor | None = None
         task_slots=options.concurrency,
         accept=frozenset(serializers.content_type_for(n) for n in accepted),
         main_thread=main_thread,
+        value_limit=options.frame_limit,
     )
     sock = socket.socket(fileno=options.fd)
     loop = asyncio.get_running_loop()
