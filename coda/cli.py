@@ -121,6 +121,21 @@ def _split_queues(values: tuple[str, ...]) -> tuple[str, ...]:
     "Clients and workers learn it from the supervisor and refuse larger values themselves.",
 )
 @click.option(
+    "--max-connections",
+    type=click.IntRange(min=1),
+    default=_default("max_connections"),
+    show_default=True,
+    help="Client connections held at once; one more is refused with a message saying so. "
+    "Lowered to fit the descriptor limit (ulimit -n) if that is too small.",
+)
+@click.option(
+    "--handshake-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=_default("handshake_timeout"),
+    show_default=True,
+    help="Seconds a new connection has to say hello before it is closed.",
+)
+@click.option(
     "--result-ttl",
     type=click.FloatRange(min=1),
     default=_default("result_ttl"),
@@ -179,6 +194,8 @@ def supervisor(
     tls_ca: str | None,
     accept_pickle: bool,
     frame_limit: int,
+    max_connections: int,
+    handshake_timeout: float,
     result_ttl: float,
     store: str,
     shutdown_grace: float,
@@ -209,6 +226,8 @@ def supervisor(
         tls_ca=tls_ca,
         accept_pickle=accept_pickle,
         frame_limit=frame_limit,
+        max_connections=max_connections,
+        handshake_timeout=handshake_timeout,
         result_ttl=result_ttl,
         store=store,
         shutdown_grace=shutdown_grace,

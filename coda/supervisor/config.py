@@ -47,6 +47,8 @@ class SupervisorConfig:
     tls_ca: str | None = None  # require client certificates signed by this CA
     accept_pickle: bool = False
     frame_limit: int = DEFAULT_FRAME_LIMIT  # the largest argument or result, in bytes encoded
+    max_connections: int = 10_000  # client connections at once (fewer if descriptors are short)
+    handshake_timeout: float = 10.0  # seconds a new connection has to say hello
     result_ttl: float = 24 * 3600.0
     store: str = field(default_factory=default_store_url)
     shutdown_grace: float = 30.0  # seconds SIGTERM waits for running tasks
@@ -74,6 +76,12 @@ class SupervisorConfig:
             raise ConfigurationError(
                 f"--frame-limit must be between {MIN_FRAME_LIMIT} and {MAX_FRAME_LIMIT} bytes, "
                 f"got {self.frame_limit}"
+            )
+        if self.max_connections < 1:
+            raise ConfigurationError(f"--max-connections must be >= 1, got {self.max_connections}")
+        if not self.handshake_timeout > 0:
+            raise ConfigurationError(
+                f"--handshake-timeout must be > 0 seconds, got {self.handshake_timeout}"
             )
         if not queue_names_ok(self.queues):
             raise ConfigurationError(f"invalid --queues {self.queues!r}")

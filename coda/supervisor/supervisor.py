@@ -29,10 +29,13 @@ from .clock import Clock, LoopClock
 from .config import SupervisorConfig
 from .engine import Engine, NameInfo, new_id
 from .extension import ClientPeer, ExtensionFactory, Extensions, discover_extensions
+from .gate import ConnectionGate, capacity, descriptor_limit, raise_descriptor_limit
 from .pool import WorkerPool, WorkerSettings
+from .quiet import Quieter, QuietLoopErrors
 from .server import SupervisorConnection
 from .state_dir import describe_store
 from .stores import open_store
+from .throttle import TokenThrottle
 
 __all__ = ["Supervisor", "SupervisorConfig"]
 
@@ -121,6 +124,9 @@ class Supervisor:
             ),
             self._attach_worker,
         )
+        self.gate = ConnectionGate(config.max_connections)  # sized to the descriptors at start
+        self.throttle = TokenThrottle()
+        self.quieter = Quieter()
         self.addresses: list[str] = []
         self.started_at = time.time()
         self._servers: list[asyncio.Server] = []
@@ -144,6 +150,8 @@ class Supervisor:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
+        loop.set_exception_handler(QuietLoopErrors(self.quieter))
+        self._size_gate()
         recovered = self.engine.recover()
         if recovered:
             log.info("recovered %d unfinished jobs from the store", recovered)
@@ -158,6 +166,21 @@ class Supervisor:
             raise
         await self.pool.start()
         self._housekeeping = asyncio.create_task(self._expire_periodically())
+
+    def _size_gate(self) -> None:
+        """As many client connections as the configuration asks for, or as
+        the descriptor limit leaves room for."""
+        limit = descriptor_limit()
+        wanted = self.config.max_connections
+        self.gate.max_connections = capacity(wanted, limit, self.config.workers)
+        if self.gate.max_connections < wanted:
+            log.warning(
+                "holding at most %d client connections, not --max-connections %d: the "
+                "descriptor limit is %d (raise it with ulimit -n, or LimitNOFILE= under systemd)",
+                self.gate.max_connections,
+                wanted,
+                limit,
+            )
 
     async def _listen(self, loop: asyncio.AbstractEventLoop) -> None:
         if self.config.listen is not None:
@@ -246,6 +269,8 @@ class Supervisor:
             "worker_processes": self.config.workers,
             "worker_restarts": self.pool.restarts,
             "state": describe_store(self.config.store),
+            "connections": self.gate.statistics(),
+            "wrong_tokens": self.throttle.statistics(),
         }
         status.update(self.extensions.statistics())
         return status
@@ -255,9 +280,13 @@ class Supervisor:
         (measured: about a quarter less CPU per task than stock asyncio).
         A fatal signal (SIGSEGV, SIGBUS from a damaged mapped file) prints
         the Python traceback of every thread before the process dies; freed
-        large values go back to the system (``coda._malloc``)."""
+        large values go back to the system (``coda._malloc``); the soft
+        descriptor limit is raised to the hard one (gate.py)."""
         faulthandler.enable()
         return_large_blocks()
+        before, after = raise_descriptor_limit()
+        if after > before:
+            log.info("descriptor limit raised from %d to %d", before, after)
         run_event_loop(self._main(ready_line))
 
     async def _main(self, ready_line: bool) -> None:
