@@ -26,9 +26,9 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from ..errors import CodaError, ConfigurationError
-from ..messages import Payload, Submit, WireMessage
+from ..messages import Accepted, Error, Payload, Submit, WireMessage
 from ..serialization import registry as serializers
-from .messages import Publish
+from .messages import BrokerOk, Publish
 
 if TYPE_CHECKING:  # a Celery producer imports ENVELOPE; it needs no supervisor
     from ..supervisor.extension import ClientPeer
@@ -51,6 +51,27 @@ class _Nobody:
 
     def send(self, message: WireMessage) -> None:
         pass
+
+
+class _Confirm:
+    """The submitter of a diverted message whose producer asked for a
+    confirm: the job's ``Accepted`` (sent once it is committed) becomes the
+    publish's ``BrokerOk``, a refusal its ``Error``."""
+
+    def __init__(self, producer: ClientPeer, req_id: int) -> None:
+        self.producer = producer
+        self.req_id = req_id
+
+    @property
+    def is_open(self) -> bool:
+        return self.producer.is_open
+
+    def send(self, message: WireMessage) -> None:
+        if isinstance(message, Error):
+            refusal = Error(code=message.code, message=message.message, req_id=self.req_id)
+            self.producer.send(refusal)
+        elif isinstance(message, Accepted):
+            self.producer.send(BrokerOk(req_id=self.req_id))
 
 
 @dataclass(frozen=True)
@@ -98,7 +119,9 @@ class Diverter:
         self._adopted = adopted
         self.count = 0
 
-    def __call__(self, msg: Publish, queues: list[str]) -> bool:
+    def __call__(
+        self, msg: Publish, queues: list[str], confirm_to: ClientPeer | None = None
+    ) -> bool:
         task = msg.task
         if task is None or msg.task_id is None:
             return False
@@ -110,7 +133,10 @@ class Diverter:
             log.warning("not diverting task %s (%s): %s", task, msg.task_id, exc)
             return False
         job = Submit(req_id=0, name=task, args=args, run_id=msg.task_id, not_before=msg.eta)
-        self._submit(_Nobody(), job)
+        submitter: ClientPeer = _Nobody()
+        if confirm_to is not None and msg.req_id is not None:
+            submitter = _Confirm(confirm_to, msg.req_id)
+        self._submit(submitter, job)
         self.count += 1
         return True
 

@@ -3,9 +3,11 @@
 The supervisor finds ``BrokerExtension`` through its entry point and hands it
 every ``BROKER_REQUESTS`` message a client connection sends; this module only
 wires the parts to what the supervisor offers (``ExtensionHost``): its clock
-for ETAs and expiries, ``--result-ttl`` for results stored without a time to
-live, and, with ``--celery-divert``, the submission of Celery messages as
-Coda jobs (``divert``).
+for ETAs, expiries and group commits, ``--store`` (the broker keeps its
+durable state in the same file as the engine's: ``storage``),
+``--result-ttl`` for results stored without a time to live, and, with
+``--celery-divert``, the submission of Celery messages as Coda jobs
+(``divert``).
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ from ..errors import ConfigurationError
 from ..messages import WireMessage
 from ..supervisor.extension import ClientPeer, ExtensionHost
 from .divert import Diverter, DivertRules
+from .fleet import BrokerFleet
 from .messages import BROKER_REQUESTS
 from .service import BrokerService
+from .storage import BrokerStore, MemoryBrokerStore, open_broker_store
 
 __all__ = ["BrokerExtension"]
 
@@ -34,26 +38,68 @@ class BrokerExtension:
             if not config.celery_app:
                 raise ConfigurationError("--celery-divert needs --celery-app")
             diverter = Diverter(rules, host.submit, host.is_task)
-        self.service = BrokerService(
-            result_ttl=config.result_ttl, clock=host.clock, divert=diverter
+        self._diverter = diverter
+        self._host = host
+        self.fleet: BrokerFleet | None = None
+        if config.store.startswith(("postgresql:", "postgres:")):  # a fleet: fleet.py
+            self.fleet = BrokerFleet(
+                config.store,
+                host.clock,
+                supervisor_id=host.supervisor_id,
+                token=config.token,
+                address=host.advertised_address,
+                become_leader=self._serve_from,
+            )
+            self.service = self._service(MemoryBrokerStore())  # until it leads, it relays
+        else:
+            self.service = self._service(open_broker_store(config.store, host.clock))
+
+    def _service(self, store: BrokerStore) -> BrokerService:
+        return BrokerService(
+            result_ttl=self._host.config.result_ttl,
+            clock=self._host.clock,
+            divert=self._diverter,
+            store=store,
         )
+
+    def _serve_from(self, store: BrokerStore) -> None:
+        """This supervisor leads the fleet's broker from now on."""
+        self.service.close()
+        self.service = self._service(store)
+        self.service.restore()
 
     @property
     def message_types(self) -> Collection[type[WireMessage]]:
         return BROKER_REQUESTS
 
     def start(self) -> None:
-        """Nothing to open: the broker's state lives in memory, its timers
-        are armed on the host's clock as messages arrive."""
+        """Reload the durable queues, messages and results of the previous
+        supervisor on this store (timers are armed on the host's clock); on
+        a fleet, lead the broker if nobody does, else relay to the leader."""
+        if self.fleet is not None:
+            self.fleet.start()
+        else:
+            self.service.restore()
 
     def handle(self, peer: ClientPeer, message: WireMessage) -> None:
-        self.service.handle(peer, message)
+        if self.fleet is not None and not self.fleet.leading:
+            self.fleet.relay(peer, message)
+        else:
+            self.service.handle(peer, message)
 
     def disconnected(self, peer: ClientPeer) -> None:
+        if self.fleet is not None:
+            self.fleet.disconnected(peer)
         self.service.disconnected(peer)
 
     def statistics(self) -> dict[str, Any]:
-        return self.service.statistics()
+        stats = self.service.statistics()
+        if self.fleet is not None:
+            stats["fleet"] = self.fleet.statistics()
+        return stats
 
     def close(self) -> None:
-        """Nothing to flush: queues and results are not durable (yet)."""
+        """Write what is pending to the store and close it."""
+        if self.fleet is not None:
+            self.fleet.close()
+        self.service.close()

@@ -4,8 +4,9 @@ A queue holds ``Envelope`` objects (the opaque kombu message plus what the
 broker needs to know about it) in ten FIFO lanes, one per priority 0-9;
 ``pop`` takes from the highest non-empty lane, so a priority 9 message
 overtakes everything below it and equal priorities keep arrival order.
-Requeued messages (a rejected delivery, a dead consumer's leases) go back to
-the *front* of their lane. Expired messages are dropped when they reach the
+Requeued messages (a rejected delivery, a dead consumer's leases) go back
+where they were, as RabbitMQ puts them: before every message that arrived
+after them, whatever order they are requeued in. Expired messages are dropped when they reach the
 front, as RabbitMQ does, and handed to ``on_expired`` so the result store can
 mark the task revoked.
 
@@ -17,7 +18,7 @@ connection in the order the messages arrived.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -31,7 +32,8 @@ MAX_PRIORITY = 9
 
 @dataclass(eq=False, slots=True)
 class Envelope:
-    """A message inside the broker. ``body`` is never decoded here."""
+    """A message inside the broker. ``body`` is never decoded here. ``id``
+    names its record in the broker's store (0: not stored, transient)."""
 
     body: bytes
     priority: int
@@ -39,6 +41,7 @@ class Envelope:
     task_id: str | None
     seq: int = 0
     redelivered: bool = False
+    id: int = 0
 
     def expired(self, now: float) -> bool:
         return self.expires_at is not None and self.expires_at <= now
@@ -69,6 +72,17 @@ class BrokerQueue:
     def ready(self) -> int:
         return self._ready
 
+    @property
+    def persistent(self) -> bool:
+        """Kept in the store: durable, and neither exclusive nor auto-delete
+        (those end with a connection or a consumer anyway)."""
+        return self.durable and self.exclusive_owner is None and not self.auto_delete
+
+    def envelopes(self) -> Iterator[Envelope]:
+        """The ready messages, highest priority first."""
+        for lane in reversed(self._lanes):
+            yield from lane
+
     def __len__(self) -> int:
         return self._ready + self.held
 
@@ -79,8 +93,17 @@ class BrokerQueue:
         self._lanes[self.lane(envelope.priority)].append(envelope)
         self._ready += 1
 
-    def push_front(self, envelope: Envelope) -> None:
-        self._lanes[self.lane(envelope.priority)].appendleft(envelope)
+    def requeue(self, envelope: Envelope) -> None:
+        """Put a delivered message back at its place by arrival (``seq``).
+
+        A lane is sorted by ``seq``: pushes get increasing numbers and requeues
+        keep theirs. Requeued messages gather at the front, so the scan is as
+        short as the number of them already back, not the queue's length."""
+        lane = self._lanes[self.lane(envelope.priority)]
+        index = 0
+        while index < len(lane) and lane[index].seq < envelope.seq:
+            index += 1
+        lane.insert(index, envelope)
         self._ready += 1
 
     def head(self, now: float, on_expired: Callable[[Envelope], None]) -> Envelope | None:

@@ -52,15 +52,22 @@ class SupervisorConfig:
     result_ttl: float = 24 * 3600.0
     store: str = field(default_factory=default_store_url)
     shutdown_grace: float = 30.0  # seconds SIGTERM waits for running tasks
+    # on a shared (PostgreSQL) store: seconds without a heartbeat after which the
+    # fleet reclaims this supervisor's jobs
+    fleet_lease: float = 30.0
     celery_app: str | None = None  # "module:attribute" of a Celery app whose tasks to adopt
     # coda:// messages of adopted tasks that Coda workers take: "*", "queue:NAME", task names
     celery_divert: tuple[str, ...] = ()
+    # run the Celery app's beat_schedule from this supervisor (instead of celery beat)
+    celery_beat: bool = False
 
     def check(self) -> None:
         if self.workers < 0:
             raise ConfigurationError(f"--workers must be >= 0, got {self.workers}")
         if self.concurrency < 1 or self.workflow_slots < 1:
             raise ConfigurationError("--concurrency and --workflow-slots must be >= 1")
+        if not self.fleet_lease >= 1:
+            raise ConfigurationError(f"--fleet-lease must be >= 1 second, got {self.fleet_lease}")
         if self.prefetch is not None and self.prefetch < 0:
             raise ConfigurationError(f"--prefetch must be >= 0, got {self.prefetch}")
         if self.listen is None and self.unix_socket is None:
@@ -72,6 +79,16 @@ class SupervisorConfig:
                     f"refusing to listen on {host!r} without a token: set --token or "
                     "CODA_TOKEN, or listen on a loopback address"
                 )
+        self._check_limits()
+        if self.celery_beat and not self.celery_app:
+            raise ConfigurationError(
+                "--celery-beat runs a Celery app's beat_schedule: add --celery-app"
+            )
+        if not queue_names_ok(self.queues):
+            raise ConfigurationError(f"invalid --queues {self.queues!r}")
+        check_server_options(self.tls_cert, self.tls_key, self.tls_ca, tcp=self.listen is not None)
+
+    def _check_limits(self) -> None:
         if not MIN_FRAME_LIMIT <= self.frame_limit <= MAX_FRAME_LIMIT:
             raise ConfigurationError(
                 f"--frame-limit must be between {MIN_FRAME_LIMIT} and {MAX_FRAME_LIMIT} bytes, "
@@ -83,9 +100,6 @@ class SupervisorConfig:
             raise ConfigurationError(
                 f"--handshake-timeout must be > 0 seconds, got {self.handshake_timeout}"
             )
-        if not queue_names_ok(self.queues):
-            raise ConfigurationError(f"invalid --queues {self.queues!r}")
-        check_server_options(self.tls_cert, self.tls_key, self.tls_ca, tcp=self.listen is not None)
 
     @property
     def task_prefetch(self) -> int:

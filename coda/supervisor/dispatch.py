@@ -32,6 +32,7 @@ job of its kind while it holds it. Its next deaths are then its own.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections import Counter, deque
 from collections.abc import Callable, Mapping
@@ -127,6 +128,8 @@ class Dispatcher:
         self._timers: dict[str, Timer] = {}
         self._pump_pending = False
         self._rotation = 0
+        # told of room nothing here is ready to fill: (kind, queues, room)
+        self.on_starved: Callable[[str, tuple[str, ...], int], None] | None = None
 
     # -- ready queues -----------------------------------------------------
 
@@ -145,19 +148,28 @@ class Dispatcher:
             ready.append(job)
         self.schedule_pump()
 
-    def waiting_in(self, queue: str) -> list[Job]:
-        """The jobs ready and waiting in ``queue`` (not started, not held
-        back), oldest first."""
-        found = [
-            job
-            for waiting in (self._ready, self._isolated)
-            for (_, name), ready in waiting.items()
-            if name == queue
-            for job in ready
-            if job.state is JobState.QUEUED and self._live.get(job.id) is job
-        ]
+    def take_waiting(self, queue: str) -> list[Job]:
+        """Take every job ready and waiting in ``queue`` (not started, not
+        held back) out of it, oldest first: they are being purged."""
+        found = []
+        for waiting in (self._ready, self._isolated):
+            for (_, name), ready in waiting.items():
+                if name == queue:
+                    found += [job for job in ready if self._is_waiting(job)]
+                    ready.clear()
         found.sort(key=lambda job: job.created_at)
         return found
+
+    def withdraw(self, job: Job) -> None:
+        """Take one job out of its queue (it is cancelled before it started),
+        so the queue's depth no longer counts it."""
+        ready = (self._isolated if job.isolated else self._ready).get((job.kind, job.queue))
+        if ready is not None:
+            with contextlib.suppress(ValueError):
+                ready.remove(job)
+
+    def _is_waiting(self, job: Job) -> bool:
+        return job.state is JobState.QUEUED and self._live.get(job.id) is job
 
     def queued(self) -> dict[str, Counter[str]]:
         """Per queue, how many tasks and workflows wait (status)."""
@@ -261,6 +273,25 @@ class Dispatcher:
         for worker in rotated:
             self._fill(worker, "task", worker.tasks, worker.task_slots + worker.prefetch)
             self._fill(worker, "workflow", worker.workflows, worker.workflow_slots)
+        if self.on_starved is not None:
+            self._report_room(workers, self.on_starved)
+
+    def _report_room(
+        self, workers: list[WorkerHandle], report: Callable[[str, tuple[str, ...], int], None]
+    ) -> None:
+        """Room left after filling: nothing here was ready for it."""
+        room: dict[tuple[str, tuple[str, ...]], int] = {}
+        for worker in workers:
+            spare = {
+                "task": worker.task_slots + worker.prefetch - len(worker.tasks),
+                "workflow": worker.workflow_slots - len(worker.workflows),
+            }
+            for kind, count in spare.items():
+                if count > 0 and kind not in worker.alone:
+                    key = (kind, worker.queues)
+                    room[key] = room.get(key, 0) + count
+        for (kind, queues), count in room.items():
+            report(kind, queues, count)
 
     def _fill(self, worker: WorkerHandle, kind: str, leased: dict[str, None], room: int) -> None:
         """Send jobs of one kind until the worker's room for them is full; an
@@ -287,7 +318,7 @@ class Dispatcher:
             ready = waiting.get((kind, queue))
             while ready:
                 job = ready.popleft()
-                if job.state is JobState.QUEUED and self._live.get(job.id) is job:
+                if self._is_waiting(job):
                     return job
         return None
 
@@ -322,6 +353,7 @@ class Dispatcher:
                 attempt=job.attempt,
                 run_id=job.parent_run,
                 redelivered=job.losses > 0,
+                requeued=job.requeues > 0,
             )
         )
 

@@ -25,13 +25,15 @@ from .._wire import parse_address
 from ..errors import CodaError, ConfigurationError
 from ..messages import Submit
 from ..serialization import registry as serializers
-from .clock import Clock, LoopClock
+from .clock import LoopClock
 from .config import SupervisorConfig
 from .engine import Engine, NameInfo, new_id
 from .extension import ClientPeer, ExtensionFactory, Extensions, discover_extensions
+from .fleet import Fleet, FleetMember, SharedStore
 from .gate import ConnectionGate, capacity, descriptor_limit, raise_descriptor_limit
 from .pool import WorkerPool, WorkerSettings
 from .quiet import Quieter, QuietLoopErrors
+from .scheduler import Scheduler
 from .server import SupervisorConnection
 from .state_dir import describe_store
 from .stores import open_store
@@ -58,10 +60,24 @@ def _worker_args(config: SupervisorConfig) -> tuple[str, ...]:
 class _Host:
     """What a supervisor offers its extensions (``ExtensionHost``)."""
 
-    def __init__(self, config: SupervisorConfig, engine: Engine, clock: Clock) -> None:
-        self.config = config
-        self.clock = clock
-        self._engine = engine
+    def __init__(self, supervisor: Supervisor) -> None:
+        self.config = supervisor.config
+        self.clock = supervisor.clock
+        self._engine = supervisor.engine
+        self._supervisor = supervisor
+
+    @property
+    def supervisor_id(self) -> str:
+        return self._supervisor.id
+
+    def advertised_address(self) -> str | None:
+        tcp = [a for a in self._supervisor.addresses if parse_address(a)[0] == "tcp"]
+        if not tcp:
+            return None
+        host, _, port = tcp[0].rpartition(":")
+        if host in ("0.0.0.0", "::", "[::]", ""):
+            host = socket.getfqdn()
+        return f"{host}:{port}"
 
     def submit(self, peer: ClientPeer, message: Submit) -> None:
         self._engine.submit(peer, message)
@@ -97,7 +113,7 @@ class Supervisor:
         self.id = new_id()[:12]
         registry.import_modules(list(config.modules))
         if config.celery_app:
-            registry.adopt_celery_app(config.celery_app)
+            registry.adopt_celery_app(config.celery_app, beat=config.celery_beat)
         self.clock = LoopClock()
         self.store = open_store(config.store, self.clock)
         accept = set(SAFE_CONTENT) | ({"pickle"} if config.accept_pickle else set())
@@ -109,9 +125,13 @@ class Supervisor:
             value_limit=config.frame_limit,
             on_hung_worker=self._kill_worker,
         )
+        self.fleet = self._join_fleet(config)
+        self.scheduler = Scheduler(
+            registry.all_schedules(), self.clock, self.store, self.engine.submit, self._lookup
+        )
         self.extensions = Extensions(
             discover_extensions() if extensions is None else extensions,
-            _Host(config, self.engine, self.clock),
+            _Host(self),
         )
         self.pool = WorkerPool(
             config.workers,
@@ -133,10 +153,27 @@ class Supervisor:
         self._stopped = asyncio.Event()
         self._housekeeping: asyncio.Task[None] | None = None
         self._worker_conns: weakref.WeakSet[SupervisorConnection] = weakref.WeakSet()
+        self._stop_request = asyncio.Event()  # a signal, or a lost fleet lease
+        self.fatal: str | None = None  # why it stopped on its own
 
     @staticmethod
     def _lookup(name: str) -> NameInfo:
         return registry.get_spec(name)
+
+    def _join_fleet(self, config: SupervisorConfig) -> FleetMember | None:
+        """On a shared store, this supervisor is one of a fleet (fleet.py)."""
+        if not isinstance(self.store, SharedStore):
+            return None
+        member = self.store.fleet(
+            self.clock, supervisor_id=self.id, queues=config.queues, lease=config.fleet_lease
+        )
+        self.engine.join_fleet(Fleet(member, self.engine, config.queues, self._lost_lease))
+        self.store.on_fenced = self.engine.jobs.fenced_off
+        return member
+
+    def _lost_lease(self, reason: str) -> None:
+        self.fatal = f"lost its place in the fleet: {reason}"
+        self._stop_request.set()
 
     def _kill_worker(self, worker_id: int) -> None:
         self.pool.kill(worker_id)
@@ -152,6 +189,9 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         loop.set_exception_handler(QuietLoopErrors(self.quieter))
         self._size_gate()
+        self.clock.bind()  # before any thread (the store's, the fleet's) defers to it
+        if self.fleet is not None:
+            self.fleet.join()
         recovered = self.engine.recover()
         if recovered:
             log.info("recovered %d unfinished jobs from the store", recovered)
@@ -164,7 +204,10 @@ class Supervisor:
             self.extensions.close()
             self.store.close()
             raise
+        self.scheduler.start()  # its ticks queue until workers join
         await self.pool.start()
+        if self.fleet is not None and self.engine.fleet is not None:
+            self.fleet.start(self.engine.fleet)
         self._housekeeping = asyncio.create_task(self._expire_periodically())
 
     def _size_gate(self) -> None:
@@ -223,6 +266,7 @@ class Supervisor:
         the store, for the next supervisor on it to run."""
         loop = asyncio.get_running_loop()
         idle: asyncio.Future[None] = loop.create_future()
+        self.scheduler.stop()  # ticks from now on are missed ticks of the next start
         self.engine.drain(lambda: _resolve(idle, None))
         try:
             await asyncio.wait_for(idle, grace)
@@ -243,6 +287,7 @@ class Supervisor:
         saved as requeued (without counting a loss: we are draining)."""
         if self._housekeeping is not None:
             self._housekeeping.cancel()
+        self.scheduler.stop()
         if not self.engine.draining:
             self.engine.drain(lambda: None)
         for server in self._servers:
@@ -253,14 +298,31 @@ class Supervisor:
             conn.close()
         await asyncio.gather(*(conn.closed.wait() for conn in conns))
         self.extensions.close()
+        self._leave_fleet()
         self.store.close()
         self._stopped.set()
+
+    def _leave_fleet(self) -> None:
+        """Hand the jobs still held here to the fleet at once (not after the
+        lease), unless the lease is already lost (they are reclaimed then)."""
+        if self.fleet is None:
+            return
+        if self.fatal is None:
+            self.store.after_commit(lambda: None)  # what was saved goes first
+            try:
+                released = self.fleet.leave()
+            except Exception as exc:  # the database is out of reach: the lease will do
+                log.warning("could not hand the jobs back to the fleet: %s", exc)
+            else:
+                log.info("handed %d unfinished jobs back to the fleet", released)
+        self.fleet.stop()
 
     async def wait_stopped(self) -> None:
         await self._stopped.wait()
 
     def status(self) -> dict[str, Any]:
         status = self.engine.status()
+        status["schedules"] = self.scheduler.status()
         status["supervisor"] = {
             "id": self.id,
             "pid": os.getpid(),
@@ -272,6 +334,8 @@ class Supervisor:
             "connections": self.gate.statistics(),
             "wrong_tokens": self.throttle.statistics(),
         }
+        if self.fleet is not None:
+            status["fleet"] = self.fleet.statistics()
         status.update(self.extensions.statistics())
         return status
 
@@ -288,11 +352,13 @@ class Supervisor:
         if after > before:
             log.info("descriptor limit raised from %d to %d", before, after)
         run_event_loop(self._main(ready_line))
+        if self.fatal is not None:
+            raise CodaError(f"the supervisor stopped: it {self.fatal}; start it again")
 
     async def _main(self, ready_line: bool) -> None:
         await self.start()
         loop = asyncio.get_running_loop()
-        stopping = asyncio.Event()
+        stopping = self._stop_request
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stopping.set)
         if ready_line:
@@ -301,6 +367,9 @@ class Supervisor:
             print(f"coda supervisor ready on {where} (state: {state})", flush=True)
         await stopping.wait()
         stopping.clear()
+        if self.fatal is not None:  # nothing to drain for: others own its jobs now
+            await self.stop()
+            return
         grace = self.config.shutdown_grace
         log.info("shutting down: draining for up to %.0fs (signal again to stop now)", grace)
         draining = asyncio.create_task(self.drain(grace))

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from coda.messages import Failure, Payload
 from coda.supervisor.jobs import Job, JobState
 from coda.supervisor.stores import Store
+from coda.supervisor.stores.base import ScheduleMark
 from tests.stores.conftest import StoreUnderTest
 
 ARGS = Payload("application/x-msgpack", "binary", b"\x80")
@@ -89,6 +90,17 @@ def test_the_latest_saved_state_wins(subject: StoreUnderTest) -> None:
     for store in now_and_reopened(subject):
         loaded = store.get_job("j")
         assert loaded is not None and (loaded.state, loaded.attempt) == (JobState.QUEUED, 2)
+
+
+def test_a_copy_read_back_and_saved_replaces_the_job(subject: StoreUnderTest) -> None:
+    subject.store.save_job(task("j"))
+    subject.committed()
+    copy = dataclasses.replace(task("j"), state=JobState.RUNNING, attempt=3)
+    subject.store.save_job(copy)
+    subject.committed()
+    for store in now_and_reopened(subject):
+        loaded = store.get_job("j")
+        assert loaded is not None and (loaded.state, loaded.attempt) == (JobState.RUNNING, 3)
 
 
 def test_a_job_saved_without_its_arguments_keeps_its_outcome(subject: StoreUnderTest) -> None:
@@ -272,3 +284,21 @@ def test_children_are_what_a_run_spawned_oldest_first(subject: StoreUnderTest) -
     subject.committed()
     assert [job.id for job in store.children("run")] == ["first", "second"]
     assert store.children("nobody") == []
+
+
+def test_schedule_marks_never_move_back_and_outlive_a_restart(subject: StoreUnderTest) -> None:
+    store = subject.store
+    assert store.schedule_marks() == {}
+    store.save_schedule_mark("hourly", ScheduleMark(covered=100.0))
+    store.save_schedule_mark("hourly", ScheduleMark(covered=200.0, last_tick=180.0))
+    store.save_schedule_mark("daily", ScheduleMark(covered=50.0, last_tick=40.0))
+    subject.committed()
+    store.save_schedule_mark("hourly", ScheduleMark(covered=150.0, last_tick=120.0))  # older
+    store.save_schedule_mark("daily", ScheduleMark(covered=60.0))  # no tick run since
+    subject.committed()
+    expected = {
+        "hourly": ScheduleMark(covered=200.0, last_tick=180.0),
+        "daily": ScheduleMark(covered=60.0, last_tick=40.0),
+    }
+    for opened in now_and_reopened(subject):
+        assert opened.schedule_marks() == expected

@@ -15,13 +15,22 @@ from bench.harness import BENCHMARKS, PRESETS, run
 from bench.report import Row, table
 
 
+@pytest.mark.timeout(600)  # it starts a dozen supervisors and a Celery worker
 def test_every_benchmark_yields_rows_at_toy_size(redis_url: str) -> None:
     sizes = replace(PRESETS["quick"], noop=20, chain=5, latency_samples=10, floor_samples=20)
 
     rows = run(sizes, BENCHMARKS, redis_url)
 
     names = [row.name for row in rows]
-    for fragment in ("no-op tasks", "3-step", "cached rerun", "cache hit", "memory per queued"):
+    fragments = (
+        "no-op tasks",
+        "3-step",
+        "cached rerun",
+        "cache hit",
+        "memory per queued",
+        "coda://",
+    )
+    for fragment in fragments:
         assert any(fragment in name for name in names), (fragment, names)
     assert all(row.coda > 0 for row in rows)
     throughput = [row for row in rows if row.name.startswith("no-op tasks, 2 x 10 in flight")]

@@ -15,6 +15,11 @@ as in Celery. Around the tracer this module does what Celery's worker does:
   ``worker_deduplicate_successful_tasks`` works); without it Celery would
   have acked the message already, so ``WorkerLostError`` is stored and the
   task is not rerun.
+- ``Reject(requeue=True)``: the job is handed back unchanged
+  (``RequeueRequested``) and its next delivery has ``redelivered`` True, as
+  a broker's requeue; the supervisor backs off a task that keeps rejecting
+  (``coda.supervisor.requeues``). Without ``acks_late`` too: a Celery worker
+  would have acked the message before the task ran, and the reject would lose it.
 - time limits (``limits``), and ``self.retry()``: the republished message is
   captured (``scope``) and becomes the next Coda attempt
   (``coda.errors.RetryRequested`` with the new message as arguments and its
@@ -39,7 +44,7 @@ from celery.exceptions import Reject, Retry, SoftTimeLimitExceeded, TaskRevokedE
 from kombu.serialization import prepare_accept_content
 
 from coda.context import TaskInfo, task_info
-from coda.errors import RetryRequested
+from coda.errors import RequeueRequested, RetryRequested
 
 from .limits import TimeLimits
 from .message import ENVELOPE, CeleryCall, parse_job_args
@@ -71,16 +76,17 @@ class CeleryExecutor:
             _record_unreadable(task, job_args, exc)
             raise
         info = task_info()
-        redelivered = bool(info is not None and info.redelivered)
+        lost = bool(info is not None and info.redelivered)
         expires = call.expires
         if expires is not None and time.time() > expires:
             report_revoked(task, call, expired=True)
             raise TaskRevokedError("expired")
-        if redelivered and not (task.acks_late or self.app.conf.task_acks_late):
-            lost = WorkerLostError("the Coda worker running this task died")
-            report_failure(task, call, lost)
-            raise lost
-        return self._trace(task, call, info, redelivered)
+        if lost and not (task.acks_late or self.app.conf.task_acks_late):
+            error = WorkerLostError("the Coda worker running this task died")
+            report_failure(task, call, error)
+            raise error
+        requeued = bool(info is not None and info.requeued)
+        return self._trace(task, call, info, lost or requeued)
 
     def _trace(self, task: Any, call: CeleryCall, info: TaskInfo | None, redelivered: bool) -> Any:
         scope = ExecScope(call.task_id)
@@ -123,7 +129,7 @@ class CeleryExecutor:
             return None
         if state == states.REJECTED and isinstance(exc, Reject):
             if exc.requeue:
-                raise RetryRequested(0.0, cause=exc)
+                raise RequeueRequested(cause=exc)
             report_failure(task, call, exc, hooks=False)
         if isinstance(exc, BaseException):
             raise exc

@@ -21,6 +21,8 @@ from kombu.connection import Connection
 from kombu.entity import Exchange
 from kombu.messaging import Producer
 
+from coda.compat.kombu.properties import kept_properties
+
 from .message import CeleryMessage
 
 __all__ = ["MessageProducer"]
@@ -79,7 +81,8 @@ class MessageProducer(Producer):
             body, serializer, content_type, content_encoding, compression, headers
         )
         exchange_name = exchange.name if isinstance(exchange, Exchange) else (exchange or "")
-        properties = dict(properties, priority=priority, delivery_mode=delivery_mode)
+        properties = kept_properties(properties)  # as AMQP: no signal=<Signal> from **kwargs
+        properties.update(priority=priority, delivery_mode=delivery_mode)
         if expiration is not None:
             properties["expiration"] = str(round(expiration * 1000))
         properties["delivery_info"] = {"exchange": exchange_name, "routing_key": routing_key}

@@ -9,7 +9,13 @@ decodes; what it needs is read here, once:
 - ``properties.expiration``: AMQP's per-message TTL, milliseconds as a
   string (kombu sets it from ``expiration=``; Celery from ``expires``);
 - Celery's protocol 2 headers ``eta`` and ``expires`` (ISO 8601) and ``id``
-  (the task id, so an expired message can be recorded as revoked).
+  (the task id, so an expired message can be recorded as revoked);
+- ``properties.delivery_mode``: 1 (transient) keeps the message out of the
+  supervisor's store; 2 (persistent, kombu's default) puts it there when its
+  queue is durable.
+
+Properties that are not AMQP's are dropped on the way, as AMQP clients do
+(``properties``).
 
 On delivery the supervisor's delivery tag and ``redelivered`` flag are put
 where kombu and Celery read them: ``properties.delivery_tag`` and
@@ -24,9 +30,11 @@ from typing import Any
 import msgspec
 
 from ...broker.messages import Deliver, Publish
+from .properties import kept_properties
 
 __all__ = ["decode_delivery", "encode_publish", "parse_time"]
 
+TRANSIENT = 1  # AMQP's delivery_mode for a message no broker should write down
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder()
 
@@ -64,9 +72,13 @@ def _ttl(properties: dict[str, Any]) -> float | None:
         return None
 
 
-def encode_publish(message: dict[str, Any], exchange: str, routing_key: str) -> Publish:
-    """The frame for one ``basic_publish`` of a kombu-prepared message."""
-    properties = message.setdefault("properties", {})
+def encode_publish(
+    message: dict[str, Any], exchange: str, routing_key: str, *, req_id: int | None = None
+) -> Publish:
+    """The frame for one ``basic_publish`` of a kombu-prepared message
+    (``req_id``: ask for a confirm), its properties cut down to AMQP's
+    (``properties``)."""
+    properties = message["properties"] = kept_properties(message.get("properties") or {})
     properties.pop("delivery_tag", None)
     delivery_info = properties.setdefault("delivery_info", {})
     delivery_info["exchange"] = exchange
@@ -84,6 +96,8 @@ def encode_publish(message: dict[str, Any], exchange: str, routing_key: str) -> 
         expires=parse_time(headers.get("expires")),
         task_id=task_id if isinstance(task_id, str) else None,
         task=task if isinstance(task, str) else None,
+        persistent=properties.get("delivery_mode") != TRANSIENT,
+        req_id=req_id,
     )
 
 

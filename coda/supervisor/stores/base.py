@@ -20,16 +20,35 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 from ..jobs import Job
 
-__all__ = ["CacheKey", "Store"]
+__all__ = ["CacheKey", "ScheduleMark", "Store"]
 
 CacheKey = tuple[str, str, bytes]  # (workflow run id, task or workflow name, encoded key)
 
 
+@dataclass(frozen=True)
+class ScheduleMark:
+    """How far a schedule's ticks have been handled (``coda.supervisor.scheduler``):
+    every tick at or before ``covered`` was submitted or deliberately skipped;
+    ``last_tick`` is the latest one submitted. Both only move forward."""
+
+    covered: float
+    last_tick: float | None = None
+
+    def merged(self, other: ScheduleMark) -> ScheduleMark:
+        """The later of two marks, field by field (two supervisors of a fleet
+        may save marks of the same schedule)."""
+        ticks = [t for t in (self.last_tick, other.last_tick) if t is not None]
+        return ScheduleMark(max(self.covered, other.covered), max(ticks) if ticks else None)
+
+
 class Store(abc.ABC):
     """Persistence for jobs and cache entries."""
+
+    shared = False  # several supervisors may use it at once, as a fleet (see fleet.py)
 
     @abc.abstractmethod
     def save_job(self, job: Job, *, with_args: bool = True) -> None:
@@ -72,6 +91,18 @@ class Store(abc.ABC):
         """The recorded jobs a run spawned, oldest first."""
 
     @abc.abstractmethod
+    def schedule_marks(self) -> dict[str, ScheduleMark]:
+        """The mark of every schedule that ever saved one, by schedule name.
+        Marks never expire: a schedule's ticks must not run twice however
+        long ago they were."""
+
+    @abc.abstractmethod
+    def save_schedule_mark(self, name: str, mark: ScheduleMark) -> None:
+        """Record a schedule's mark, in the same commit as the jobs saved in
+        the same turn (a tick's run and its mark land together). A mark
+        never moves back: the saved one is merged with the one recorded."""
+
+    @abc.abstractmethod
     def expire(self, finished_before: float) -> int:
         """Forget root runs finished before the given time, with every job
         beneath them and their cache entries, and return how many jobs went.
@@ -87,6 +118,10 @@ class Store(abc.ABC):
         """Run ``callback`` once all changes saved so far are durable (at
         once when nothing is pending)."""
         callback()
+
+    def adopt(self, job: Job) -> None:  # noqa: B027 - optional hook
+        """A job read back from the store (a restart, a fleet's claim) is
+        recorded already: later saves update it."""
 
     def unavailable(self) -> str | None:
         """Why the store cannot save new work right now (its last commit

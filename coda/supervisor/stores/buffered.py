@@ -33,7 +33,7 @@ from typing import Generic, Protocol, TypeVar
 from ...messages import Payload
 from ..clock import Clock
 from ..jobs import Job
-from .base import CacheKey, Store
+from .base import CacheKey, ScheduleMark, Store
 from .codec import decode_job
 from .commits import CommitPipeline
 from .recent import RecentJobs
@@ -60,6 +60,8 @@ class RowsLike(Protocol[C_contra]):
 
     def add_cache(self, key: CacheKey, job_id: str) -> None: ...
 
+    def add_mark(self, name: str, mark: ScheduleMark) -> None: ...
+
     def write(self, db: C_contra) -> object:
         """On the commit thread, in one transaction."""
         ...
@@ -72,6 +74,7 @@ class _Batch(Generic[C]):
     store: BufferedStore[C]
     jobs: dict[str, tuple[Job, bool]]
     cache: dict[CacheKey, str]
+    marks: dict[str, ScheduleMark]
     rows: RowsLike[C]
     # per job, the args written if it was unfinished when encoded (None if
     # finished): the job object may change again before the commit is done
@@ -93,11 +96,12 @@ class BufferedStore(Store, Generic[C]):
     def __init__(self, db: C, clock: Clock | None) -> None:
         self._dirty: dict[str, tuple[Job, bool]] = {}
         self._dirty_cache: dict[CacheKey, str] = {}
+        self._dirty_marks: dict[str, ScheduleMark] = {}
         self._inflight: _Batch[C] | None = None
         self._written_args: dict[str, Payload] = {}  # unfinished jobs written -> their args
         self._recent = RecentJobs(RECENT_JOBS, RECENT_BYTES)
         self._commits: CommitPipeline[C] = CommitPipeline(
-            db, clock, self._take_batch, lambda: bool(self._dirty or self._dirty_cache)
+            db, clock, self._take_batch, self._pending
         )
 
     # -- what a subclass brings ------------------------------------------------
@@ -130,6 +134,9 @@ class BufferedStore(Store, Generic[C]):
     def _read_children(self, run_id: str) -> list[Job]: ...
 
     @abc.abstractmethod
+    def _read_marks(self) -> dict[str, ScheduleMark]: ...
+
+    @abc.abstractmethod
     def _expire_batch(self, db: C, before: float, roots: int, after: Cursor) -> ExpiryResult: ...
 
     def _counted(self, result: object) -> None:
@@ -159,6 +166,17 @@ class BufferedStore(Store, Generic[C]):
             self._dirty_cache[key] = job_id
             self._commits.request()
 
+    def adopt(self, job: Job) -> None:
+        """A job read from the database (claimed from a fleet's queue) is
+        written already: its later changes are updates, never inserts."""
+        self._written_args[job.id] = job.args
+
+    def save_schedule_mark(self, name: str, mark: ScheduleMark) -> None:
+        if not self._refuse_write(f"the mark of schedule {name}"):
+            known = self._dirty_marks.get(name)
+            self._dirty_marks[name] = mark if known is None else known.merged(mark)
+            self._commits.request()
+
     def after_commit(self, callback: Callable[[], None]) -> None:
         self._commits.after_commit(callback)
 
@@ -175,16 +193,21 @@ class BufferedStore(Store, Generic[C]):
             log.warning("store closed: %s not saved (its last saved state stands)", what)
         return self._commits.closed
 
+    def _pending(self) -> bool:
+        return bool(self._dirty or self._dirty_cache or self._dirty_marks)
+
     def _take_batch(self) -> _Batch[C] | None:
-        if not (self._dirty or self._dirty_cache):
+        if not self._pending():
             return None
-        batch = _Batch(self, self._dirty, self._dirty_cache, self._new_rows())
-        self._dirty, self._dirty_cache = {}, {}
+        batch = _Batch(self, self._dirty, self._dirty_cache, self._dirty_marks, self._new_rows())
+        self._dirty, self._dirty_cache, self._dirty_marks = {}, {}, {}
         for job, with_args in batch.jobs.values():
             batch.rows.add_job(job, self._written_args.get(job.id), with_args)
             batch.written[job.id] = None if job.state.finished else job.args
         for key, job_id in batch.cache.items():
             batch.rows.add_cache(key, job_id)
+        for name, mark in batch.marks.items():
+            batch.rows.add_mark(name, mark)
         self._inflight = batch
         return batch
 
@@ -204,6 +227,9 @@ class BufferedStore(Store, Generic[C]):
         self._inflight = None
         self._dirty = {**batch.jobs, **self._dirty}
         self._dirty_cache = {**batch.cache, **self._dirty_cache}
+        for name, mark in batch.marks.items():
+            newer = self._dirty_marks.get(name)
+            self._dirty_marks[name] = mark if newer is None else mark.merged(newer)
 
     # -- reads: pending changes first, then the database ------------------------
 
@@ -272,6 +298,14 @@ class BufferedStore(Store, Generic[C]):
             runs += [job for job in page if name is None or job.name == name]
             cursor = (page[-1].created_at, page[-1].id)
         return [self._in_memory(job.id) or job for job in runs[:limit]]
+
+    def schedule_marks(self) -> dict[str, ScheduleMark]:
+        self._commits.flush()
+        marks = self._read_marks()
+        for name, mark in self._dirty_marks.items():  # saved while the flush ran
+            known = marks.get(name)
+            marks[name] = mark if known is None else known.merged(mark)
+        return marks
 
     def children(self, run_id: str) -> list[Job]:
         return [self._in_memory(job.id) or job for job in self._read_children(run_id)]

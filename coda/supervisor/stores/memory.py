@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from ..jobs import Job
-from .base import CacheKey, Store
+from .base import CacheKey, ScheduleMark, Store
 
 __all__ = ["MemoryStore"]
 
@@ -26,12 +26,12 @@ class MemoryStore(Store):
         self._jobs: dict[str, Job] = {}
         self._cache: dict[str, dict[tuple[str, bytes], str]] = {}  # by workflow run
         self._children: dict[str, list[str]] = {}
+        self._marks: dict[str, ScheduleMark] = {}
 
     def save_job(self, job: Job, *, with_args: bool = True) -> None:
-        if job.id not in self._jobs:
-            self._jobs[job.id] = job
-            if job.parent_run is not None:
-                self._children.setdefault(job.parent_run, []).append(job.id)
+        if job.id not in self._jobs and job.parent_run is not None:
+            self._children.setdefault(job.parent_run, []).append(job.id)
+        self._jobs[job.id] = job  # the same object, usually; a copy read back replaces it
 
     def get_job(self, job_id: str) -> Job | None:
         return self._jobs.get(job_id)
@@ -76,6 +76,13 @@ class MemoryStore(Store):
         found = [self._jobs[i] for i in self._children.get(run_id, ()) if i in self._jobs]
         found.sort(key=lambda job: job.created_at)
         return found
+
+    def schedule_marks(self) -> dict[str, ScheduleMark]:
+        return dict(self._marks)
+
+    def save_schedule_mark(self, name: str, mark: ScheduleMark) -> None:
+        known = self._marks.get(name)
+        self._marks[name] = mark if known is None else known.merged(mark)
 
     def expire(self, finished_before: float) -> int:
         roots = [

@@ -44,6 +44,8 @@ CREATE TABLE IF NOT EXISTS coda_jobs (
     state text NOT NULL,
     owner text,
     epoch bigint NOT NULL DEFAULT 0,
+    losses integer NOT NULL DEFAULT 0,
+    cancel_requested boolean NOT NULL DEFAULT false,
     ready_at double precision NOT NULL DEFAULT 0,
     created_at double precision NOT NULL,
     finished_at double precision,
@@ -67,6 +69,11 @@ CREATE TABLE IF NOT EXISTS coda_cache (
     key bytea NOT NULL,
     job_id text NOT NULL,
     PRIMARY KEY (run_id, name, key)
+);
+CREATE TABLE IF NOT EXISTS coda_schedules (
+    name text PRIMARY KEY,
+    covered double precision NOT NULL,
+    last_tick double precision
 );
 CREATE TABLE IF NOT EXISTS coda_supervisors (
     id text PRIMARY KEY,

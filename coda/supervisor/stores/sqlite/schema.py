@@ -49,6 +49,11 @@ CREATE TABLE IF NOT EXISTS cache (
     job_id TEXT NOT NULL,
     PRIMARY KEY (run_id, name, key)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS schedules (
+    name TEXT PRIMARY KEY,
+    covered REAL NOT NULL,
+    last_tick REAL
+) WITHOUT ROWID;
 """
 
 

@@ -26,7 +26,7 @@ from typing import cast
 from ....errors import ConfigurationError
 from ...clock import Clock
 from ...jobs import Job
-from ..base import CacheKey
+from ..base import CacheKey, ScheduleMark
 from ..buffered import BufferedStore, Cursor, ExpiryResult
 from ..codec import decode_job
 from . import retention, schema
@@ -117,6 +117,10 @@ class SqliteStore(BufferedStore[sqlite3.Connection]):
             "SELECT body, args FROM jobs WHERE parent_run = ? ORDER BY created_at", (run_id,)
         )
         return [decode_job(body, args) for body, args in rows]
+
+    def _read_marks(self) -> dict[str, ScheduleMark]:
+        rows = self._reader.execute("SELECT name, covered, last_tick FROM schedules")
+        return {name: ScheduleMark(covered, last_tick) for name, covered, last_tick in rows}
 
     def _expire_batch(
         self, db: sqlite3.Connection, before: float, roots: int, after: Cursor
