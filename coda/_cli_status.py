@@ -56,7 +56,22 @@ def _supervisor(sup: dict[str, Any]) -> list[str]:
     ]
     if sup.get("state"):
         lines.append(f"state: {sup['state']}")
+    connections = sup.get("connections")
+    if isinstance(connections, dict):
+        lines.append(_connections(connections, sup.get("wrong_tokens", {})))
     return lines
+
+
+def _connections(connections: dict[str, Any], tokens: dict[str, Any]) -> str:
+    line = f"connections: {connections.get('open', 0)} of at most {connections.get('limit')}"
+    refusals = [
+        (connections.get("refused_at_limit", 0), "refused at the limit"),
+        (connections.get("handshake_timeouts", 0), "closed without a hello in time"),
+        (connections.get("closed_over_pre_auth_budget", 0), "closed holding too much before it"),
+        (tokens.get("refused_unchecked", 0), "wrong-token retries refused unchecked"),
+    ]
+    said = [f"{count} {what}" for count, what in refusals if count]
+    return line + (f" ({'; '.join(said)})" if said else "")
 
 
 def _workers(data: dict[str, Any]) -> list[str]:

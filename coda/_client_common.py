@@ -31,7 +31,10 @@ def build_submit(
     queue: str | None,
     wait: bool,
     not_before: float | None = None,
+    limit: int | None = None,
 ) -> Submit:
+    """The submit of ``target``; with ``limit`` (the supervisor's, from its
+    welcome) arguments larger than it are refused here, before they leave."""
     name = registry.resolve_name(target)
     spec = getattr(target, "spec", None)
     serializer = getattr(spec, "serializer", None) or serializer
@@ -44,7 +47,7 @@ def build_submit(
     return Submit(
         req_id=req_id,
         name=name,
-        args=encode_value(dict(args), serializer),
+        args=encode_value(dict(args), serializer, limit=limit, what=f"the arguments of {name!r}"),
         run_id=run_id,
         queue=queue,
         wait=wait,

@@ -53,6 +53,7 @@ from .errors import (
     ProtocolError,
     RequestRefusedError,
     UnknownNameError,
+    ValueTooLargeError,
 )
 from .messages import (
     Accepted,
@@ -72,7 +73,13 @@ from .messages import (
     StatusRequest,
     Submit,
 )
-from .protocol import FrameDecoder, decode_message, encode_message_into
+from .protocol import (
+    DEFAULT_FRAME_LIMIT,
+    FrameDecoder,
+    decode_message,
+    decoding_limit,
+    encode_message_into,
+)
 
 __all__ = [
     "Answer",
@@ -164,6 +171,9 @@ class ClientConnection:
         self.state = State.HANDSHAKING
         self._handshake = Handshake(address, token=token, pid=pid, token_hint=token_hint)
         self._outgoing = bytearray(self._handshake.hello)
+        self.frame_limit = DEFAULT_FRAME_LIMIT
+        """The largest argument the supervisor takes, in bytes encoded (it says
+        in its welcome)."""
         self._decoder = FrameDecoder()
         self._in_flight: dict[int, _InFlight] = {}
         self._last_req_id = 0
@@ -213,7 +223,8 @@ class ClientConnection:
             if isinstance(outcome, CodaError):
                 return self._failed(outcome)
             self.state = State.READY
-            self._decoder = FrameDecoder()
+            self.frame_limit = outcome.frame_limit or DEFAULT_FRAME_LIMIT
+            self._decoder = FrameDecoder(decoding_limit(self.frame_limit))
             trailing = self._handshake.trailing
             return [Welcomed(outcome.supervisor_id), *self._frames(trailing)]
         return self._frames(data)
@@ -307,4 +318,6 @@ def _expectation(request: Request) -> _InFlight:
 def _refusal(message: Error, name: str | None) -> CodaError:
     if message.code == "unknown_name" and name is not None:
         return UnknownNameError(name)
+    if message.code == "too_large":  # arguments an older client did not check
+        return ValueTooLargeError(message.message)
     return RequestRefusedError(message.code, message.message)

@@ -88,11 +88,12 @@ class Handshake:
         if self._received:
             return self._foreign()
         # Most often TLS: TLS 1.3 refuses a missing client certificate after
-        # the client thinks the TLS handshake is done.
+        # the client thinks the TLS handshake is done. A supervisor out of
+        # descriptors resets what it cannot accept (libuv does), saying nothing.
         return ConnectionLostError(
             f"the supervisor at {self.address} closed the connection during the handshake"
-            f"{f' ({why})' if why else ''}: does it serve TLS (ssl=, --tls-ca) "
-            "or require a client certificate?"
+            f"{f' ({why})' if why else ''}: does it serve TLS (ssl=, --tls-ca) or require "
+            "a client certificate? Or is it out of file descriptors (its log would say)?"
         )
 
     def timed_out(self, seconds: float) -> CodaError:

@@ -14,7 +14,14 @@ import traceback
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .errors import Cancelled, CodaError, RemoteError, TaskFailed, WorkflowFailed
+from .errors import (
+    Cancelled,
+    CodaError,
+    RemoteError,
+    TaskFailed,
+    ValueTooLargeError,
+    WorkflowFailed,
+)
 from .messages import Failure, Payload
 from .serialization import registry
 
@@ -22,12 +29,14 @@ if TYPE_CHECKING:
     from .decorators import Spec
 
 __all__ = [
+    "FRAME_LIMIT_OPTION",
     "decode_payload",
     "encode_value",
     "error_from_failure",
     "failure_after",
     "failure_from",
     "reraise_if_cancelled",
+    "value_too_large",
 ]
 
 MAX_TRACEBACK = 16 * 1024
@@ -64,9 +73,11 @@ def failure_from(exc: BaseException, retry_in: float | None = None) -> Failure:
 
 def failure_after(exc: BaseException, spec: Spec, attempt: int) -> Failure:
     """``failure_from`` with the spec's decision to retry; an exception that
-    breaks even that decision (its class check raises) is not retried."""
+    breaks even that decision (its class check raises) is not retried, nor is
+    a value too large to send."""
     try:
-        retry_in = spec.retry_in(exc, attempt)
+        too_large = isinstance(exc, ValueTooLargeError)  # the same value would be again
+        retry_in = None if too_large else spec.retry_in(exc, attempt)
     except BaseException:  # a hostile exception: see the module's docstring
         retry_in = None
     return failure_from(exc, retry_in)
@@ -110,9 +121,30 @@ def _wire_text(text: str) -> str:
     return str.encode(text, "utf-8", "backslashreplace").decode("utf-8")
 
 
-def encode_value(value: Any, serializer: str) -> Payload:
+FRAME_LIMIT_OPTION = "coda supervisor --frame-limit BYTES"
+
+
+def encode_value(
+    value: Any, serializer: str, *, limit: int | None = None, what: str = "the value"
+) -> Payload:
+    """``value`` serialized; with ``limit``, refused (``ValueTooLargeError``)
+    if it encodes to more bytes than that: one message could not carry it."""
     content_type, encoding, body = registry.dumps(value, serializer)
+    if limit is not None and len(body) > limit:
+        raise value_too_large(what, len(body), limit)
     return Payload(content_type, encoding, memoryview(body))
+
+
+def value_too_large(what: str, size: int, limit: int) -> ValueTooLargeError:
+    """The refusal of a value above the limit: what, by how much, and the two
+    ways out."""
+    return ValueTooLargeError(
+        f"{what} would take {size:,} bytes encoded, above the supervisor's limit of "
+        f"{limit:,} bytes for an argument or result: pass a reference to the data instead "
+        f"(a file path, a key), or raise the limit with `{FRAME_LIMIT_OPTION}`",
+        size=size,
+        limit=limit,
+    )
 
 
 def decode_payload(payload: Payload | None, accept: frozenset[str] | None = None) -> Any:

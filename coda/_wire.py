@@ -157,6 +157,10 @@ class FramedProtocol(asyncio.Protocol):
     def on_closed(self, exc: Exception | None) -> None:
         """The connection is gone."""
 
+    def log_failure(self, exc: Exception, code: str) -> None:
+        """``fail`` is closing the connection for ``exc``."""
+        log.warning("closing connection: %s", exc)
+
     # -- sending ----------------------------------------------------------
 
     @property
@@ -199,7 +203,7 @@ class FramedProtocol(asyncio.Protocol):
 
     def fail(self, exc: Exception, code: str) -> None:
         """Tell the peer what went wrong, then close: the stream is unusable."""
-        log.warning("closing connection: %s", exc)
+        self.log_failure(exc, code)
         self.send(Error(code=code, message=str(exc)))
         self._flush()
         if self.transport is not None:

@@ -298,7 +298,14 @@ class AsyncClient:
     ) -> _Call:
         req_id = conn.connection.next_request_id()
         request = build_submit(
-            req_id, target, args, serializer=self.serializer, run_id=run_id, queue=queue, wait=wait
+            req_id,
+            target,
+            args,
+            serializer=self.serializer,
+            run_id=run_id,
+            queue=queue,
+            wait=wait,
+            limit=conn.connection.frame_limit,
         )
         return conn.request(request)
 

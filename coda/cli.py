@@ -20,6 +20,7 @@ from ._cli_status import format_status
 from ._cli_tls import tls_server_options
 from .errors import CodaError, ConnectionLostError, RemoteError, ResultTimeoutError
 from .supervisor import SupervisorConfig
+from .supervisor.config import MAX_FRAME_LIMIT, MIN_FRAME_LIMIT
 
 __all__ = ["main"]
 
@@ -107,6 +108,30 @@ def _split_queues(values: tuple[str, ...]) -> tuple[str, ...]:
     help="Accept pickle payloads (runs code from whoever can connect: trusted setups only).",
 )
 @click.option(
+    "--frame-limit",
+    type=click.IntRange(min=MIN_FRAME_LIMIT, max=MAX_FRAME_LIMIT),
+    default=_default("frame_limit"),
+    show_default=True,
+    metavar="BYTES",
+    help="The largest argument or result, in bytes once encoded, and so the largest message. "
+    "Clients and workers learn it from the supervisor and refuse larger values themselves.",
+)
+@click.option(
+    "--max-connections",
+    type=click.IntRange(min=1),
+    default=_default("max_connections"),
+    show_default=True,
+    help="Client connections held at once; one more is refused with a message saying so. "
+    "Lowered to fit the descriptor limit (ulimit -n) if that is too small.",
+)
+@click.option(
+    "--handshake-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=_default("handshake_timeout"),
+    show_default=True,
+    help="Seconds a new connection has to say hello before it is closed.",
+)
+@click.option(
     "--result-ttl",
     type=click.FloatRange(min=1),
     default=_default("result_ttl"),
@@ -178,6 +203,9 @@ def supervisor(
     tls_key: str | None,
     tls_ca: str | None,
     accept_pickle: bool,
+    frame_limit: int,
+    max_connections: int,
+    handshake_timeout: float,
     result_ttl: float,
     store: str,
     shutdown_grace: float,
@@ -209,6 +237,9 @@ def supervisor(
         tls_key=tls_key,
         tls_ca=tls_ca,
         accept_pickle=accept_pickle,
+        frame_limit=frame_limit,
+        max_connections=max_connections,
+        handshake_timeout=handshake_timeout,
         result_ttl=result_ttl,
         store=store,
         shutdown_grace=shutdown_grace,

@@ -141,6 +141,7 @@ class Client:
                 queue=queue,
                 wait=True,  # its end is sent here, unasked: see the module docstring
                 not_before=not_before,
+                limit=conn.frame_limit,
             )
             reply = self._request(request, None)
             assert isinstance(reply, Accepted)
@@ -168,6 +169,7 @@ class Client:
                 run_id=None,
                 queue=queue,
                 wait=True,
+                limit=conn.frame_limit,
             )
             reply = self._request(request, deadline)
             while not isinstance(reply, Finished):

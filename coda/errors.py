@@ -13,7 +13,8 @@ The hierarchy::
     ├── SerializationError        a payload could not be encoded or decoded
     │   ├── ContentDisallowedError   its content type is not in ``accept``
     │   ├── EncodeError
-    │   └── DecodeError
+    │   ├── DecodeError
+    │   └── ValueTooLargeError    an argument or result above the supervisor's --frame-limit
     ├── ConnectionLostError       the supervisor went away mid-request
     │   └── SupervisorUnreachable (coda.compat.celery) also kombu's OperationalError
     ├── ResultTimeoutError        a result did not arrive in time (also a TimeoutError)
@@ -65,6 +66,7 @@ __all__ = [
     "SerializationError",
     "TaskFailed",
     "UnknownNameError",
+    "ValueTooLargeError",
     "WorkflowFailed",
 ]
 
@@ -119,6 +121,19 @@ class EncodeError(SerializationError):
 
 class DecodeError(SerializationError):
     """The serializer could not decode the bytes."""
+
+
+class ValueTooLargeError(SerializationError):
+    """An argument or result encodes to more bytes than one message may carry
+    (the supervisor's ``--frame-limit``). Raised where the value is made (the
+    client's submit, a workflow's spawn); a task or workflow whose result is
+    too large fails with it, and is not retried: the same value would be too
+    large again."""
+
+    def __init__(self, message: str, *, size: int = 0, limit: int = 0) -> None:
+        super().__init__(message)
+        self.size = size
+        self.limit = limit
 
 
 class ConnectionLostError(CodaError):

@@ -127,8 +127,12 @@ class Hello(WireMessage, tag="hello", frozen=True):
 
 
 class Welcome(WireMessage, tag="welcome", frozen=True):
+    """``frame_limit``: the largest argument or result, in bytes encoded, the
+    supervisor takes (0 from a supervisor that did not say: the default)."""
+
     version: int
     supervisor_id: str
+    frame_limit: int = 0
 
 
 class Error(WireMessage, tag="error", frozen=True):

@@ -18,7 +18,12 @@ from the messages it receives. A tag outside a codec is refused by name,
 with the tags that codec knows.
 
 Limits: before the handshake a peer may send at most ``HANDSHAKE_FRAME_LIMIT``
-bytes per frame; afterwards ``DEFAULT_FRAME_LIMIT`` unless configured.
+bytes per frame. Afterwards the limit is on values: an argument or result
+encodes to at most the supervisor's frame limit (``DEFAULT_FRAME_LIMIT``
+unless configured, announced in ``Welcome`` and passed to workers), checked
+where the value is made; decoders accept that plus ``ENVELOPE_ALLOWANCE``
+(``decoding_limit``), the rest of the message around the value, so a value
+relayed in a slightly larger message (a result in ``Finished``) still fits.
 
 Copies. The supervisor relays payloads it never reads (task arguments and
 results: ``Payload.body``), so each hop should copy them as little as
@@ -49,12 +54,14 @@ from .messages import PROTOCOL_VERSION, Hello, Message, WireMessage
 __all__ = [
     "CORE_CODEC",
     "DEFAULT_FRAME_LIMIT",
+    "ENVELOPE_ALLOWANCE",
     "HANDSHAKE_FRAME_LIMIT",
     "Frame",
     "FrameDecoder",
     "MessageCodec",
     "check_hello",
     "decode_message",
+    "decoding_limit",
     "encode_message",
     "encode_message_into",
 ]
@@ -62,6 +69,7 @@ __all__ = [
 HEADER = struct.Struct(">I")
 DEFAULT_FRAME_LIMIT = 64 * 1024 * 1024
 HANDSHAKE_FRAME_LIMIT = 64 * 1024
+ENVELOPE_ALLOWANCE = 64 * 1024
 
 M = TypeVar("M", bound=WireMessage, covariant=True)
 
@@ -157,6 +165,12 @@ def encode_message_into(message: WireMessage, buffer: bytearray) -> None:
         del buffer[start:]
         raise
     HEADER.pack_into(buffer, start, len(buffer) - start - HEADER.size)
+
+
+def decoding_limit(frame_limit: int) -> int:
+    """The largest frame a connection accepts once values may be
+    ``frame_limit`` bytes: the value and the message around it."""
+    return frame_limit + ENVELOPE_ALLOWANCE
 
 
 def decode_message(frame: Frame) -> Message:

@@ -1,17 +1,21 @@
 """What the engine accepts as new work, and the one-line refusals of the rest.
 
 A submit or a spawn names a registered task or workflow, carries arguments
-in a content type this supervisor accepts, and arrives while the store can
-save it. Each refusal goes to the sender alone, with the request's id, and
-says what was wrong; nothing else is affected.
+in a content type this supervisor accepts and within its frame limit (a
+client or worker of this version refuses larger ones itself, before sending
+them), and arrives while the store can save it. Each refusal goes to the
+sender alone, with the request's id, and says what was wrong; nothing else
+is affected.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+from .._outcome import value_too_large
 from ..errors import CodaError, UnknownNameError
 from ..messages import Error, Payload
+from ..protocol import DEFAULT_FRAME_LIMIT
 from .dispatch import NameInfo, Peer
 from .stores.base import Store
 
@@ -20,11 +24,16 @@ __all__ = ["Admission"]
 
 class Admission:
     def __init__(
-        self, lookup: Callable[[str], NameInfo], accept: frozenset[str], store: Store
+        self,
+        lookup: Callable[[str], NameInfo],
+        accept: frozenset[str],
+        store: Store,
+        value_limit: int = DEFAULT_FRAME_LIMIT,
     ) -> None:
         self._lookup = lookup
         self._accept = accept
         self._store = store
+        self._value_limit = value_limit
 
     def check(
         self, peer: Peer, req_id: int, name: str, args: Payload, kind: str | None
@@ -44,6 +53,11 @@ class Admission:
                 f"(accepted: {accepted})"
             )
             peer.send(Error(code="content_disallowed", message=message, req_id=req_id))
+            return None
+        size, limit = len(args.body), self._value_limit
+        if size > limit:
+            refusal = value_too_large(f"the arguments of {name!r}", size, limit)
+            peer.send(Error(code="too_large", message=str(refusal), req_id=req_id))
             return None
         return info
 

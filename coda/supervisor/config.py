@@ -14,10 +14,13 @@ from .._tls import check_server_options
 from .._wire import parse_address
 from ..decorators import DEFAULT_QUEUE
 from ..errors import ConfigurationError
-from ..protocol import DEFAULT_FRAME_LIMIT
+from ..protocol import DEFAULT_FRAME_LIMIT, ENVELOPE_ALLOWANCE, HANDSHAKE_FRAME_LIMIT
 from .state_dir import default_store_url
 
-__all__ = ["SupervisorConfig", "queue_names_ok"]
+__all__ = ["MAX_FRAME_LIMIT", "MIN_FRAME_LIMIT", "SupervisorConfig", "queue_names_ok"]
+
+MIN_FRAME_LIMIT = HANDSHAKE_FRAME_LIMIT
+MAX_FRAME_LIMIT = 2**32 - 1 - ENVELOPE_ALLOWANCE  # the length prefix has 4 bytes
 
 
 @dataclass(frozen=True)
@@ -43,7 +46,9 @@ class SupervisorConfig:
     tls_key: str | None = None  # its private key, unless in the certificate file
     tls_ca: str | None = None  # require client certificates signed by this CA
     accept_pickle: bool = False
-    frame_limit: int = DEFAULT_FRAME_LIMIT
+    frame_limit: int = DEFAULT_FRAME_LIMIT  # the largest argument or result, in bytes encoded
+    max_connections: int = 10_000  # client connections at once (fewer if descriptors are short)
+    handshake_timeout: float = 10.0  # seconds a new connection has to say hello
     result_ttl: float = 24 * 3600.0
     store: str = field(default_factory=default_store_url)
     shutdown_grace: float = 30.0  # seconds SIGTERM waits for running tasks
@@ -74,6 +79,7 @@ class SupervisorConfig:
                     f"refusing to listen on {host!r} without a token: set --token or "
                     "CODA_TOKEN, or listen on a loopback address"
                 )
+        self._check_limits()
         if self.celery_beat and not self.celery_app:
             raise ConfigurationError(
                 "--celery-beat runs a Celery app's beat_schedule: add --celery-app"
@@ -81,6 +87,19 @@ class SupervisorConfig:
         if not queue_names_ok(self.queues):
             raise ConfigurationError(f"invalid --queues {self.queues!r}")
         check_server_options(self.tls_cert, self.tls_key, self.tls_ca, tcp=self.listen is not None)
+
+    def _check_limits(self) -> None:
+        if not MIN_FRAME_LIMIT <= self.frame_limit <= MAX_FRAME_LIMIT:
+            raise ConfigurationError(
+                f"--frame-limit must be between {MIN_FRAME_LIMIT} and {MAX_FRAME_LIMIT} bytes, "
+                f"got {self.frame_limit}"
+            )
+        if self.max_connections < 1:
+            raise ConfigurationError(f"--max-connections must be >= 1, got {self.max_connections}")
+        if not self.handshake_timeout > 0:
+            raise ConfigurationError(
+                f"--handshake-timeout must be > 0 seconds, got {self.handshake_timeout}"
+            )
 
     @property
     def task_prefetch(self) -> int:

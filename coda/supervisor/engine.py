@@ -34,6 +34,7 @@ from ..messages import (
     TaskDone,
     WorkflowDone,
 )
+from ..protocol import DEFAULT_FRAME_LIMIT
 from .admission import Admission
 from .blame import judge
 from .cancel import CANCELLED, Cancellations
@@ -62,6 +63,7 @@ class Engine:
         clock: Clock,
         *,
         accept_content: frozenset[str],
+        value_limit: int = DEFAULT_FRAME_LIMIT,
         on_hung_worker: Callable[[int], None] = lambda worker_id: None,
         max_worker_losses: int = 5,
         timeout_grace: float = 2.0,
@@ -69,7 +71,7 @@ class Engine:
         self.store = store
         self.clock = clock
         self._lookup = lookup
-        self.admission = Admission(lookup, accept_content, store)
+        self.admission = Admission(lookup, accept_content, store, value_limit)
         self._on_hung_worker = on_hung_worker
         self._max_worker_losses = max_worker_losses
         self.jobs = Jobs(store, clock)

@@ -5,6 +5,12 @@ it never opens a network connection. A worker that exits is replaced after
 a backoff that grows while workers keep dying young (a broken import should
 not turn into a fork bomb) and resets once one has lived a while. Its jobs
 are requeued by the engine when its connection closes.
+
+Replacing a worker can fail for a while (no descriptor left for its socket
+pair, no memory or process slot for the fork): the pool then tries again
+after a growing delay, for as long as it runs. A watcher that gave up would
+leave its slot empty for good, and a supervisor whose workers all died
+meanwhile with none.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ log = logging.getLogger("coda.pool")
 
 MAX_BACKOFF = 10.0
 HEALTHY_AFTER = 30.0
+RETRY_FIRST = 0.1  # seconds before a failed start is tried again (then doubling)
 
 
 @dataclass(frozen=True)
@@ -85,21 +92,32 @@ class WorkerPool:
             await self._spawn(slot)
 
     async def _spawn(self, slot: _Slot) -> None:
+        """Start the slot's worker and attach it; on failure nothing is left
+        behind (no descriptor, no process) and the error is raised."""
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        slot.worker_id = next(self._ids)
+        worker_id = next(self._ids)
+        process: asyncio.subprocess.Process | None = None
         try:
-            slot.process = await asyncio.create_subprocess_exec(
-                *self.settings.argv(child.fileno(), slot.worker_id),
-                pass_fds=(child.fileno(),),
-                stdin=asyncio.subprocess.DEVNULL,
-            )
-        finally:
-            child.close()
-        slot.started_at = time.monotonic()
-        result = self._attach(parent, slot.worker_id)
-        if asyncio.isfuture(result) or asyncio.iscoroutine(result):
-            await result
-        watcher = asyncio.create_task(self._watch(slot, slot.process))
+            try:
+                process = await asyncio.create_subprocess_exec(
+                    *self.settings.argv(child.fileno(), worker_id),
+                    pass_fds=(child.fileno(),),
+                    stdin=asyncio.subprocess.DEVNULL,
+                )
+            finally:
+                child.close()
+            result = self._attach(parent, worker_id)
+            if asyncio.isfuture(result) or asyncio.iscoroutine(result):
+                await result
+        except BaseException:
+            parent.close()
+            if process is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()
+                await process.wait()
+            raise
+        slot.worker_id, slot.process, slot.started_at = worker_id, process, time.monotonic()
+        watcher = asyncio.create_task(self._watch(slot, process))
         self._watchers.add(watcher)
         watcher.add_done_callback(self._watchers.discard)
 
@@ -119,9 +137,28 @@ class WorkerPool:
             delay,
         )
         await asyncio.sleep(delay)
-        if not self._stopping:
-            slot.restarts += 1
-            await self._spawn(slot)
+        await self._replace(slot)
+
+    async def _replace(self, slot: _Slot) -> None:
+        """Start the slot's next worker, trying again while it fails (see
+        the module's docstring)."""
+        failures = 0
+        while not self._stopping:
+            try:
+                await self._spawn(slot)
+            except Exception as exc:  # OSError mostly: EMFILE, ENOMEM, EAGAIN
+                failures += 1
+                delay = min(MAX_BACKOFF, RETRY_FIRST * 2 ** min(failures - 1, 16))
+                log.error(
+                    "cannot start a worker in place of worker %s (%s); trying again in %.1fs",
+                    slot.worker_id,
+                    exc,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+            else:
+                slot.restarts += 1
+                return
 
     def kill(self, worker_id: int) -> None:
         """SIGKILL one worker (it hung past a timeout); it will be replaced."""

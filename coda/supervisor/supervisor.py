@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 from .. import registry
 from .._event_loop import run_event_loop
+from .._malloc import return_large_blocks
 from .._tls import listener_options
 from .._wire import parse_address
 from ..errors import CodaError, ConfigurationError
@@ -29,11 +30,14 @@ from .config import SupervisorConfig
 from .engine import Engine, NameInfo, new_id
 from .extension import ClientPeer, ExtensionFactory, Extensions, discover_extensions
 from .fleet import Fleet, FleetMember, SharedStore
+from .gate import ConnectionGate, capacity, descriptor_limit, raise_descriptor_limit
 from .pool import WorkerPool, WorkerSettings
+from .quiet import Quieter, QuietLoopErrors
 from .scheduler import Scheduler
 from .server import SupervisorConnection
 from .state_dir import describe_store
 from .stores import open_store
+from .throttle import TokenThrottle
 
 __all__ = ["Supervisor", "SupervisorConfig"]
 
@@ -45,7 +49,9 @@ T = TypeVar("T")
 
 
 def _worker_args(config: SupervisorConfig) -> tuple[str, ...]:
-    args: tuple[str, ...] = ("--accept-pickle",) if config.accept_pickle else ()
+    args: tuple[str, ...] = ("--frame-limit", str(config.frame_limit))
+    if config.accept_pickle:
+        args += ("--accept-pickle",)
     if config.celery_app:
         args += ("--celery-app", config.celery_app)
     return args
@@ -116,6 +122,7 @@ class Supervisor:
             self._lookup,
             self.clock,
             accept_content=frozenset(serializers.content_type_for(n) for n in accept),
+            value_limit=config.frame_limit,
             on_hung_worker=self._kill_worker,
         )
         self.fleet = self._join_fleet(config)
@@ -137,6 +144,9 @@ class Supervisor:
             ),
             self._attach_worker,
         )
+        self.gate = ConnectionGate(config.max_connections)  # sized to the descriptors at start
+        self.throttle = TokenThrottle()
+        self.quieter = Quieter()
         self.addresses: list[str] = []
         self.started_at = time.time()
         self._servers: list[asyncio.Server] = []
@@ -177,6 +187,8 @@ class Supervisor:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
+        loop.set_exception_handler(QuietLoopErrors(self.quieter))
+        self._size_gate()
         self.clock.bind()  # before any thread (the store's, the fleet's) defers to it
         if self.fleet is not None:
             self.fleet.join()
@@ -197,6 +209,21 @@ class Supervisor:
         if self.fleet is not None and self.engine.fleet is not None:
             self.fleet.start(self.engine.fleet)
         self._housekeeping = asyncio.create_task(self._expire_periodically())
+
+    def _size_gate(self) -> None:
+        """As many client connections as the configuration asks for, or as
+        the descriptor limit leaves room for."""
+        limit = descriptor_limit()
+        wanted = self.config.max_connections
+        self.gate.max_connections = capacity(wanted, limit, self.config.workers)
+        if self.gate.max_connections < wanted:
+            log.warning(
+                "holding at most %d client connections, not --max-connections %d: the "
+                "descriptor limit is %d (raise it with ulimit -n, or LimitNOFILE= under systemd)",
+                self.gate.max_connections,
+                wanted,
+                limit,
+            )
 
     async def _listen(self, loop: asyncio.AbstractEventLoop) -> None:
         if self.config.listen is not None:
@@ -304,6 +331,8 @@ class Supervisor:
             "worker_processes": self.config.workers,
             "worker_restarts": self.pool.restarts,
             "state": describe_store(self.config.store),
+            "connections": self.gate.statistics(),
+            "wrong_tokens": self.throttle.statistics(),
         }
         if self.fleet is not None:
             status["fleet"] = self.fleet.statistics()
@@ -314,8 +343,14 @@ class Supervisor:
         """Serve until SIGINT or SIGTERM, on uvloop when it is installed
         (measured: about a quarter less CPU per task than stock asyncio).
         A fatal signal (SIGSEGV, SIGBUS from a damaged mapped file) prints
-        the Python traceback of every thread before the process dies."""
+        the Python traceback of every thread before the process dies; freed
+        large values go back to the system (``coda._malloc``); the soft
+        descriptor limit is raised to the hard one (gate.py)."""
         faulthandler.enable()
+        return_large_blocks()
+        before, after = raise_descriptor_limit()
+        if after > before:
+            log.info("descriptor limit raised from %d to %d", before, after)
         run_event_loop(self._main(ready_line))
         if self.fatal is not None:
             raise CodaError(f"the supervisor stopped: it {self.fatal}; start it again")

@@ -23,7 +23,9 @@ from concurrent.futures import Executor
 
 from .. import registry
 from .._event_loop import run_event_loop
+from .._malloc import return_large_blocks
 from ..messages import PROTOCOL_VERSION, Hello
+from ..protocol import DEFAULT_FRAME_LIMIT
 from ..serialization import registry as serializers
 from .connection import Worker, WorkerConnection
 from .mainthread import MainThreadExecutor
@@ -40,6 +42,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, default=1)
     parser.add_argument("--workflow-slots", type=int, default=100)
     parser.add_argument("--accept-pickle", action="store_true")
+    parser.add_argument("--frame-limit", type=int, default=DEFAULT_FRAME_LIMIT)
     parser.add_argument("--celery-app", default=None, metavar="MODULE:ATTR")
     return parser.parse_args(argv)
 
@@ -50,6 +53,7 @@ async def serve(options: argparse.Namespace, main_thread: Executor | None = None
         task_slots=options.concurrency,
         accept=frozenset(serializers.content_type_for(n) for n in accepted),
         main_thread=main_thread,
+        value_limit=options.frame_limit,
     )
     sock = socket.socket(fileno=options.fd)
     loop = asyncio.get_running_loop()
@@ -77,6 +81,7 @@ def main(argv: list[str] | None = None) -> None:
         format=f"%(asctime)s worker-{options.worker_id} %(levelname)s %(name)s: %(message)s",
     )
     die_with_parent(options.supervisor_pid)  # before importing the user's modules takes time
+    return_large_blocks()  # a large argument's memory goes back once its task is done
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the supervisor's to handle
     registry.import_modules(options.app)
     if options.celery_app:

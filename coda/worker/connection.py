@@ -19,6 +19,7 @@ from concurrent.futures import Executor
 from .._wire import FramedProtocol
 from ..errors import RequestRefusedError
 from ..messages import Error, Finished, Message, RunTask, RunWorkflow, StopJob, Welcome
+from ..protocol import DEFAULT_FRAME_LIMIT, decoding_limit
 from .orphan import exit_orphaned
 from .tasks import TaskRunner
 from .workflows import WorkflowRunner
@@ -37,12 +38,16 @@ class Worker:
         task_slots: int,
         accept: frozenset[str] | None = None,
         main_thread: Executor | None = None,
+        value_limit: int = DEFAULT_FRAME_LIMIT,
     ) -> None:
         self.accept = accept
+        self.value_limit = value_limit  # the supervisor's frame limit: see coda.protocol
         self.conn: WorkerConnection | None = None
         self._exiting = False  # we close the connection ourselves on the way out
-        self.tasks = TaskRunner(self.send, self.exit_after_flush, task_slots, accept, main_thread)
-        self.workflows = WorkflowRunner(self.send, accept)
+        self.tasks = TaskRunner(
+            self.send, self.exit_after_flush, task_slots, accept, main_thread, value_limit
+        )
+        self.workflows = WorkflowRunner(self.send, accept, value_limit)
 
     def send(self, message: Message) -> None:
         assert self.conn is not None
@@ -81,7 +86,7 @@ class WorkerConnection(FramedProtocol):
     """The worker's end of its socket pair with the supervisor."""
 
     def __init__(self, worker: Worker) -> None:
-        super().__init__()
+        super().__init__(decoding_limit(worker.value_limit))
         self.worker = worker
         self.welcomed: asyncio.Future[Welcome] = asyncio.get_running_loop().create_future()
 

@@ -37,6 +37,7 @@ from ..context import TaskInfo, current_task
 from ..decorators import Spec
 from ..errors import CodaError, RequeueRequested, RetryRequested
 from ..messages import Failure, Message, RunTask, Started, TaskDone
+from ..protocol import DEFAULT_FRAME_LIMIT
 from ..serialization import DEFAULT_SERIALIZER
 from ..serialization import registry as serializers
 
@@ -61,8 +62,10 @@ class TaskRunner:
         task_slots: int,
         accept: frozenset[str] | None = None,
         main_thread: Executor | None = None,
+        value_limit: int = DEFAULT_FRAME_LIMIT,
     ) -> None:
         self._send = send
+        self._value_limit = value_limit
         self._exit_after_flush = exit_after_flush
         self.accept = accept
         self._threads = ThreadPoolExecutor(max_workers=task_slots, thread_name_prefix="coda-task")
@@ -149,7 +152,6 @@ class TaskRunner:
         fail_now = partial(self._fail_now_threadsafe, loop, msg.job_id)
         info = TaskInfo(msg.job_id, msg.name, msg.attempt, msg.redelivered, fail_now, msg.requeued)
         current_task.set(info)  # this coroutine runs in its own asyncio task (own context)
-        serializer = spec.serializer or DEFAULT_SERIALIZER
         try:
             kwargs = decode_payload(msg.args, self.accept)
             if spec.is_async:
@@ -157,10 +159,22 @@ class TaskRunner:
             else:
                 call = partial(contextvars.copy_context().run, spec.fn, **kwargs)
                 result = await loop.run_in_executor(self._executor_for(spec), call)
-            payload = encode_value(result, serializer)
         except RetryRequested as exc:  # the next attempt's args keep this one's encoding
-            return retry_done(msg.job_id, exc, serializers.name_for(msg.args.content_type))
+            serializer = serializers.name_for(msg.args.content_type)
+            return retry_done(msg.job_id, exc, serializer, self._value_limit)
         except BaseException as exc:  # user code may raise anything: it is the task's failure
+            reraise_if_cancelled(exc)
+            return TaskDone(job_id=msg.job_id, failure=failure_after(exc, spec, msg.attempt))
+        return self._answer(msg, spec, result)
+
+    def _answer(self, msg: RunTask, spec: Spec, result: Any) -> TaskDone:
+        """The task's result encoded, or the failure to encode it: a result
+        too large for one message fails the task, and is not retried."""
+        what = f"the result of task {msg.name!r}"
+        serializer = spec.serializer or DEFAULT_SERIALIZER
+        try:
+            payload = encode_value(result, serializer, limit=self._value_limit, what=what)
+        except BaseException as exc:  # a value that cannot be encoded is the task's failure
             reraise_if_cancelled(exc)
             return TaskDone(job_id=msg.job_id, failure=failure_after(exc, spec, msg.attempt))
         return TaskDone(job_id=msg.job_id, result=payload)
@@ -207,14 +221,21 @@ def _is_async(name: str) -> bool:
         return False
 
 
-def retry_done(job_id: str, exc: RetryRequested, serializer: str) -> TaskDone:
+def retry_done(
+    job_id: str, exc: RetryRequested, serializer: str, value_limit: int = DEFAULT_FRAME_LIMIT
+) -> TaskDone:
     """The answer to a task that asked to run again (with new arguments, maybe),
     or gave its delivery back (``RequeueRequested``: the supervisor picks when)."""
     if isinstance(exc, RequeueRequested):
         return TaskDone(job_id=job_id, failure=failure_from(exc.cause or exc), requeue=True)
     failure = failure_from(exc.cause or exc, exc.delay)
+    what = "the arguments of its retry"
     try:
-        args = None if exc.args_for_retry is None else encode_value(exc.args_for_retry, serializer)
+        args = (
+            None
+            if exc.args_for_retry is None
+            else encode_value(exc.args_for_retry, serializer, limit=value_limit, what=what)
+        )
     except CodaError as error:
         return TaskDone(job_id=job_id, failure=failure_from(error))
     return TaskDone(job_id=job_id, failure=failure, retry_args=args)

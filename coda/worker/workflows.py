@@ -42,6 +42,7 @@ from ..messages import (
     Spawn,
     WorkflowDone,
 )
+from ..protocol import DEFAULT_FRAME_LIMIT
 from ..serialization import DEFAULT_SERIALIZER
 
 __all__ = ["WorkflowRun", "WorkflowRunner"]
@@ -52,9 +53,15 @@ _key_encoder = msgspec.msgpack.Encoder()
 class WorkflowRunner:
     """The workflows of one worker, and the answers their spawns wait for."""
 
-    def __init__(self, send: Callable[[Message], None], accept: frozenset[str] | None) -> None:
+    def __init__(
+        self,
+        send: Callable[[Message], None],
+        accept: frozenset[str] | None,
+        value_limit: int = DEFAULT_FRAME_LIMIT,
+    ) -> None:
         self._send = send
         self.accept = accept
+        self.value_limit = value_limit  # for results and spawn arguments
         self._req_ids = itertools.count(1)
         self._pending: dict[int, tuple[asyncio.Future[Any], str]] = {}
         self._runs: dict[str, asyncio.Task[None]] = {}  # run id -> its attempt here
@@ -109,7 +116,12 @@ class WorkflowRunner:
         try:
             kwargs = decode_payload(msg.args, self.accept)
             result = await spec.fn(**kwargs)
-            return encode_value(result, spec.serializer or DEFAULT_SERIALIZER)
+            return encode_value(
+                result,
+                spec.serializer or DEFAULT_SERIALIZER,
+                limit=self.value_limit,
+                what=f"the result of workflow {msg.name!r}",
+            )
         except BaseException as exc:  # user code may raise anything: it is the attempt's failure
             reraise_if_cancelled(exc)
             return failure_after(exc, spec, msg.attempt)
@@ -187,7 +199,8 @@ class WorkflowRun:
         key = _encode_cache_key(cache_key)
         if key is not None and (kind, name, key) in self._history:
             return self._answer_from_history(kind, name, key)
-        payload = encode_value(dict(args), serializer)
+        limit, what = self.runner.value_limit, f"the arguments of {name!r}"
+        payload = encode_value(dict(args), serializer, limit=limit, what=what)
 
         def build(req_id: int) -> Spawn:
             self._requests.append(req_id)

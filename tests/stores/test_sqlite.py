@@ -3,8 +3,12 @@ batches, recent jobs in memory; and the engine's write policy on it."""
 
 from __future__ import annotations
 
+import _sqlite3
 import contextlib
+import ctypes
+import gc
 import sqlite3
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -250,6 +254,49 @@ def test_recently_finished_jobs_are_read_from_memory_within_a_byte_budget(
         clock.wait_threadsafe()
     assert dropped == [7]
     assert store.get_job("j2") is None  # expired: not served from memory either
+
+
+def test_a_committed_batch_is_freed_at_once_not_by_the_garbage_collector(
+    store: SqliteStore, clock: ManualClock
+) -> None:
+    """A batch holds its jobs, with their arguments and results: a reference
+    cycle through it would keep them until the collector's next full pass."""
+    store.save_job(task("a"))
+    clock.settle()  # the batch leaves for the commit thread
+    batch = weakref.ref(store._inflight)  # type: ignore[arg-type]
+    gc.disable()
+    try:
+        committed(store, clock)
+        assert batch() is None
+    finally:
+        gc.enable()
+
+
+def test_sqlite_keeps_no_copy_of_a_large_value_once_written(
+    store: SqliteStore, clock: ManualClock
+) -> None:
+    """SQLite holds the values last bound to a statement until the next
+    binding: a 20 MB argument or result must not stay there for good."""
+    memory_used = ctypes.CDLL(_sqlite3.__file__).sqlite3_memory_used
+    memory_used.restype = ctypes.c_int64
+    large = Payload("application/x-msgpack", "binary", memoryview(b"x" * (20 * 1000 * 1000)))
+    before = memory_used()
+    job = task("large")
+    job.args = large
+    store.save_job(job)  # inserted with its arguments
+    committed(store, clock)
+    finished(job, 1.0).result = large
+    store.save_job(job)  # updated with its result...
+    committed(store, clock)
+    replaced = task("replaced")
+    store.save_job(replaced)
+    committed(store, clock)
+    replaced.args = large  # ...and arguments replaced (a retry with new ones)
+    store.save_job(replaced)
+    committed(store, clock)
+    assert memory_used() - before < 8 * 1024 * 1024
+    assert store.get_job("large") is not None
+    assert committed_rows(store.path, "SELECT count(*) FROM jobs") == [(2,)]
 
 
 # -- under the engine ---------------------------------------------------------------

@@ -39,7 +39,7 @@ from coda.messages import (
     Submit,
     Welcome,
 )
-from coda.protocol import FrameDecoder, decode_message, encode_message
+from coda.protocol import DEFAULT_FRAME_LIMIT, FrameDecoder, decode_message, encode_message
 
 ADDRESS = "127.0.0.1:42069"
 ARGS = Payload("application/x-msgpack", "binary", memoryview(b"\x80"))
@@ -83,6 +83,18 @@ def test_a_welcome_split_byte_by_byte_opens_the_connection_on_its_last_byte() ->
     assert events[:-1] == [[]] * (len(WELCOME) - 1)
     assert events[-1] == [Welcomed("sup-1")]
     assert conn.state is State.READY
+
+
+def test_the_value_limit_is_learned_from_the_welcome_and_sizes_the_decoder() -> None:
+    conn = ClientConnection(ADDRESS)
+    welcome = Welcome(version=PROTOCOL_VERSION, supervisor_id="sup-1", frame_limit=100_000)
+    conn.receive_data(bytes(encode_message(welcome)))
+    assert conn.frame_limit == 100_000
+    result = Payload("application/x-msgpack", "binary", memoryview(bytes(100_000)))
+    conn.send(Await(req_id=conn.next_request_id(), run_id="r"))
+    (answer,) = conn.receive_data(frames(Finished(req_id=1, run_id="r", result=result)))
+    assert isinstance(answer, Answer)  # a value at the limit, relayed with its envelope
+    assert welcomed().frame_limit == DEFAULT_FRAME_LIMIT  # a supervisor that did not say
 
 
 def test_no_request_leaves_before_the_welcome() -> None:

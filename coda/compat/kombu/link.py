@@ -47,7 +47,7 @@ from ...errors import (
     ResultTimeoutError,
 )
 from ...messages import Error, WireMessage
-from ...protocol import FrameDecoder, encode_message
+from ...protocol import DEFAULT_FRAME_LIMIT, FrameDecoder, decoding_limit, encode_message
 
 __all__ = ["Link", "tls_context"]
 
@@ -254,6 +254,8 @@ class Link:
             if isinstance(outcome, CodaError):
                 self._forget_socket()
                 raise outcome
+            # results as large as the supervisor takes (see coda.protocol)
+            self._decoder.limit = decoding_limit(outcome.frame_limit or DEFAULT_FRAME_LIMIT)
         for frame in self._decoder.feed(data):
             message = CLIENT_CODEC.decode(frame)
             req_id = getattr(message, "req_id", None)

@@ -47,6 +47,7 @@ every change is committed before the call that made it returns.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -169,9 +170,22 @@ class CommitPipeline(Generic[C]):
         if wait or clock is None:
             self._landed(inflight, raise_errors=True)
             return
-        inflight.future.add_done_callback(
-            lambda _: clock.defer_threadsafe(lambda: self._landed(inflight))
-        )
+        inflight.future.add_done_callback(self._written)
+
+    def _written(self, future: Future[object]) -> None:
+        """On the commit thread: a batch is written; settle it on the engine's.
+
+        The future's callback names the pipeline, not the batch: a batch
+        that its own future referred to would be a reference cycle, and the
+        jobs in it (with their arguments and results) would stay in memory
+        until the garbage collector's next full pass, long after the commit."""
+        assert self._clock is not None
+        self._clock.defer_threadsafe(functools.partial(self._settle, future))
+
+    def _settle(self, future: Future[object]) -> None:
+        inflight = self._inflight
+        if inflight is not None and inflight.future is future:
+            self._landed(inflight)
 
     def _commits_inline(self, batch: Batch[C]) -> bool:
         """Commit this batch here and now? Only when the thread is idle (its

@@ -1,4 +1,13 @@
-"""The in-memory store: fast, and gone when the supervisor exits."""
+"""The in-memory store: fast, and gone when the supervisor exits.
+
+By design it holds everything in memory until the retention expires it:
+every job, finished or not, with its arguments and its result, for
+``--result-ttl`` seconds after its run finished (a day by default). Its
+memory therefore grows with the bytes of work done within the TTL; the
+durable stores keep finished work in their file and, in memory, only a
+bounded set of recently finished jobs (``recent.py``). Use it for tests and
+short TTLs, not for large values kept a day.
+"""
 
 from __future__ import annotations
 
