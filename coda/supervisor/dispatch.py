@@ -128,7 +128,7 @@ class Dispatcher:
         self._timers: dict[str, Timer] = {}
         self._pump_pending = False
         self._rotation = 0
-        # told of room nothing here is ready to fill: (kind, queues, room)
+        # told of room that jobs ready here will not fill: (kind, queues, room)
         self.on_starved: Callable[[str, tuple[str, ...], int], None] | None = None
 
     # -- ready queues -----------------------------------------------------
@@ -279,19 +279,28 @@ class Dispatcher:
     def _report_room(
         self, workers: list[WorkerHandle], report: Callable[[str, tuple[str, ...], int], None]
     ) -> None:
-        """Room left after filling: nothing here was ready for it."""
+        """Room to fill from elsewhere (a fleet's unclaimed jobs): slots left
+        after filling (nothing here was ready for them), plus what it takes
+        to keep one round of work ready here, so that the next jobs are
+        fetched while workers still run these, not once they idle."""
         room: dict[tuple[str, tuple[str, ...]], int] = {}
         for worker in workers:
-            spare = {
-                "task": worker.task_slots + worker.prefetch - len(worker.tasks),
-                "workflow": worker.workflow_slots - len(worker.workflows),
+            capacity = {
+                "task": worker.task_slots + worker.prefetch,
+                "workflow": worker.workflow_slots,
             }
-            for kind, count in spare.items():
-                if count > 0 and kind not in worker.alone:
+            spare = {
+                "task": capacity["task"] - len(worker.tasks),
+                "workflow": capacity["workflow"] - len(worker.workflows),
+            }
+            for kind in ("task", "workflow"):
+                if kind not in worker.alone:
                     key = (kind, worker.queues)
-                    room[key] = room.get(key, 0) + count
+                    room[key] = room.get(key, 0) + max(spare[kind], 0) + capacity[kind]
         for (kind, queues), count in room.items():
-            report(kind, queues, count)
+            ready = sum(len(self._ready.get((kind, queue), ())) for queue in queues)
+            if count > ready:
+                report(kind, queues, count - ready)
 
     def _fill(self, worker: WorkerHandle, kind: str, leased: dict[str, None], room: int) -> None:
         """Send jobs of one kind until the worker's room for them is full; an

@@ -137,8 +137,8 @@ class Fleet:
     # -- claims ---------------------------------------------------------------------
 
     def want(self, kind: str, queues: tuple[str, ...], room: int) -> None:
-        """Workers have ``room`` for jobs of ``kind`` from ``queues`` and
-        nothing here is ready for them."""
+        """Workers have ``room`` for jobs of ``kind`` from ``queues`` that
+        the jobs ready here will not fill (see ``Dispatcher._report_room``)."""
         key = (kind, queues)
         if self._lost or key in self._claiming or key in self._dry:
             return

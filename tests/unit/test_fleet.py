@@ -87,7 +87,8 @@ def test_workers_with_room_claim_once_per_kind_and_wait_for_news_when_dry(
     w = worker(fleet_engine, 1, tasks=2, prefetch=1)
     clock.settle()
     task_claims = [c for c in link.claims if c[0] == "task"]
-    assert [(k, q, n) for k, q, n, _ in task_claims] == [("task", ("default",), 3 * CLAIM_AHEAD)]
+    # room: 3 free (2 slots, 1 prefetch) and 3 more to keep a round ready here
+    assert [(k, q, n) for k, q, n, _ in task_claims] == [("task", ("default",), 6 * CLAIM_AHEAD)]
     fleet_engine.dispatch.schedule_pump()
     clock.settle()
     assert len([c for c in link.claims if c[0] == "task"]) == 1  # one claim in flight
@@ -101,6 +102,25 @@ def test_workers_with_room_claim_once_per_kind_and_wait_for_news_when_dry(
     fleet_engine.fleet.work_available()  # type: ignore[union-attr]
     clock.settle()
     assert len([c for c in link.claims if c[0] == "task"]) == 2
+
+
+def test_busy_workers_claim_ahead_until_a_round_of_work_is_ready_here(
+    fleet_engine: Engine, clock: ManualClock, link: FakeLink
+) -> None:
+    """The next jobs are claimed while workers run these, not once they idle."""
+    worker(fleet_engine, 1, tasks=2, prefetch=1)
+    clock.settle()
+    (claim,) = [c for c in link.claims if c[0] == "task"]
+    claim[3]([published(f"j{i}", owner=ME) for i in range(claim[2])])  # all it asked for
+    clock.settle()
+    # 3 started or prefetched, 21 ready: more than a round, no claim
+    assert len([c for c in link.claims if c[0] == "task"]) == 1
+    # the ready ones leave (purged): none ready here, the workers still full
+    assert len(fleet_engine.dispatch.take_waiting("default")) == 21
+    fleet_engine.dispatch.schedule_pump()
+    clock.settle()
+    claims = [c for c in link.claims if c[0] == "task"]
+    assert len(claims) == 2 and claims[1][2] == 3 * CLAIM_AHEAD  # workers full: a round ahead
 
 
 def test_a_spawn_stays_here_when_its_queue_is_consumed_here(
