@@ -45,11 +45,14 @@ from ..supervisor.stores.postgres.schema import PostgresUrl
 from .messages import CLIENT_CODEC
 from .storage.postgres import PostgresBrokerStore
 
-__all__ = ["TAKEOVER_POLL", "BrokerFleet"]
+__all__ = ["LEADER_WAIT", "TAKEOVER_POLL", "BrokerFleet"]
 
 log = logging.getLogger("coda.broker")
 
 TAKEOVER_POLL = 2.0  # seconds between a follower's tries to take the broker's lock
+# how long a relayed client waits for a leader to be known (one starting, or
+# taking over) before its connection is closed
+LEADER_WAIT = 2 * TAKEOVER_POLL + 1.0
 LEADER = """
 CREATE TABLE IF NOT EXISTS coda_broker_leader (
     singleton integer PRIMARY KEY CHECK (singleton = 1),
@@ -120,11 +123,15 @@ class BrokerFleet:
         self._become_leader(PostgresBrokerStore(conn, self.url.schema, clock=self._clock))
 
     def _watch(self) -> None:
-        """Followers try the lock; the leader keeps its address published."""
-        while not self._stopping.wait(TAKEOVER_POLL):
+        """Followers try the lock; the leader keeps its address published
+        (at once when it starts listening, then every poll)."""
+        wait = 0.0
+        while not self._stopping.wait(wait):
+            wait = TAKEOVER_POLL
             try:
                 if self.leading:
-                    self._advertise()
+                    if not self._advertise():
+                        wait = 0.1  # not listening yet: advertise as soon as it is
                     continue
                 conn = self._try_lock()
             except (psycopg.Error, OSError) as exc:
@@ -143,10 +150,11 @@ class BrokerFleet:
         self._watcher = threading.Thread(target=self._watch, name="coda-broker-lead", daemon=True)
         self._watcher.start()
 
-    def _advertise(self) -> None:
+    def _advertise(self) -> bool:
+        """Publish this leader's address; False if it is not listening yet."""
         address = self._address()
         if address is None:
-            return
+            return False
         with psycopg.connect(self.url.dsn, autocommit=True) as conn:
             conn.execute(
                 "INSERT INTO coda_broker_leader VALUES (1, %s, %s) ON CONFLICT (singleton) "
@@ -155,6 +163,7 @@ class BrokerFleet:
                 "IS DISTINCT FROM (excluded.supervisor_id, excluded.address)",
                 (self._id, address),
             )
+        return True
 
     def leader_address(self) -> str | None:
         with psycopg.connect(self.url.dsn, autocommit=True) as conn:
@@ -205,9 +214,7 @@ class _Upstream:
 
     async def _connect(self) -> None:
         try:
-            address = await asyncio.to_thread(self._fleet.leader_address)
-            if address is None:
-                raise CodaError("no supervisor serves the fleet's broker yet")
+            address = await self._leader()
             _, (host, port) = parse_address(address)
             loop = asyncio.get_running_loop()
             _, protocol = await loop.create_connection(lambda: _UpstreamProtocol(self), host, port)
@@ -220,6 +227,17 @@ class _Upstream:
         for message in self._pending:
             protocol.send(message)
         self._pending.clear()
+
+    async def _leader(self) -> str:
+        """The leader's address, once one is known (within ``LEADER_WAIT``)."""
+        deadline = asyncio.get_running_loop().time() + LEADER_WAIT
+        while True:
+            address = await asyncio.to_thread(self._fleet.leader_address)
+            if address is not None:
+                return address
+            if asyncio.get_running_loop().time() >= deadline:
+                raise CodaError(f"no supervisor has served the fleet's broker for {LEADER_WAIT:g}s")
+            await asyncio.sleep(0.1)
 
     def forward(self, message: WireMessage) -> None:
         if self._protocol is None:
