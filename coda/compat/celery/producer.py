@@ -10,6 +10,11 @@ with Celery's own ids, eta, expires, limits and headers, and never opens the
 broker. What happens to the message is the ``sink``'s business: submit it
 to a supervisor (routing), or keep it as the next attempt (``self.retry()``
 inside a Coda worker).
+
+Celery also publishes its ``task-sent`` event (``task_send_sent_event``)
+through the producer it was given, after the task message. Such a message
+is not a task: it goes to ``events`` (``events.EventForwarder``, to the
+app's broker), never to the sink.
 """
 
 from __future__ import annotations
@@ -21,18 +26,23 @@ from kombu.connection import Connection
 from kombu.entity import Exchange
 from kombu.messaging import Producer
 
+from .events import is_event
 from .message import CeleryMessage
 
 __all__ = ["MessageProducer"]
 
 Sink = Callable[[CeleryMessage], None]
+# (body, exchange, routing key, headers, serializer) of a message that is not a task
+EventSink = Callable[[Any, str, "str | None", dict[str, Any], "str | None"], None]
 
 
 class MessageProducer(Producer):
-    """``publish()`` serializes like kombu and calls ``sink(CeleryMessage)``."""
+    """``publish()`` serializes like kombu and calls ``sink(CeleryMessage)``
+    for a task message, ``events(...)`` for anything else."""
 
-    def __init__(self, sink: Sink) -> None:  # no channel: never touches a broker
+    def __init__(self, sink: Sink, events: EventSink) -> None:  # no channel: no broker
         self._sink = sink
+        self._events = events
         self._connection: Connection | None = None
         self.exchange = Exchange("")
         self.routing_key = ""
@@ -75,10 +85,13 @@ class MessageProducer(Producer):
         **properties: Any,
     ) -> None:
         headers = {} if headers is None else headers
+        exchange_name = exchange.name if isinstance(exchange, Exchange) else (exchange or "")
+        if is_event(headers):
+            self._events(body, exchange_name, routing_key, headers, serializer)
+            return
         payload, content_type, content_encoding = self._prepare(
             body, serializer, content_type, content_encoding, compression, headers
         )
-        exchange_name = exchange.name if isinstance(exchange, Exchange) else (exchange or "")
         properties = dict(properties, priority=priority, delivery_mode=delivery_mode)
         if expiration is not None:
             properties["expiration"] = str(round(expiration * 1000))

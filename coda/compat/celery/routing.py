@@ -46,6 +46,7 @@ from coda.client import Client
 from coda.errors import ConfigurationError, ConnectionLostError, HandshakeError
 
 from .adopt import coda_queue
+from .events import EventForwarder
 from .hook import SendTask, hook_for
 from .message import CeleryMessage
 from .producer import MessageProducer
@@ -87,6 +88,7 @@ class CodaRouter:
         self._client_pid = 0
         self._lock = threading.Lock()
         self.result_cls = result_class_for(app, self)
+        self.events = EventForwarder(app)  # task-sent events (task_send_sent_event)
 
     def send(
         self, send_task: SendTask, name: str, args: Any, kwargs: Any, options: dict[str, Any]
@@ -98,7 +100,11 @@ class CodaRouter:
             coda_options["result_cls"] = self.result_cls
         try:
             result = send_task(
-                name, args, kwargs, producer=MessageProducer(self.submit), **coda_options
+                name,
+                args,
+                kwargs,
+                producer=MessageProducer(self.submit, self.events),
+                **coda_options,
             )
         except SupervisorUnreachable as exc:
             if self.on_unreachable == "raise":
