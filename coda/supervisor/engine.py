@@ -92,6 +92,7 @@ class Engine:
             on_timeout=self._timed_out,
             on_pause=self._check_idle,
             timeout_grace=timeout_grace,
+            on_rate_limited=self._hold_until,
         )
         self.cancellations = Cancellations(
             self._live,
@@ -375,6 +376,11 @@ class Engine:
         job.state = JobState.DELAYED
         job.ready_at = until
         self.clock.call_at(until, lambda: self._wake(job))
+
+    def _hold_until(self, job: Job, start: float) -> None:
+        """A rate-limited task waits for the start the dispatcher gave it."""
+        self._delay(job, start)
+        self.steps.save(job)
 
     def _wake(self, job: Job) -> None:
         if job.state is JobState.DELAYED and self._live.get(job.id) is job:

@@ -39,8 +39,8 @@ app.conf.update(
     result_extended=True,
     task_acks_on_failure_or_timeout=False,
     task_reject_on_worker_lost=True,
-    task_annotations={f"{HERE}.annotated": {"rate_limit": "120/m"}},
-    task_default_rate_limit="300/m",
+    task_annotations={f"{HERE}.annotated": {"rate_limit": "60/m"}},
+    task_default_rate_limit="120/m",
     result_expires=RESULT_EXPIRES,
 )
 
