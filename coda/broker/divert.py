@@ -33,7 +33,7 @@ from .messages import Publish
 if TYPE_CHECKING:  # a Celery producer imports ENVELOPE; it needs no supervisor
     from ..supervisor.extension import ClientPeer
 
-__all__ = ["ENVELOPE", "DivertRules", "Diverter"]
+__all__ = ["ENVELOPE", "NOBODY", "DivertRules", "Diverter"]
 
 log = logging.getLogger("coda.broker")
 
@@ -51,6 +51,10 @@ class _Nobody:
 
     def send(self, message: WireMessage) -> None:
         pass
+
+
+NOBODY = _Nobody()
+"""The peer of a job the broker submits on its own (no client waits for it)."""
 
 
 @dataclass(frozen=True)
@@ -110,7 +114,7 @@ class Diverter:
             log.warning("not diverting task %s (%s): %s", task, msg.task_id, exc)
             return False
         job = Submit(req_id=0, name=task, args=args, run_id=msg.task_id, not_before=msg.eta)
-        self._submit(_Nobody(), job)
+        self._submit(NOBODY, job)
         self.count += 1
         return True
 

@@ -4,8 +4,9 @@ The supervisor finds ``BrokerExtension`` through its entry point and hands it
 every ``BROKER_REQUESTS`` message a client connection sends; this module only
 wires the parts to what the supervisor offers (``ExtensionHost``): its clock
 for ETAs and expiries, ``--result-ttl`` for results stored without a time to
-live, and, with ``--celery-divert``, the submission of Celery messages as
-Coda jobs (``divert``).
+live, with ``--celery-divert`` the submission of Celery messages as Coda
+jobs (``divert``), and for the Celery node (``control``: ``celery inspect``,
+revoke, purge) its views of the jobs and workers, cancel and submit.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 from ..errors import ConfigurationError
 from ..messages import WireMessage
 from ..supervisor.extension import ClientPeer, ExtensionHost
+from .control import ControlNode
 from .divert import Diverter, DivertRules
 from .messages import BROKER_REQUESTS
 from .service import BrokerService
@@ -37,6 +39,7 @@ class BrokerExtension:
         self.service = BrokerService(
             result_ttl=config.result_ttl, clock=host.clock, divert=diverter
         )
+        self.service.node = ControlNode(host, self.service.broker)
 
     @property
     def message_types(self) -> Collection[type[WireMessage]]:

@@ -20,6 +20,7 @@ from ..messages import Error, WireMessage
 from ..supervisor.clock import Clock, LoopClock
 from ..supervisor.extension import ClientPeer
 from .broker import Broker
+from .control import ControlCommand, ControlNode
 from .messages import (
     Ack,
     BasicGet,
@@ -29,6 +30,8 @@ from .messages import (
     ChordPart,
     ChordStart,
     Consume,
+    ControlReply,
+    ControlRequest,
     ExchangeDeclare,
     ExchangeDelete,
     Publish,
@@ -69,6 +72,7 @@ class BrokerService:
         self.results = ResultStore(clock, default_ttl=result_ttl)
         self.broker = Broker(clock, on_expired=self.results.mark_revoked)
         self.divert = divert
+        self.node: ControlNode | None = None  # the Celery node, set by the extension
 
     def handle(self, peer: ClientPeer, message: WireMessage) -> None:
         req_id = getattr(message, "req_id", None)
@@ -84,9 +88,7 @@ class BrokerService:
         broker = self.broker
         match message:
             case Publish():
-                divert = self.divert
-                if divert is None or not divert(message, broker.destinations(message)):
-                    broker.publish(message)
+                self._publish(message)
             case Ack():
                 broker.ack(peer, message)
             case Reject():
@@ -115,7 +117,10 @@ class BrokerService:
                 broker.unbind(message)
                 peer.send(BrokerOk(req_id=req_id))
             case QueuePurge(req_id=req_id):
-                peer.send(BrokerOk(req_id, message_count=broker.purge(peer, message)))
+                count = broker.purge(peer, message)
+                if self.node is not None:  # and what Coda workers were to run from it
+                    count += self.node.purge_queue(message.queue)
+                peer.send(BrokerOk(req_id, message_count=count))
             case QueueDelete(req_id=req_id):
                 peer.send(BrokerOk(req_id, message_count=broker.delete_queue(peer, message)))
             case ExchangeDeclare(req_id=req_id):
@@ -145,12 +150,39 @@ class BrokerService:
                 peer.send(BrokerOk(req_id=req_id))
             case ChordPart():
                 peer.send(results.chord_part(message))
+            case ControlRequest(req_id=req_id):
+                peer.send(self._control(message))
             case _:
                 raise BrokerError("not_allowed", f"unexpected {type(message).__name__}")
+
+    def _publish(self, message: Publish) -> None:
+        node, divert = self.node, self.divert
+        if divert is not None and divert(message, self.broker.destinations(message)):
+            if node is not None and message.task_id is not None:
+                node.after_divert(message.task_id)
+            return
+        if node is not None and node.wants(message):
+            node.on_publish(message)  # and to the stock workers' mailboxes, below
+        self.broker.publish(message)
+
+    def _control(self, message: ControlRequest) -> ControlReply:
+        if self.node is None:
+            raise BrokerError("not_allowed", "this supervisor has no Celery node")
+        command = ControlCommand(
+            method=message.method,
+            arguments=message.arguments,
+            destination=message.destination,
+            pattern=message.pattern,
+            matcher=message.matcher,
+        )
+        return ControlReply(message.req_id, self.node.name, self.node.request(command))
 
     def disconnected(self, peer: ClientPeer) -> None:
         self.broker.disconnected(peer)
         self.results.disconnected(peer)
 
     def statistics(self) -> dict[str, Any]:
-        return {**self.broker.statistics(), "results": self.results.statistics()}
+        stats = {**self.broker.statistics(), "results": self.results.statistics()}
+        if self.node is not None:
+            stats["celery_node"] = self.node.statistics()
+        return stats

@@ -21,7 +21,7 @@ import logging
 import os
 import sys
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from ..messages import (
     Accepted,
@@ -306,6 +306,10 @@ class Engine:
         if self._on_idle is not None and self.in_flight() == 0:
             on_idle, self._on_idle = self._on_idle, None
             on_idle()
+
+    def live_jobs(self) -> Mapping[str, Job]:
+        """Every unfinished job by id (read only: extensions' views)."""
+        return self._live
 
     def status(self) -> dict[str, object]:
         queues = self.dispatch.queued()

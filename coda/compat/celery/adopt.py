@@ -76,8 +76,10 @@ def adopt(app: Any, *, role: str = "supervisor") -> list[str]:
         registry.register(_spec(app, name, task, executor))
         names.append(name)
     from .canvas_flow import register_canvas_units
+    from .control import register_control_units
 
     register_canvas_units(app, executor)
+    register_control_units(app, executor)
     if executor is not None:
         signals.worker_process_init.send(sender=None)
     log.info("adopted %d Celery tasks from %s", len(names), app.main or app)
