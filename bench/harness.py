@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, replace
 from functools import partial
 from typing import TypeVar
 
+from .broker import broker_rows
 from .celery_side import CeleryWorker
 from .coda_side import CodaCluster
 from .echo import EchoServer, round_trips
@@ -33,7 +34,7 @@ __all__ = ["BENCHMARKS", "PRESETS", "Sizes", "main", "run"]
 
 _T = TypeVar("_T")
 
-BENCHMARKS = ("noop", "chain", "rerun", "latency", "scaling")
+BENCHMARKS = ("noop", "chain", "rerun", "latency", "scaling", "broker")
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/14"
 
 
@@ -232,17 +233,20 @@ def run(
     """Run the chosen benchmarks; return the table's rows."""
     rows: list[Row] = []
     with_celery = with_celery and any(name in only for name in ("noop", "chain", "scaling"))
-    with started(with_celery, redis_url, coda_args) as systems:
-        if "noop" in only:
-            rows += _noop(systems, sizes)
-        if "chain" in only:
-            rows += _chain(systems, sizes)
-        if "rerun" in only:
-            rows += _rerun(systems, sizes)
-        if "latency" in only:
-            rows += _latency(systems, sizes)
-        if "scaling" in only:
-            rows += scaling_rows(systems, sizes)
+    if any(name != "broker" for name in only):
+        with started(with_celery, redis_url, coda_args) as systems:
+            if "noop" in only:
+                rows += _noop(systems, sizes)
+            if "chain" in only:
+                rows += _chain(systems, sizes)
+            if "rerun" in only:
+                rows += _rerun(systems, sizes)
+            if "latency" in only:
+                rows += _latency(systems, sizes)
+            if "scaling" in only:
+                rows += scaling_rows(systems, sizes)
+    if "broker" in only:  # its own supervisors, durable and in-memory
+        rows += broker_rows(sizes)
     return rows
 
 

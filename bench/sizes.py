@@ -21,6 +21,7 @@ class Sizes:
     celery_queue_levels: tuple[int, ...]
     worker_counts: tuple[int, ...]
     scale_tasks: int
+    broker_messages: int
 
 
 PRESETS: dict[str, Sizes] = {
@@ -37,6 +38,7 @@ PRESETS: dict[str, Sizes] = {
         celery_queue_levels=(100,),
         worker_counts=(1, 2),
         scale_tasks=20,
+        broker_messages=200,
     ),
     "default": Sizes(
         noop=5000,
@@ -51,6 +53,7 @@ PRESETS: dict[str, Sizes] = {
         celery_queue_levels=(1000, 10_000),
         worker_counts=(1, 2, 4),
         scale_tasks=2000,
+        broker_messages=8000,
     ),
     "large": Sizes(
         noop=20_000,
@@ -65,5 +68,6 @@ PRESETS: dict[str, Sizes] = {
         celery_queue_levels=(1000, 10_000, 100_000),
         worker_counts=(1, 2, 4, 8),
         scale_tasks=10_000,
+        broker_messages=40_000,
     ),
 }

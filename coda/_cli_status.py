@@ -92,6 +92,13 @@ def _broker(broker: dict[str, Any]) -> list[str]:
             f"  {name:<{width}}  {q.get('ready', 0):>7} {q.get('unacked', 0):>7} "
             f"{q.get('held', 0):>7} {q.get('consumers', 0):>9}"
         )
+    unroutable = broker.get("unroutable")
+    if isinstance(unroutable, dict) and unroutable:
+        by_exchange = ", ".join(f"{name or '(default)'} {n}" for name, n in unroutable.items())
+        lines.append(
+            f"  unroutable: {sum(unroutable.values())} messages no queue was bound to "
+            f"({by_exchange})"
+        )
     results = broker.get("results")
     if isinstance(results, dict):
         lines.append(

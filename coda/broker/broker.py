@@ -23,6 +23,10 @@ messages (per-message TTL, Celery's ``expires``, a queue's message TTL) are
 dropped when they reach the front of a queue and reported to ``on_expired``
 with their task id. No I/O: peers are written to through ``ClientPeer.send``
 and time comes from a ``Clock``.
+
+Durability: what changes in persistent messages (``records``) and in the
+durable topology is told to the broker's store (``storage``) as it happens,
+and ``restore`` rebuilds it all when the supervisor starts.
 """
 
 from __future__ import annotations
@@ -56,6 +60,8 @@ from .messages import (
     Reject,
 )
 from .queues import BrokerQueue, Envelope
+from .records import MessageRecords, restore_messages
+from .storage import BrokerSnapshot, BrokerStore, MemoryBrokerStore
 from .topology import Topology
 
 __all__ = ["Broker"]
@@ -69,11 +75,19 @@ def _earliest(*times: float | None) -> float | None:
 
 
 class Broker:
-    def __init__(self, clock: Clock, on_expired: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        clock: Clock,
+        on_expired: Callable[[str], None] | None = None,
+        store: BrokerStore | None = None,
+    ) -> None:
         self.clock = clock
-        self.topology = Topology(clock)
+        self.store = store if store is not None else MemoryBrokerStore()
+        self._records = MessageRecords(self.store)
+        self.topology = Topology(clock, self.store)
         self.queues = self.topology.queues  # by name (the same dict)
         self.counts: Counter[str] = Counter()
+        self.unroutable: Counter[str] = Counter()  # by exchange: nobody listens there
         self._on_expired = on_expired
         self._connections = ConnectionTable()
         self._seq = itertools.count(1)
@@ -106,6 +120,8 @@ class Broker:
     def purge(self, peer: ClientPeer, msg: QueuePurge) -> int:
         queue = self.topology.queue(msg.queue)
         self._check_exclusive(queue, peer)
+        for envelope in [*queue.envelopes(), *self._held.held_in(queue)]:
+            self._records.gone(envelope)
         count = queue.purge()
         self.counts["purged"] += count
         return count
@@ -135,6 +151,8 @@ class Broker:
                 None if queue.message_ttl is None else now + queue.message_ttl,
             )
             envelope = Envelope(msg.body, msg.priority, expires_at, msg.task_id)
+            if msg.persistent and queue.persistent:
+                self._records.put(queue, envelope, msg.eta)
             if msg.eta is not None and msg.eta > now:
                 self._hold(queue, envelope, msg.eta)
             else:
@@ -142,14 +160,18 @@ class Broker:
             routed += 1
         if routed:
             self.counts["published"] += 1
-        else:
+        else:  # worker heartbeats, events nobody consumes: counted, not logged
             self.counts["unroutable"] += 1
-            log.info(
-                "dropped an unroutable message (exchange %r, routing key %r)",
-                msg.exchange,
-                msg.routing_key,
-            )
+            self.unroutable[msg.exchange] += 1
         return routed
+
+    def restore(self, snapshot: BrokerSnapshot) -> None:
+        """Rebuild the durable topology and messages a previous supervisor
+        left in the store (once, before any client connects)."""
+        self.topology.restore(snapshot)
+        restored, last = restore_messages(snapshot, self.queues, self._held, self.clock.time())
+        self.counts["restored"] += restored
+        self._seq = itertools.count(last + 1)
 
     def _enqueue(self, queue: BrokerQueue, envelope: Envelope) -> None:
         envelope.seq = next(self._seq)
@@ -208,9 +230,11 @@ class Broker:
             else [msg.delivery_tag]
         )
         for tag in tags:
-            if channel.unacked.pop(tag, None) is None:
+            lease = channel.unacked.pop(tag, None)
+            if lease is None:
                 log.info("ack of unknown delivery tag %s on channel %s", tag, msg.channel)
             else:
+                self._records.gone(lease.envelope)
                 self.counts["acked"] += 1
         self._dispatch_channel(channel)
 
@@ -222,6 +246,7 @@ class Broker:
         if msg.requeue:
             self._requeue([lease])
         else:
+            self._records.gone(lease.envelope)
             self.counts["rejected"] += 1
         self._dispatch_channel(channel)
 
@@ -242,7 +267,7 @@ class Broker:
             return None
         channel = self._connections.channel(peer, msg.channel)
         tag = channel.lease(queue, envelope, no_ack=msg.no_ack)
-        self.counts["delivered"] += 1
+        self._delivered(envelope, msg.no_ack)
         return Deliver(
             channel=channel.id,
             consumer_tag="",
@@ -291,6 +316,8 @@ class Broker:
             "exchanges": len(self.topology.exchanges.exchanges),
             "connections": len(self._connections),
             "counts": dict(self.counts),
+            "unroutable": dict(self.unroutable),
+            "store": self.store.statistics(),
         }
 
     # -- internals ----------------------------------------------------------
@@ -328,7 +355,7 @@ class Broker:
         channel = consumer.channel
         queue = consumer.queue
         tag = channel.lease(queue, envelope, no_ack=consumer.no_ack)
-        self.counts["delivered"] += 1
+        self._delivered(envelope, consumer.no_ack)
         queue.last_used = self.clock.time()
         channel.connection.peer.send(
             Deliver(
@@ -341,6 +368,10 @@ class Broker:
             )
         )
 
+    def _delivered(self, envelope: Envelope, no_ack: bool) -> None:
+        self.counts["delivered"] += 1
+        self._records.delivered(envelope, no_ack)
+
     def _requeue(self, leases: list[Lease]) -> None:
         """Back to the front of their queues, in their original order."""
         touched: dict[int, BrokerQueue] = {}
@@ -349,6 +380,7 @@ class Broker:
             if queue is None:
                 continue
             lease.envelope.redelivered = True
+            self._records.released(lease.envelope)
             queue.push_front(lease.envelope)
             touched[id(queue)] = queue
             self.counts["requeued"] += 1
@@ -379,6 +411,7 @@ class Broker:
 
     def _expired(self, envelope: Envelope) -> None:
         self.counts["expired"] += 1
+        self._records.gone(envelope)
         if envelope.task_id is not None and self._on_expired is not None:
             self._on_expired(envelope.task_id)
 

@@ -26,9 +26,9 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from ..errors import CodaError, ConfigurationError
-from ..messages import Payload, Submit, WireMessage
+from ..messages import Accepted, Error, Payload, Submit, WireMessage
 from ..serialization import registry as serializers
-from .messages import Publish
+from .messages import BrokerOk, Publish
 
 if TYPE_CHECKING:  # a Celery producer imports ENVELOPE; it needs no supervisor
     from ..supervisor.extension import ClientPeer
@@ -55,6 +55,27 @@ class _Nobody:
 
 NOBODY = _Nobody()
 """The peer of a job the broker submits on its own (no client waits for it)."""
+
+
+class _Confirm:
+    """The submitter of a diverted message whose producer asked for a
+    confirm: the job's ``Accepted`` (sent once it is committed) becomes the
+    publish's ``BrokerOk``, a refusal its ``Error``."""
+
+    def __init__(self, producer: ClientPeer, req_id: int) -> None:
+        self.producer = producer
+        self.req_id = req_id
+
+    @property
+    def is_open(self) -> bool:
+        return self.producer.is_open
+
+    def send(self, message: WireMessage) -> None:
+        if isinstance(message, Error):
+            refusal = Error(code=message.code, message=message.message, req_id=self.req_id)
+            self.producer.send(refusal)
+        elif isinstance(message, Accepted):
+            self.producer.send(BrokerOk(req_id=self.req_id))
 
 
 @dataclass(frozen=True)
@@ -102,7 +123,9 @@ class Diverter:
         self._adopted = adopted
         self.count = 0
 
-    def __call__(self, msg: Publish, queues: list[str]) -> bool:
+    def __call__(
+        self, msg: Publish, queues: list[str], confirm_to: ClientPeer | None = None
+    ) -> bool:
         task = msg.task
         if task is None or msg.task_id is None:
             return False
@@ -114,7 +137,10 @@ class Diverter:
             log.warning("not diverting task %s (%s): %s", task, msg.task_id, exc)
             return False
         job = Submit(req_id=0, name=task, args=args, run_id=msg.task_id, not_before=msg.eta)
-        self._submit(NOBODY, job)
+        submitter: ClientPeer = NOBODY
+        if confirm_to is not None and msg.req_id is not None:
+            submitter = _Confirm(confirm_to, msg.req_id)
+        self._submit(submitter, job)
         self.count += 1
         return True
 

@@ -21,9 +21,10 @@ from typing import Literal
 
 from ..errors import BrokerError
 
-__all__ = ["Exchange", "ExchangeTable", "topic_pattern"]
+__all__ = ["EXCHANGE_TYPES", "PREDECLARED", "Exchange", "ExchangeTable", "topic_pattern"]
 
 ExchangeType = Literal["direct", "topic", "fanout"]
+EXCHANGE_TYPES: dict[str, ExchangeType] = {"direct": "direct", "topic": "topic", "fanout": "fanout"}
 PREDECLARED: dict[str, ExchangeType] = {
     "amq.direct": "direct",
     "amq.topic": "topic",

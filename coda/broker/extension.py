@@ -3,9 +3,11 @@
 The supervisor finds ``BrokerExtension`` through its entry point and hands it
 every ``BROKER_REQUESTS`` message a client connection sends; this module only
 wires the parts to what the supervisor offers (``ExtensionHost``): its clock
-for ETAs and expiries, ``--result-ttl`` for results stored without a time to
-live, with ``--celery-divert`` the submission of Celery messages as Coda
-jobs (``divert``), and for the Celery node (``control``: ``celery inspect``,
+for ETAs, expiries and group commits, ``--store`` (the broker keeps its
+durable state in the same file as the engine's: ``storage``),
+``--result-ttl`` for results stored without a time to live, with
+``--celery-divert`` the submission of Celery messages as Coda jobs
+(``divert``), and for the Celery node (``control``: ``celery inspect``,
 revoke, purge) its views of the jobs and workers, cancel and submit.
 """
 
@@ -21,6 +23,7 @@ from .control import ControlNode
 from .divert import Diverter, DivertRules
 from .messages import BROKER_REQUESTS
 from .service import BrokerService
+from .storage import open_broker_store
 
 __all__ = ["BrokerExtension"]
 
@@ -37,7 +40,10 @@ class BrokerExtension:
                 raise ConfigurationError("--celery-divert needs --celery-app")
             diverter = Diverter(rules, host.submit, host.is_task)
         self.service = BrokerService(
-            result_ttl=config.result_ttl, clock=host.clock, divert=diverter
+            result_ttl=config.result_ttl,
+            clock=host.clock,
+            divert=diverter,
+            store=open_broker_store(config.store, host.clock),
         )
         self.service.node = ControlNode(host, self.service.broker)
 
@@ -46,8 +52,9 @@ class BrokerExtension:
         return BROKER_REQUESTS
 
     def start(self) -> None:
-        """Nothing to open: the broker's state lives in memory, its timers
-        are armed on the host's clock as messages arrive."""
+        """Reload the durable queues, messages and results of the previous
+        supervisor on this store (timers are armed on the host's clock)."""
+        self.service.restore()
 
     def handle(self, peer: ClientPeer, message: WireMessage) -> None:
         self.service.handle(peer, message)
@@ -59,4 +66,5 @@ class BrokerExtension:
         return self.service.statistics()
 
     def close(self) -> None:
-        """Nothing to flush: queues and results are not durable (yet)."""
+        """Write what is pending to the store and close it."""
+        self.service.close()

@@ -55,6 +55,12 @@ class HeldMessages:
         queue.held += 1
         self._arm()
 
+    def held_in(self, queue: BrokerQueue) -> list[Envelope]:
+        """The messages held for this queue (a scan: for purges)."""
+        return [
+            h.envelope for h in self._heap if h.queue is queue and h.generation == queue.generation
+        ]
+
     def _arm(self) -> None:
         if not self._heap:
             return

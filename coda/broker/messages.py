@@ -19,8 +19,9 @@ Who sends what::
 
     client → supervisor  ExchangeDeclare, ExchangeDelete, QueueDeclare, QueueBind,
                          QueueUnbind, QueueDelete, QueuePurge, Consume, BasicGet
-                         (each answered by BrokerOk or Error), Publish, Cancel, Qos,
-                         Ack, Reject, Recover, ChannelClose (never answered)
+                         (each answered by BrokerOk or Error), Publish (answered
+                         when it has a req_id), Cancel, Qos, Ack, Reject, Recover,
+                         ChannelClose (never answered)
     supervisor → client  Deliver (pushed against credit, or the answer to BasicGet)
     client → supervisor  ResultSave, ResultForget, ResultFetch, ResultWait,
                          ChordStart, ChordPart
@@ -157,13 +158,18 @@ class BrokerOk(_BrokerMessage, tag="broker_ok", frozen=True):
 
 
 class Publish(_BrokerMessage, tag="publish", frozen=True):
-    """One message to route; never answered (like AMQP's basic.publish).
+    """One message to route. Without ``req_id`` it is never answered (AMQP's
+    basic.publish); with one, the supervisor confirms it with ``BrokerOk``
+    once the message is durable (committed to the store, or handed to Coda
+    workers as a job), or refuses it with ``Error`` (publisher confirms).
 
     ``body`` is the whole kombu message, encoded by the transport. ``eta``
     holds it in the supervisor until then; past ``expires`` or ``ttl`` it is
     dropped instead of delivered, and ``task_id`` (Celery's) is then marked
     revoked in the result store. ``task`` is Celery's task name, for the
     supervisor's choice of handing the message to Coda workers instead.
+    ``persistent`` is False for kombu's transient delivery mode: such a
+    message is kept in memory only, even in a durable queue.
     """
 
     exchange: str
@@ -175,6 +181,8 @@ class Publish(_BrokerMessage, tag="publish", frozen=True):
     expires: float | None = None
     task_id: str | None = None
     task: str | None = None
+    persistent: bool = True
+    req_id: int | None = None
 
 
 # -- consuming -----------------------------------------------------------------

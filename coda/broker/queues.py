@@ -17,7 +17,7 @@ connection in the order the messages arrived.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -31,7 +31,8 @@ MAX_PRIORITY = 9
 
 @dataclass(eq=False, slots=True)
 class Envelope:
-    """A message inside the broker. ``body`` is never decoded here."""
+    """A message inside the broker. ``body`` is never decoded here. ``id``
+    names its record in the broker's store (0: not stored, transient)."""
 
     body: bytes
     priority: int
@@ -39,6 +40,7 @@ class Envelope:
     task_id: str | None
     seq: int = 0
     redelivered: bool = False
+    id: int = 0
 
     def expired(self, now: float) -> bool:
         return self.expires_at is not None and self.expires_at <= now
@@ -68,6 +70,17 @@ class BrokerQueue:
     @property
     def ready(self) -> int:
         return self._ready
+
+    @property
+    def persistent(self) -> bool:
+        """Kept in the store: durable, and neither exclusive nor auto-delete
+        (those end with a connection or a consumer anyway)."""
+        return self.durable and self.exclusive_owner is None and not self.auto_delete
+
+    def envelopes(self) -> Iterator[Envelope]:
+        """The ready messages, highest priority first."""
+        for lane in reversed(self._lanes):
+            yield from lane
 
     def __len__(self) -> int:
         return self._ready + self.held

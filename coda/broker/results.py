@@ -20,6 +20,10 @@ A task whose message the broker dropped past its ``expires`` is recorded as
 REVOKED with the note ``expired`` (unless it already has a final state), so a
 caller waiting on it is answered instead of waiting forever; the backend
 turns that into Celery's ``TaskRevokedError('expired')`` meta.
+
+Records, chords and their parts are written to the broker's store as they
+change and reloaded by ``restore`` when the supervisor starts; a waiter is
+told a task is ready only once its result is durable (``after_commit``).
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from .messages import (
     ResultValues,
     ResultWait,
 )
+from .storage import BrokerSnapshot, BrokerStore, MemoryBrokerStore, StoredChord, StoredResult
 
 __all__ = ["READY_STATES", "ResultStore"]
 
@@ -68,9 +73,10 @@ class Chord:
 
 
 class ResultStore:
-    def __init__(self, clock: Clock, default_ttl: float) -> None:
+    def __init__(self, clock: Clock, default_ttl: float, store: BrokerStore | None = None) -> None:
         self.clock = clock
         self.default_ttl = default_ttl
+        self.store = store if store is not None else MemoryBrokerStore()
         self.counts: Counter[str] = Counter()
         self._records: dict[tuple[str, str], Record] = {}
         self._waiters: dict[str, list[tuple[ClientPeer, int]]] = {}
@@ -90,6 +96,7 @@ class ResultStore:
             return  # a late duplicate (a lost worker's rerun) never undoes a success
         expires_at = self._expires_at(msg.ttl)
         self._records[key] = Record(msg.state, msg.value, expires_at)
+        self.store.save_result(StoredResult(msg.kind, msg.id, msg.state, msg.value, expires_at))
         self._schedule_expiry(expires_at, msg.kind, msg.id)
         self.counts["saved"] += 1
         if msg.kind == "task" and msg.state in READY_STATES:
@@ -99,13 +106,15 @@ class ResultStore:
         return [self._entry(msg.kind, task_id) for task_id in msg.ids]
 
     def forget(self, msg: ResultForget) -> None:
-        self._records.pop((msg.kind, msg.id), None)
+        if self._records.pop((msg.kind, msg.id), None) is not None:
+            self.store.forget_result(msg.kind, msg.id)
 
     def wait(self, peer: ClientPeer, msg: ResultWait) -> None:
         """Answer now if the task is ready, else when it becomes so."""
         entry = self._entry("task", msg.id)
         if entry.state in READY_STATES:
-            peer.send(ResultValues(req_id=msg.req_id, entries=[entry]))
+            reply = ResultValues(req_id=msg.req_id, entries=[entry])
+            self.store.after_commit(lambda: peer.send(reply))
         else:
             self._waiters.setdefault(msg.id, []).append((peer, msg.req_id))
 
@@ -117,6 +126,7 @@ class ResultStore:
             return
         expires_at = self._expires_at(None)
         self._records[key] = Record("REVOKED", None, expires_at, note)
+        self.store.save_result(StoredResult("task", task_id, "REVOKED", None, expires_at, note))
         self._schedule_expiry(expires_at, "task", task_id)
         self._notify(task_id)
 
@@ -126,11 +136,15 @@ class ResultStore:
         """(Re)start the join of a chord header; a reapplied chord starts over."""
         self._drop_chord(msg.group_id)
         expires_at = self._expires_at(msg.ttl)
-        self._chords[msg.group_id] = Chord(list(msg.members), expires_at)
-        for member in msg.members:
-            self._chord_of[member] = msg.group_id
-        self._schedule_expiry(expires_at, "chord", msg.group_id)
+        self._add_chord(msg.group_id, Chord(list(msg.members), expires_at))
+        self.store.save_chord(StoredChord(msg.group_id, list(msg.members), expires_at))
         self.counts["chords"] += 1
+
+    def _add_chord(self, group_id: str, chord: Chord) -> None:
+        self._chords[group_id] = chord
+        for member in chord.members:
+            self._chord_of[member] = group_id
+        self._schedule_expiry(chord.expires_at, "chord", group_id)
 
     def chord_part(self, msg: ChordPart) -> ChordReply:
         group_id = msg.group_id if msg.group_id in self._chords else self._chord_of.get(msg.task_id)
@@ -144,8 +158,10 @@ class ResultStore:
             return ChordReply(req_id=msg.req_id)
         chord.parts[msg.task_id] = msg.value
         if any(member not in chord.parts for member in chord.members):
+            self.store.add_chord_part(group_id, msg.task_id, msg.value)
             return ChordReply(req_id=msg.req_id)
         chord.fired = True
+        self.store.chord_fired(group_id)
         values = [chord.parts[member] for member in chord.members]
         chord.parts = {}
         self.counts["chords_joined"] += 1
@@ -160,6 +176,21 @@ class ResultStore:
                 self._waiters[task_id] = kept
             else:
                 del self._waiters[task_id]
+
+    def restore(self, snapshot: BrokerSnapshot) -> None:
+        """The records and chords a previous supervisor left in the store."""
+        for stored in snapshot.results:
+            record = Record(stored.state, stored.value, stored.expires_at, stored.note)
+            self._records[(stored.kind, stored.id)] = record
+            self._schedule_expiry(stored.expires_at, stored.kind, stored.id)
+        for stored_chord in snapshot.chords:
+            chord = Chord(
+                list(stored_chord.members),
+                stored_chord.expires_at,
+                dict(stored_chord.parts),
+                stored_chord.fired,
+            )
+            self._add_chord(stored_chord.group_id, chord)
 
     def statistics(self) -> dict[str, Any]:
         return {
@@ -189,15 +220,21 @@ class ResultStore:
         if not waiters:
             return
         entry = self._entry("task", task_id)
-        for peer, req_id in waiters:
-            if peer.is_open:
-                peer.send(ResultValues(req_id=req_id, entries=[entry]))
+
+        def answer() -> None:  # once the result is durable
+            for peer, req_id in waiters:
+                if peer.is_open:
+                    peer.send(ResultValues(req_id=req_id, entries=[entry]))
+
+        self.store.after_commit(answer)
 
     def _expires_at(self, ttl: float | None) -> float:
         seconds = ttl if ttl is not None and ttl > 0 else self.default_ttl
         return self.clock.time() + seconds
 
     def _drop_chord(self, group_id: str) -> None:
+        """Forget the chord in memory (the store forgets it by itself, when
+        it restarts or expires)."""
         chord = self._chords.pop(group_id, None)
         if chord is None:
             return
@@ -233,6 +270,7 @@ class ResultStore:
                 del self._records[(kind, item_id)]
                 dropped += 1
         self.counts["expired"] += dropped
+        self.store.expire(now)
         if self._expiry:
             when = self._expiry[0][0]
             self._timer_due = when

@@ -7,6 +7,13 @@ message is matched to one call on the ``Broker`` or the ``ResultStore`` and
 answered when the protocol says so; a refusal (``BrokerError``) becomes an
 ``Error`` carrying the request id, and the connection stays up, as an AMQP
 channel error would leave the connection.
+
+Answers that promise something durable (a publish confirm, a saved result,
+a chord part, a declared queue) are sent once the broker's store has
+committed what the request changed (``BrokerStore.after_commit``); with
+``memory://`` that is at once. Deliveries are not held back: a consumer may
+receive a message before its producer has the confirm (if the supervisor
+dies in between, the message may be delivered again: at least once).
 """
 
 from __future__ import annotations
@@ -50,6 +57,7 @@ from .messages import (
     ResultWait,
 )
 from .results import ResultStore
+from .storage import BrokerStore, MemoryBrokerStore
 
 __all__ = ["BrokerService"]
 
@@ -64,15 +72,35 @@ class BrokerService:
         *,
         result_ttl: float,
         clock: Clock | None = None,
-        divert: Callable[[Publish, list[str]], bool] | None = None,
+        divert: Callable[[Publish, list[str], ClientPeer | None], bool] | None = None,
+        store: BrokerStore | None = None,
     ) -> None:
-        """``divert(message, queues)`` may take a message instead of the
-        broker (``coda.broker.divert``: Celery messages for Coda workers)."""
+        """``divert(message, queues, confirm_to)`` may take a message instead
+        of the broker (``coda.broker.divert``: Celery messages for Coda
+        workers), and then confirms it to ``confirm_to`` itself."""
         clock = clock or LoopClock()
-        self.results = ResultStore(clock, default_ttl=result_ttl)
-        self.broker = Broker(clock, on_expired=self.results.mark_revoked)
+        self.store = store if store is not None else MemoryBrokerStore()
+        self.results = ResultStore(clock, default_ttl=result_ttl, store=self.store)
+        self.broker = Broker(clock, on_expired=self.results.mark_revoked, store=self.store)
         self.divert = divert
         self.node: ControlNode | None = None  # the Celery node, set by the extension
+
+    def restore(self) -> None:
+        """Load what the store holds (once, before any client connects)."""
+        snapshot = self.store.load()
+        self.broker.restore(snapshot)
+        self.results.restore(snapshot)
+        if snapshot.messages or snapshot.results:
+            log.info(
+                "broker: restored %d messages in %d queues and %d results",
+                len(snapshot.messages),
+                len(snapshot.queues),
+                len(snapshot.results),
+            )
+
+    def _answer(self, peer: ClientPeer, reply: WireMessage) -> None:
+        """Send ``reply`` once what the request changed is durable."""
+        self.store.after_commit(lambda: peer.send(reply))
 
     def handle(self, peer: ClientPeer, message: WireMessage) -> None:
         req_id = getattr(message, "req_id", None)
@@ -88,7 +116,7 @@ class BrokerService:
         broker = self.broker
         match message:
             case Publish():
-                self._publish(message)
+                self._publish(peer, message)
             case Ack():
                 broker.ack(peer, message)
             case Reject():
@@ -109,61 +137,72 @@ class BrokerService:
                 peer.send(BrokerOk(req_id=req_id))
             case QueueDeclare(req_id=req_id):
                 messages, consumers = broker.declare_queue(peer, message)
-                peer.send(BrokerOk(req_id, message_count=messages, consumer_count=consumers))
+                self._answer(peer, BrokerOk(req_id, messages, consumers))
             case QueueBind(req_id=req_id):
                 broker.bind(message)
-                peer.send(BrokerOk(req_id=req_id))
+                self._answer(peer, BrokerOk(req_id=req_id))
             case QueueUnbind(req_id=req_id):
                 broker.unbind(message)
-                peer.send(BrokerOk(req_id=req_id))
+                self._answer(peer, BrokerOk(req_id=req_id))
             case QueuePurge(req_id=req_id):
                 count = broker.purge(peer, message)
                 if self.node is not None:  # and what Coda workers were to run from it
                     count += self.node.purge_queue(message.queue)
-                peer.send(BrokerOk(req_id, message_count=count))
+                self._answer(peer, BrokerOk(req_id, message_count=count))
             case QueueDelete(req_id=req_id):
-                peer.send(BrokerOk(req_id, message_count=broker.delete_queue(peer, message)))
+                count = broker.delete_queue(peer, message)
+                self._answer(peer, BrokerOk(req_id, message_count=count))
             case ExchangeDeclare(req_id=req_id):
                 broker.declare_exchange(message)
-                peer.send(BrokerOk(req_id=req_id))
+                self._answer(peer, BrokerOk(req_id=req_id))
             case ExchangeDelete(req_id=req_id):
                 broker.delete_exchange(message)
-                peer.send(BrokerOk(req_id=req_id))
+                self._answer(peer, BrokerOk(req_id=req_id))
             case _:
                 self._dispatch_result(peer, message)
+
+    def _publish(self, peer: ClientPeer, message: Publish) -> None:
+        """Route (or divert) one message; confirm it when it asks to be."""
+        confirm = message.req_id is not None
+        if confirm and (reason := self.store.unavailable()) is not None:
+            raise BrokerError(
+                "store_unavailable",
+                f"the supervisor cannot store messages now ({reason}); publish again later",
+            )
+        node, divert = self.node, self.divert
+        destinations = self.broker.destinations(message)
+        if divert is not None and divert(message, destinations, peer if confirm else None):
+            if node is not None and message.task_id is not None:
+                node.after_divert(message.task_id)  # a revoke that came first
+            return  # confirmed once the job is accepted
+        if node is not None and node.wants(message):
+            node.on_publish(message)  # and to the stock workers' mailboxes, below
+        self.broker.publish(message)
+        if message.req_id is not None:
+            self._answer(peer, BrokerOk(req_id=message.req_id))
 
     def _dispatch_result(self, peer: ClientPeer, message: WireMessage) -> None:
         results = self.results
         match message:
             case ResultSave(req_id=req_id):
                 results.save(message)
-                peer.send(BrokerOk(req_id=req_id))
+                self._answer(peer, BrokerOk(req_id=req_id))
             case ResultFetch(req_id=req_id):
-                peer.send(ResultValues(req_id=req_id, entries=results.fetch(message)))
+                self._answer(peer, ResultValues(req_id=req_id, entries=results.fetch(message)))
             case ResultWait():
                 results.wait(peer, message)
             case ResultForget(req_id=req_id):
                 results.forget(message)
-                peer.send(BrokerOk(req_id=req_id))
+                self._answer(peer, BrokerOk(req_id=req_id))
             case ChordStart(req_id=req_id):
                 results.chord_start(message)
-                peer.send(BrokerOk(req_id=req_id))
+                self._answer(peer, BrokerOk(req_id=req_id))
             case ChordPart():
-                peer.send(results.chord_part(message))
-            case ControlRequest(req_id=req_id):
-                peer.send(self._control(message))
+                self._answer(peer, results.chord_part(message))
+            case ControlRequest():
+                self._answer(peer, self._control(message))
             case _:
                 raise BrokerError("not_allowed", f"unexpected {type(message).__name__}")
-
-    def _publish(self, message: Publish) -> None:
-        node, divert = self.node, self.divert
-        if divert is not None and divert(message, self.broker.destinations(message)):
-            if node is not None and message.task_id is not None:
-                node.after_divert(message.task_id)
-            return
-        if node is not None and node.wants(message):
-            node.on_publish(message)  # and to the stock workers' mailboxes, below
-        self.broker.publish(message)
 
     def _control(self, message: ControlRequest) -> ControlReply:
         if self.node is None:
@@ -186,3 +225,6 @@ class BrokerService:
         if self.node is not None:
             stats["celery_node"] = self.node.statistics()
         return stats
+
+    def close(self) -> None:
+        self.store.close()

@@ -26,19 +26,13 @@ from celery.exceptions import TaskRevokedError
 import coda.compat.kombu  # noqa: F401  (registers coda://)
 from coda.testing import SupervisorProcess, wait_until
 from tests.apps.journal import lines
-from tests.broker.conftest import ROOT, CeleryWorker
+from tests.broker.processes import ROOT, CeleryWorker, free_port
 
 pytestmark = pytest.mark.e2e
 
 APP = "tests.apps.broker_app"
 NODE = f"coda@{socket.gethostname()}"
 TIMEOUT = 30
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Fleet:

@@ -86,7 +86,11 @@ class FakeHost:
 
 
 def test_the_extension_diverts_through_its_host_what_the_rules_name() -> None:
-    host = FakeHost(SupervisorConfig(celery_app="proj.celery:app", celery_divert=("queue:fast",)))
+    host = FakeHost(
+        SupervisorConfig(
+            celery_app="proj.celery:app", celery_divert=("queue:fast",), store="memory://"
+        )
+    )
     broker = BrokerExtension(host)
     producer = FakePeer()
     broker.handle(producer, ExchangeDeclare(req_id=1, exchange="celery"))
@@ -105,9 +109,9 @@ def test_the_extension_diverts_through_its_host_what_the_rules_name() -> None:
 
 def test_the_extension_refuses_divert_rules_without_a_celery_app() -> None:
     with pytest.raises(ConfigurationError, match="--celery-divert needs --celery-app"):
-        BrokerExtension(FakeHost(SupervisorConfig(celery_divert=("*",))))
+        BrokerExtension(FakeHost(SupervisorConfig(celery_divert=("*",), store="memory://")))
 
 
 def test_the_extension_keeps_results_for_the_supervisors_result_ttl() -> None:
-    host = FakeHost(SupervisorConfig(result_ttl=30.0))
+    host = FakeHost(SupervisorConfig(result_ttl=30.0, store="memory://"))
     assert BrokerExtension(host).service.results.default_ttl == 30.0

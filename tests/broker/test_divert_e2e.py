@@ -3,7 +3,6 @@ messages the supervisor diverts (by task or queue), stock Celery workers the res
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,7 +11,7 @@ from celery import Celery
 
 import coda.compat.kombu  # noqa: F401  (registers coda://)
 from coda.testing import SupervisorProcess, wait_until
-from tests.broker.conftest import CeleryWorker
+from tests.broker.processes import CeleryWorker, free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -24,12 +23,6 @@ def succeeded(supervisor: SupervisorProcess, task: str) -> int:
     """How many times Coda workers ran the task (the supervisor's per-name counts)."""
     counts = supervisor.status()["names"].get(f"{APP}.{task}", {})
     return int(counts.get("succeeded", 0))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="module")

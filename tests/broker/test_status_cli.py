@@ -14,7 +14,7 @@ from kombu import Connection, Exchange, Queue
 
 import coda.compat.kombu  # noqa: F401  (registers coda://)
 from coda.testing import SupervisorProcess, wait_until
-from tests.broker.conftest import broker_queue
+from tests.broker.processes import broker_queue
 from tests.e2e.test_cli import coda_cli
 
 pytestmark = pytest.mark.e2e
@@ -50,3 +50,15 @@ def test_status_shows_celery_queues_and_consumers_of_a_broker_only_supervisor(
     assert header == ["queue", "ready", "unacked", "held", "consumers"]
     (row,) = [line.split() for line in lines if line.split()[:1] == [name]]
     assert row == [name, "1", "1", "1", "1"]
+
+
+def test_status_counts_messages_no_queue_is_bound_to(broker: SupervisorProcess) -> None:
+    exchange = Exchange(f"coda-test-nobody-{uuid.uuid4().hex[:8]}", type="topic")
+    with Connection(f"coda://{broker.address}") as connection:
+        producer = connection.Producer(exchange=exchange)
+        for _ in range(3):  # as a worker's heartbeats are, with no event consumer
+            producer.publish({"hostname": "w"}, routing_key="worker.heartbeat", declare=[exchange])
+    done = coda_cli("status", "--supervisor", broker.address)
+    assert done.returncode == 0, done.stderr
+    (line,) = [line for line in done.stdout.splitlines() if "unroutable:" in line]
+    assert f"{exchange.name} 3" in line

@@ -19,6 +19,7 @@ from coda.broker.messages import Deliver, QueueDeclare, QueuePurge
 from coda.compat.kombu.envelope import decode_delivery, encode_publish, parse_time
 from coda.compat.kombu.link import Link
 from coda.errors import ConnectionLostError
+from coda.messages import Error
 from coda.supervisor import SupervisorConfig
 from coda.testing import InProcessSupervisor
 
@@ -180,3 +181,73 @@ def test_envelope_reads_celery_headers_and_properties() -> None:
     assert delivered["properties"]["delivery_info"]["redelivered"] is True
     assert parse_time("2020-01-01T00:00:00") == parse_time("2020-01-01T00:00:00+00:00")
     assert parse_time("not a date") is None
+    assert frame.persistent and frame.req_id is None
+    transient = encode_publish({**message, "properties": {"delivery_mode": 1}}, "ev", "k", req_id=4)
+    assert not transient.persistent and transient.req_id == 4
+
+
+def test_acks_of_a_lost_connection_are_dropped_and_the_message_comes_back(address: str) -> None:
+    queue = Queue(unique("q"))
+    with Connection(f"coda://{address}") as connection:
+        Producer(connection.channel()).publish("work", routing_key=queue.name, declare=[queue])
+        message = queue(connection.channel()).get()
+        assert message is not None and not message.delivery_info["redelivered"]
+        transport = connection.transport
+        transport.close_connection(None)  # what kombu does on a connection error...
+        transport.establish_connection()  # ...before it connects again
+        message.ack()  # a tag of the old connection: dropped, not sent on the new one
+        message_again = queue(connection.channel()).get()
+        assert message_again is not None and message_again.delivery_info["redelivered"]
+        message_again.reject(requeue=False)
+        assert queue(connection.channel()).get() is None
+
+
+def test_a_closed_channel_drops_acks_instead_of_raising(address: str) -> None:
+    queue = Queue(unique("q"))
+    with Connection(f"coda://{address}") as connection:
+        Producer(connection.channel()).publish("work", routing_key=queue.name, declare=[queue])
+        channel = connection.channel()
+        message = queue(channel).get()
+        assert message is not None
+        channel.close()  # kombu sets channel.connection to None
+        message.ack()
+
+
+def test_a_lost_link_is_not_reopened_behind_kombus_back(address: str) -> None:
+    with Connection(f"coda://{address}") as connection:
+        channel = connection.channel()
+        link = connection.transport.link
+        link.close()
+        with pytest.raises(ConnectionLostError, match="was lost"):
+            channel.queue_declare(unique("q"))
+        assert connection.transport.verify_connection(None) is False
+
+
+def test_publishes_are_confirmed_unless_confirm_publish_is_off(address: str) -> None:
+    queue = Queue(unique("q"))
+    for confirm in (True, False):
+        options = {"confirm_publish": confirm}
+        with Connection(f"coda://{address}", transport_options=options) as connection:
+            assert connection.transport.confirm_publish is confirm
+            producer = Producer(connection.channel())
+            producer.publish(confirm, routing_key=queue.name, declare=[queue])
+    with Connection(f"coda://{address}") as connection:
+        simple = connection.SimpleQueue(queue)
+        assert [simple.get(timeout=5).payload for _ in range(2)] == [True, False]
+        simple.close()
+
+
+def test_a_refusal_because_the_supervisor_stops_is_a_connection_error(
+    address: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """kombu's ensure() then publishes again on the next supervisor (a
+    diverted publish is refused this way while the supervisor drains)."""
+    with Connection(f"coda://{address}") as connection:
+        channel = connection.channel()
+        link = connection.transport.link
+        refusal = Error(code="shutting_down", message="the supervisor is shutting down", req_id=1)
+        monkeypatch.setattr(link, "call", lambda message, timeout=None: refusal)
+        with pytest.raises(ConnectionLostError, match="shutting down"):
+            channel.basic_publish({"body": b"x", "properties": {}}, "", "q")
+        assert not link.connected
+        assert ConnectionLostError in connection.recoverable_connection_errors

@@ -12,7 +12,7 @@ import uuid
 import pytest
 
 from coda.testing import SupervisorProcess
-from tests.broker.conftest import broker_queue
+from tests.broker.processes import broker_queue
 
 pytestmark = pytest.mark.e2e
 

@@ -39,7 +39,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import sys
 import tempfile
 import time
@@ -51,6 +50,7 @@ from typing import IO, Any, TypeVar
 from coda import AsyncClient, Client
 from coda.errors import ConnectionLostError, RequestRefusedError, ResultTimeoutError, WorkflowFailed
 from coda.testing import SupervisorProcess
+from tests.broker.processes import free_port
 from tests.fault.app import pipeline, poisoned, step_keys
 from tests.fault.ledger import read_ledger
 from tests.fault.report import Report, Scenario
@@ -95,13 +95,6 @@ class Supervisors:
     def close(self) -> None:
         self.current.close()
         self.stderr.close()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 class Driver:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.fault.broker_harness import BrokerScenario, run_broker_scenario
 from tests.fault.harness import Scenario, backlog, poison, supervisor_kills, worker_kills
 from tests.fault.report import Report
 
@@ -95,3 +96,19 @@ def test_a_poison_step_fails_its_runs_and_no_other(
     # alone on its worker it is blamed at once; shared with other tasks, it is
     # isolated first: at most twice the loss limit of worker deaths per poisoned run
     assert report.worker_deaths <= 2 * 6 * scenario.poisoned
+
+
+def test_broker_supervisor_kills(
+    request: pytest.FixtureRequest, record_property: RecordProperty, tmp_path: Path
+) -> None:
+    """Celery tasks through coda:// while the supervisor is SIGKILLed and restarted."""
+    big = request.config.getoption("--run-slow")
+    scenario = BrokerScenario(tasks=2000, kills=8) if big else BrokerScenario(tasks=150, kills=2)
+    report = run_broker_scenario(replace(scenario, seed=7), tmp_path)
+    record_property("fault_report", report.format())
+    assert report.published == scenario.tasks
+    assert report.lost == 0
+    assert report.results == len(report.confirmed)
+    assert report.worker_survived
+    assert report.kills == scenario.kills
+    assert report.violations() == [], report.format()

@@ -17,6 +17,7 @@ from coda.supervisor.clock import ManualClock
 from coda.supervisor.stores import MemoryStore, SqliteStore, Store
 from coda.supervisor.stores.postgres import PostgresStore
 from tests.postgres import fresh_schema
+from tests.stores.committed import wait_committed
 
 
 @dataclass
@@ -26,11 +27,7 @@ class StoreUnderTest:
     reopen: Callable[[], Store] | None  # close it, open the medium again (durable ones)
 
     def committed(self) -> None:
-        done: list[bool] = []
-        self.store.after_commit(lambda: done.append(True))
-        self.clock.settle()
-        while not done:
-            self.clock.wait_threadsafe()
+        wait_committed(self.store, self.clock)
 
 
 def _memory(tmp_path: Path) -> Iterator[StoreUnderTest]:

@@ -21,7 +21,15 @@ def test_every_benchmark_yields_rows_at_toy_size(redis_url: str) -> None:
     rows = run(sizes, BENCHMARKS, redis_url)
 
     names = [row.name for row in rows]
-    for fragment in ("no-op tasks", "3-step", "cached rerun", "cache hit", "memory per queued"):
+    fragments = (
+        "no-op tasks",
+        "3-step",
+        "cached rerun",
+        "cache hit",
+        "memory per queued",
+        "coda://",
+    )
+    for fragment in fragments:
         assert any(fragment in name for name in names), (fragment, names)
     assert all(row.coda > 0 for row in rows)
     throughput = [row for row in rows if row.name.startswith("no-op tasks, 2 x 10 in flight")]

@@ -18,14 +18,23 @@ key-value backend such as Redis:
 Metas are stored as opaque bytes in the app's ``result_serializer``, with a
 time to live of ``result_expires`` (the supervisor's ``--result-ttl`` when
 unset). Nested groups inside a chord header are joined flat.
+
+Reconnecting: when the supervisor goes away (a restart, a crash), every
+request, and every wait in progress, connects again and is sent again, for
+up to ``result_backend_transport_options["reconnect_timeout"]`` seconds
+(default ``RECONNECT_TIMEOUT``), then raises ``ConnectionLostError``. A wait
+also stops at its own timeout. Every request is idempotent, so sending one
+again is safe.
 """
 
 from __future__ import annotations
 
+import functools
+import itertools
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
 from celery import states
@@ -54,7 +63,12 @@ from ...messages import Error, WireMessage
 from .link import Link, tls_context
 from .transport import DEFAULT_PORT
 
-__all__ = ["CodaBackend", "address_from_url"]
+__all__ = ["RECONNECT_TIMEOUT", "CodaBackend", "address_from_url"]
+
+T = TypeVar("T")
+
+RECONNECT_TIMEOUT = 60.0  # seconds a request keeps trying to reach a supervisor that went away
+RECONNECT_PAUSES = (0.05, 0.1, 0.2, 0.5, 1.0)  # between attempts; the last one repeats
 
 
 def address_from_url(url: str | None) -> tuple[str, str]:
@@ -109,17 +123,32 @@ class CodaBackend(BaseBackend):  # type: ignore[misc]  # Celery ships no types: 
     def _request(
         self, build: Callable[[int], WireMessage], timeout: float | None = None
     ) -> WireMessage:
-        """One request; on a lost connection, reconnect and send it once more
-        (every request here is idempotent)."""
+        """One request; on a lost connection, connect again and send it again
+        (every request here is idempotent) until ``_reconnect_timeout``."""
         with self._lock:
             link = self._conn()
-            try:
-                reply = link.call(build(link.next_id()), timeout)
-            except ConnectionLostError:
-                reply = link.call(build(link.next_id()), timeout)
+            reply = self._reconnecting(lambda: link.call(build(link.next_id()), timeout))
         if isinstance(reply, Error):
             raise RequestRefusedError(reply.code, reply.message)
         return reply
+
+    def _reconnecting(self, attempt: Callable[[], T], deadline: float | None = None) -> T:
+        """``attempt()``, again after each ``ConnectionLostError`` (the link
+        reconnects on its next use) until the reconnect window, or
+        ``deadline`` (monotonic), is over."""
+        options = self.app.conf.get("result_backend_transport_options") or {}
+        give_up = time.monotonic() + float(options.get("reconnect_timeout", RECONNECT_TIMEOUT))
+        if deadline is not None:
+            give_up = min(give_up, deadline)
+        for tries in itertools.count():
+            try:
+                return attempt()
+            except ConnectionLostError:
+                pause = RECONNECT_PAUSES[min(tries, len(RECONNECT_PAUSES) - 1)]
+                if time.monotonic() + pause > give_up:
+                    raise
+                time.sleep(pause)
+        raise AssertionError("unreachable")
 
     def exception_safe_to_retry(self, exc: Exception) -> bool:
         return isinstance(exc, ConnectionLostError)
@@ -231,7 +260,7 @@ class CodaBackend(BaseBackend):  # type: ignore[misc]  # Celery ships no types: 
         deadline = None if timeout is None else time.monotonic() + timeout
         link = self._conn()
         with self._lock:
-            waiting = self._send_waits(link, ids)
+            waiting = self._reconnecting(functools.partial(self._send_waits, link, ids), deadline)
         try:
             while waiting:
                 remaining = None if deadline is None else deadline - time.monotonic()
@@ -246,6 +275,11 @@ class CodaBackend(BaseBackend):  # type: ignore[misc]  # Celery ships no types: 
                 except ResultTimeoutError:
                     if on_interval is not None:
                         on_interval()
+                    continue
+                except ConnectionLostError:  # the supervisor went away: wait on the next one
+                    again = functools.partial(self._send_waits, link, list(waiting.values()))
+                    with self._lock:
+                        waiting = self._reconnecting(again, deadline)
                     continue
                 if isinstance(reply, Error):
                     raise RequestRefusedError(reply.code, reply.message)

@@ -3,23 +3,32 @@
 Topology (declare, bind, purge, delete), ``basic_consume`` and ``basic_get``
 are requests the supervisor answers; an ``Error`` answer becomes the AMQP
 channel error kombu and Celery expect (``NotFound``, ``PreconditionFailed``,
-...), and the connection stays usable. ``basic_publish``, ack, reject, qos
-and cancel are sent without waiting. Nothing is kept here but the callbacks
-of this channel's consumers: exchanges, bindings, queues, credit and the
-lease of every unacked message live in the supervisor.
+...), and the connection stays usable. ``basic_publish`` waits for the
+supervisor's confirm unless the transport's ``confirm_publish`` is off; ack,
+reject, qos and cancel are sent without waiting. Nothing is kept here but
+the callbacks of this channel's consumers: exchanges, bindings, queues,
+credit and the lease of every unacked message live in the supervisor.
+
+Delivery tags name leases of one connection of the supervisor. An ack or
+reject for a delivery that came on a connection since lost (the channel's
+transport was closed, or reconnected) is dropped: the supervisor that
+issued the tag requeued the message when the connection died, or, if it
+died itself, its successor loaded the message back as redelivered.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import amqp.exceptions
 from amqp.protocol import queue_declare_ok_t
 from kombu.transport import virtual
 from kombu.utils.uuid import uuid
 
+from ...broker.exchanges import EXCHANGE_TYPES
 from ...broker.messages import (
     Ack,
     BasicGet,
@@ -39,7 +48,7 @@ from ...broker.messages import (
     Recover,
     Reject,
 )
-from ...errors import CodaError
+from ...errors import CodaError, ConnectionLostError
 from ...messages import Error, WireMessage
 from .envelope import decode_delivery, encode_publish
 from .link import Link
@@ -49,19 +58,14 @@ if TYPE_CHECKING:
 
 __all__ = ["Channel"]
 
+log = logging.getLogger("coda.compat.kombu")
+
 _CHANNEL_ERRORS: dict[str, type[amqp.exceptions.ChannelError]] = {
     "not_found": amqp.exceptions.NotFound,
     "not_equivalent": amqp.exceptions.PreconditionFailed,
     "in_use": amqp.exceptions.PreconditionFailed,
     "locked": amqp.exceptions.ResourceLocked,
     "access_refused": amqp.exceptions.AccessRefused,
-}
-
-
-_EXCHANGE_TYPES: dict[str, Literal["direct", "topic", "fanout"]] = {
-    "direct": "direct",
-    "topic": "topic",
-    "fanout": "fanout",
 }
 
 
@@ -83,6 +87,7 @@ class Channel(virtual.Channel):
     def __init__(self, connection: Transport, **kwargs: Any) -> None:
         super().__init__(connection, **kwargs)  # type: ignore[no-untyped-call]  # kombu's
         self._handlers: dict[str, tuple[Callable[[Any], Any], bool]] = {}
+        self._tags_of: tuple[Link, int] | None = None  # the connection our delivery tags name
         connection.channels_by_id[self.channel_id] = self
 
     # -- plumbing -------------------------------------------------------------
@@ -93,10 +98,22 @@ class Channel(virtual.Channel):
 
     def _call(self, build: Callable[[int], WireMessage]) -> WireMessage:
         reply = self.link.call(build(self.link.next_id()))
+        if isinstance(reply, Error) and reply.code == "shutting_down":
+            # as a stopping broker closes connections: kombu connects to the next one
+            self.link.close()
+            raise ConnectionLostError(f"the supervisor is shutting down: {reply.message}")
         if isinstance(reply, Error):
             error = _CHANNEL_ERRORS.get(reply.code, amqp.exceptions.ChannelError)
             raise error(f"{reply.code.upper()} - {reply.message}")
         return reply
+
+    def _lease_link(self) -> Link | None:
+        """The link to ack on: the one our deliveries came on, if still up."""
+        transport = self.connection
+        link = transport._link if transport is not None else None
+        if link is None or not link.connected or self._tags_of != (link, link.generation):
+            return None
+        return link
 
     def _ok(self, build: Callable[[int], WireMessage]) -> BrokerOk:
         reply = self._call(build)
@@ -117,7 +134,7 @@ class Channel(virtual.Channel):
     ) -> None:
         if not exchange:
             return  # the default exchange always exists
-        kind = _EXCHANGE_TYPES.get(type)
+        kind = EXCHANGE_TYPES.get(type)
         if kind is None:
             raise amqp.exceptions.NotImplemented(f"exchange type {type!r} is not supported")
         self._ok(lambda r: ExchangeDeclare(r, exchange, kind, durable, auto_delete, passive))
@@ -197,7 +214,11 @@ class Channel(virtual.Channel):
     def basic_publish(
         self, message: dict[str, Any], exchange: str, routing_key: str, **kwargs: Any
     ) -> None:
-        self.link.send(encode_publish(message, exchange or "", routing_key or ""))
+        exchange, routing_key = exchange or "", routing_key or ""
+        if self.connection.confirm_publish:
+            self._ok(lambda r: encode_publish(message, exchange, routing_key, req_id=r))
+        else:
+            self.link.send(encode_publish(message, exchange, routing_key))
 
     # -- consuming ------------------------------------------------------------
 
@@ -223,7 +244,8 @@ class Channel(virtual.Channel):
     def basic_cancel(self, consumer_tag: str) -> None:
         if consumer_tag in self._handlers:
             self._forget_consumer(consumer_tag)
-            if self.link.connected:
+            transport = self.connection
+            if transport is not None and transport.link_alive:
                 self.link.send(Cancel(self.channel_id, consumer_tag))
 
     def _forget_consumer(self, tag: str) -> None:
@@ -238,10 +260,18 @@ class Channel(virtual.Channel):
         self.link.send(Qos(self.channel_id, int(prefetch_count or 0)))
 
     def basic_ack(self, delivery_tag: int, multiple: bool = False) -> None:
-        self.link.send(Ack(self.channel_id, int(delivery_tag), multiple))
+        link = self._lease_link()
+        if link is None:
+            log.debug("ack of delivery %s dropped: its connection was lost", delivery_tag)
+            return
+        link.send(Ack(self.channel_id, int(delivery_tag), multiple))
 
     def basic_reject(self, delivery_tag: int, requeue: bool = False) -> None:
-        self.link.send(Reject(self.channel_id, int(delivery_tag), requeue))
+        link = self._lease_link()
+        if link is None:
+            log.debug("reject of delivery %s dropped: its connection was lost", delivery_tag)
+            return
+        link.send(Reject(self.channel_id, int(delivery_tag), requeue))
 
     def basic_recover(self, requeue: bool = False) -> None:
         if not requeue:
@@ -252,6 +282,7 @@ class Channel(virtual.Channel):
         reply = self._call(lambda r: BasicGet(r, self.channel_id, queue, no_ack))
         if not isinstance(reply, Deliver):
             return None
+        self._tags_of = (self.link, self.link.generation)
         return self.Message(decode_delivery(reply), channel=self)
 
     def deliver(self, delivery: Deliver) -> None:
@@ -261,6 +292,7 @@ class Channel(virtual.Channel):
             self.link.send(Reject(self.channel_id, delivery.delivery_tag, requeue=True))
             return
         callback, _ = handler
+        self._tags_of = (self.link, self.link.generation)
         callback(self.Message(decode_delivery(delivery), channel=self))
 
     def close(self) -> None:

@@ -9,7 +9,10 @@ decodes; what it needs is read here, once:
 - ``properties.expiration``: AMQP's per-message TTL, milliseconds as a
   string (kombu sets it from ``expiration=``; Celery from ``expires``);
 - Celery's protocol 2 headers ``eta`` and ``expires`` (ISO 8601) and ``id``
-  (the task id, so an expired message can be recorded as revoked).
+  (the task id, so an expired message can be recorded as revoked);
+- ``properties.delivery_mode``: 1 (transient) keeps the message out of the
+  supervisor's store; 2 (persistent, kombu's default) puts it there when its
+  queue is durable.
 
 On delivery the supervisor's delivery tag and ``redelivered`` flag are put
 where kombu and Celery read them: ``properties.delivery_tag`` and
@@ -27,6 +30,7 @@ from ...broker.messages import Deliver, Publish
 
 __all__ = ["decode_delivery", "encode_publish", "parse_time"]
 
+TRANSIENT = 1  # AMQP's delivery_mode for a message no broker should write down
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder()
 
@@ -64,8 +68,11 @@ def _ttl(properties: dict[str, Any]) -> float | None:
         return None
 
 
-def encode_publish(message: dict[str, Any], exchange: str, routing_key: str) -> Publish:
-    """The frame for one ``basic_publish`` of a kombu-prepared message."""
+def encode_publish(
+    message: dict[str, Any], exchange: str, routing_key: str, *, req_id: int | None = None
+) -> Publish:
+    """The frame for one ``basic_publish`` of a kombu-prepared message
+    (``req_id``: ask for a confirm)."""
     properties = message.setdefault("properties", {})
     properties.pop("delivery_tag", None)
     delivery_info = properties.setdefault("delivery_info", {})
@@ -84,6 +91,8 @@ def encode_publish(message: dict[str, Any], exchange: str, routing_key: str) -> 
         expires=parse_time(headers.get("expires")),
         task_id=task_id if isinstance(task_id, str) else None,
         task=task if isinstance(task, str) else None,
+        persistent=properties.get("delivery_mode") != TRANSIENT,
+        req_id=req_id,
     )
 
 

@@ -15,6 +15,14 @@ Fork safety: a link remembers the pid that opened it. In a forked child
 (Celery's prefork pool) the inherited socket belongs to the parent's
 connection, so the child never writes to it; it closes its copy of the
 descriptor and opens its own connection on first use.
+
+Reconnecting: each connection made is a new ``generation``. A link made
+with ``reconnect=True`` (the result backend's: every request stands alone)
+connects again on its next use after a loss; one made with
+``reconnect=False`` (a kombu transport's: channels, consumers and delivery
+tags belong to one connection of the supervisor) keeps raising
+``ConnectionLostError`` until kombu reconnects the transport, which makes a
+new link.
 """
 
 from __future__ import annotations
@@ -70,8 +78,11 @@ class Link:
         token: str = "",
         connect_timeout: float = 10.0,
         tls: ssl.SSLContext | None = None,
+        reconnect: bool = True,
     ) -> None:
         self.address = address
+        self.reconnect = reconnect
+        self.generation = 0  # connections made so far
         self.token = token
         self.connect_timeout = connect_timeout
         self.tls = tls
@@ -105,6 +116,7 @@ class Link:
             self.events.clear()
             self._pending.clear()
             self._replies.clear()
+            self.generation += 1
             self._handshake()
 
     def _handshake(self) -> None:
@@ -133,6 +145,11 @@ class Link:
         self._sock = None
 
     def _socket(self) -> socket.socket:
+        lost = self._sock is None and self.generation and self._pid == os.getpid()
+        if lost and not self.reconnect:
+            raise ConnectionLostError(
+                f"the connection to the Coda supervisor at {self.address} was lost"
+            )
         if self._sock is None or self._pid != os.getpid():
             self.connect()
         assert self._sock is not None

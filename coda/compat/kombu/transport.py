@@ -12,6 +12,21 @@ idle worker costs nothing) or the blocking ``drain_events``.
 Unacked messages are never restored by the client (``do_restore = False``):
 when a connection drops, even by SIGKILL, the supervisor requeues its leases
 at the head of their queues with ``delivery_info.redelivered = True``.
+
+Publisher confirms: with the transport option ``confirm_publish`` (Celery's
+``broker_transport_options``), on by default, ``basic_publish`` returns once
+the supervisor has committed the message to its store, and raises a
+connection error if the connection is lost first, so kombu's retry policy
+(Celery's ``task_publish_retry_policy``) publishes it again on a new
+connection: a publish that returned is never lost. The price is one round
+trip and one group commit per publish (``bench/broker.py`` measures it);
+``confirm_publish=False`` sends and forgets, as py-amqp does by default.
+
+Reconnecting: a lost connection is never reopened behind kombu's back.
+kombu (``Connection.ensure``, Celery's consumer) opens a new one, and the
+channels of the old one turn stale: their acks and rejects are dropped (the
+supervisor requeues those messages, redelivered, as for any dead connection),
+as kombu's Redis transport ignores acks it can no longer send.
 """
 
 from __future__ import annotations
@@ -59,10 +74,15 @@ class Transport(virtual.Transport):
         *virtual.Transport.channel_errors,
         amqp.exceptions.ChannelError,
     )
+    # kombu's ensure(): reconnect and retry on these, report channel errors as they are
+    recoverable_connection_errors = connection_errors
+    recoverable_channel_errors = ()
 
     def __init__(self, client: Any, **kwargs: Any) -> None:
         super().__init__(client, **kwargs)  # type: ignore[no-untyped-call]  # kombu's, unannotated
         self.channels_by_id: dict[int, Channel] = {}
+        options = getattr(client, "transport_options", None) or {}
+        self.confirm_publish = bool(options.get("confirm_publish", True))
         self._link: Link | None = None
         self._dispatching = False
         self._loop: Any = None
@@ -99,7 +119,7 @@ class Transport(virtual.Transport):
             address = f"{client.hostname or '127.0.0.1'}:{client.port or DEFAULT_PORT}"
         timeout = client.connect_timeout or 10.0
         tls = tls_context(client.ssl)
-        link = Link(address, token=token, connect_timeout=timeout, tls=tls)
+        link = Link(address, token=token, connect_timeout=timeout, tls=tls, reconnect=False)
         link.connect()
         self._link = link
         return super().establish_connection()  # type: ignore[no-untyped-call,no-any-return]
