@@ -28,6 +28,8 @@ app.conf.update(
     broker_connection_retry_on_startup=True,
     worker_hijack_root_logger=False,
     task_send_sent_event=False,
+    # the -E of the Coda workers (the Flower test turns it on)
+    worker_send_task_events=os.environ.get("CODA_TEST_TASK_EVENTS") == "1",
 )
 
 
