@@ -208,7 +208,7 @@ class ControlNode:
         while len(self.revoked) > MAX_REVOKED:
             del self.revoked[next(iter(self.revoked))]
         job = self.host.job(task_id)
-        if job is None or (job.started and not terminate):
+        if job is None or job.kind != "task" or (job.started and not terminate):
             return False
         if job.started:
             self.host.cancel(task_id, terminate=True)
