@@ -131,7 +131,7 @@ class ExtensionHost(Protocol):
 
     def cancel_waiting(self, run_id: str) -> bool:
         """Cancel the job if it has not started (queued, delayed, or held
-        back by a worker); whether it was cancelled."""
+        back by a worker, which then drops it); whether it was."""
         ...
 
     def job(self, run_id: str) -> JobSummary | None:

@@ -84,7 +84,8 @@ class _Host:
         summary = self.job(run_id)
         if summary is None or summary.started:
             return False
-        return self._engine.cancel_run(run_id) == "cancelled"
+        # a prefetched task is "cancelling" until its worker drops it: it never runs
+        return self._engine.cancel_run(run_id) is not None
 
     def job(self, run_id: str) -> JobSummary | None:
         job = self._engine.live_jobs().get(run_id)
