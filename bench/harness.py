@@ -24,6 +24,7 @@ from .celery_side import CeleryWorker
 from .coda_side import CodaCluster
 from .echo import EchoServer, round_trips
 from .events import make_events
+from .fleet import fleet_rows
 from .report import Row, machine, table
 from .scaling import scaling_rows
 from .sizes import PRESETS, Sizes
@@ -34,7 +35,7 @@ __all__ = ["BENCHMARKS", "PRESETS", "Sizes", "main", "run"]
 
 _T = TypeVar("_T")
 
-BENCHMARKS = ("noop", "chain", "rerun", "latency", "scaling", "broker")
+BENCHMARKS = ("noop", "chain", "rerun", "latency", "scaling", "broker", "fleet")
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/14"
 
 
@@ -233,7 +234,7 @@ def run(
     """Run the chosen benchmarks; return the table's rows."""
     rows: list[Row] = []
     with_celery = with_celery and any(name in only for name in ("noop", "chain", "scaling"))
-    if any(name != "broker" for name in only):
+    if any(name not in ("broker", "fleet") for name in only):
         with started(with_celery, redis_url, coda_args) as systems:
             if "noop" in only:
                 rows += _noop(systems, sizes)
@@ -245,6 +246,8 @@ def run(
                 rows += _latency(systems, sizes)
             if "scaling" in only:
                 rows += scaling_rows(systems, sizes)
+    if "fleet" in only:  # its own supervisors: one on SQLite, fleets on PostgreSQL
+        rows += fleet_rows(sizes)
     if "broker" in only:  # its own supervisors, durable and in-memory
         rows += broker_rows(sizes)
     return rows

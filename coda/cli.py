@@ -129,6 +129,14 @@ def _split_queues(values: tuple[str, ...]) -> tuple[str, ...]:
     ),
 )
 @click.option(
+    "--fleet-lease",
+    type=click.FloatRange(min=1),
+    default=_default("fleet_lease"),
+    show_default=True,
+    help="With a postgresql:// store: seconds without this supervisor's heartbeat after which "
+    "the others take over its jobs. It stops itself after three quarters of that.",
+)
+@click.option(
     "--shutdown-grace",
     type=click.FloatRange(min=0),
     default=_default("shutdown_grace"),
@@ -171,6 +179,7 @@ def supervisor(
     result_ttl: float,
     store: str,
     shutdown_grace: float,
+    fleet_lease: float,
     celery_app: str | None,
     celery_divert: tuple[str, ...],
     log_level: str,
@@ -200,6 +209,7 @@ def supervisor(
         result_ttl=result_ttl,
         store=store,
         shutdown_grace=shutdown_grace,
+        fleet_lease=fleet_lease,
         celery_app=celery_app,
         celery_divert=celery_divert,
     )

@@ -25,8 +25,8 @@ from collections.abc import Callable, Mapping
 
 from .._outcome import CANCELLED_TYPE
 from ..errors import CodaError
-from ..messages import Failure, StopJob
-from .dispatch import Dispatcher, NameInfo
+from ..messages import CancelReply, CancelRun, Error, Failure, StopJob
+from .dispatch import Dispatcher, NameInfo, Peer
 from .jobs import Job, JobState
 
 __all__ = ["CANCELLED", "Cancellations"]
@@ -41,14 +41,60 @@ class Cancellations:
         dispatch: Dispatcher,
         lookup: Callable[[str], NameInfo],
         *,
+        find: Callable[[str], Job | None],
+        after_commit: Callable[[Callable[[], None]], None],
         finish: Callable[[Job], None],
         replace_worker: Callable[[int], None],
     ) -> None:
         self._live = live
         self._dispatch = dispatch
         self._lookup = lookup
+        self._find = find
+        self._after_commit = after_commit
         self._finish = finish
         self._replace_worker = replace_worker
+        # in a fleet: cancel a job held elsewhere, answer(state) later (fleet.py)
+        self.elsewhere: Callable[[Job, bool, Callable[[str | None], None]], None] | None = None
+
+    def request(self, peer: Peer, msg: CancelRun) -> None:
+        """A client's ``CancelRun``: answered once the cancel is durable; a
+        run that is unknown or has ended is refused, and nothing changes."""
+        job = self._find(msg.run_id)
+        if job is None or job.state.finished:
+            what = (
+                "never submitted here, or expired"
+                if job is None
+                else f"it has already {job.state.value}; nothing was changed"
+            )
+            code = "not_found" if job is None else "already_finished"
+            message = f"cannot cancel run {msg.run_id!r}: {what}"
+            peer.send(Error(code=code, message=message, req_id=msg.req_id))
+            return
+        if self.elsewhere is not None and job.id not in self._live:
+            self.elsewhere(job, msg.terminate, lambda state: self._answer(peer, msg, state))
+            return
+        self.cancel(job, msg.terminate)
+        self._answer(peer, msg, _state(job))
+
+    def _answer(self, peer: Peer, msg: CancelRun, state: str | None) -> None:
+        if state is None:
+            message = f"cannot cancel run {msg.run_id!r}: it has already ended; nothing was changed"
+            peer.send(Error(code="already_finished", message=message, req_id=msg.req_id))
+            return
+        reply = CancelReply(req_id=msg.req_id, run_id=msg.run_id, state=state)
+        self._after_commit(lambda: peer.send(reply))
+
+    def cancel_run(self, run_id: str, terminate: bool = False) -> str | None:
+        """Cancel a run by id; its state after the request, or None if it is
+        unknown or has ended."""
+        job = self._find(run_id)
+        if job is None or job.state.finished:
+            return None
+        if self.elsewhere is not None and job.id not in self._live:
+            self.elsewhere(job, terminate, lambda state: None)
+            return "cancelling"
+        self.cancel(job, terminate)
+        return _state(job)
 
     def cancel(self, job: Job, terminate: bool = False) -> None:
         """Cancel ``job`` and its children; see the module docstring."""
@@ -75,3 +121,7 @@ class Cancellations:
             return self._lookup(job.name).is_async
         except CodaError:  # no longer registered: assume the worst, a sync task
             return False
+
+
+def _state(job: Job) -> str:
+    return "cancelled" if job.state.finished else "cancelling"

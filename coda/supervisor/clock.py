@@ -52,11 +52,16 @@ class Clock(Protocol):
 class LoopClock:
     """The real clock: ``time.time()`` and an asyncio loop's callbacks.
 
-    Bound to the loop running when it is first used, so it can be created
-    before the loop starts (a supervisor is configured, then run)."""
+    Bound to the loop running when it is first used on the loop's thread, or
+    by ``bind()``, so it can be created before the loop starts (a supervisor
+    is configured, then run); other threads may defer to it once bound."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
         self._loop = loop
+
+    def bind(self) -> None:
+        """Bind to the running loop (call on the loop's thread)."""
+        self._loop = asyncio.get_running_loop()
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:

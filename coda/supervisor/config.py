@@ -47,6 +47,9 @@ class SupervisorConfig:
     result_ttl: float = 24 * 3600.0
     store: str = field(default_factory=default_store_url)
     shutdown_grace: float = 30.0  # seconds SIGTERM waits for running tasks
+    # on a shared (PostgreSQL) store: seconds without a heartbeat after which the
+    # fleet reclaims this supervisor's jobs
+    fleet_lease: float = 30.0
     celery_app: str | None = None  # "module:attribute" of a Celery app whose tasks to adopt
     # coda:// messages of adopted tasks that Coda workers take: "*", "queue:NAME", task names
     celery_divert: tuple[str, ...] = ()
@@ -63,6 +66,8 @@ class SupervisorConfig:
                 f"soft time limits); to run {self.concurrency} at once, use "
                 f"--workers {self.concurrency} (Celery's -c {self.concurrency})"
             )
+        if not self.fleet_lease >= 1:
+            raise ConfigurationError(f"--fleet-lease must be >= 1 second, got {self.fleet_lease}")
         if self.prefetch is not None and self.prefetch < 0:
             raise ConfigurationError(f"--prefetch must be >= 0, got {self.prefetch}")
         if self.listen is None and self.unix_socket is None:

@@ -143,6 +143,8 @@ class Dispatcher:
         self._timers: dict[str, Timer] = {}
         self._pump_pending = False
         self._rotation = 0
+        # told of room nothing here is ready to fill: (kind, queues, room)
+        self.on_starved: Callable[[str, tuple[str, ...], int], None] | None = None
 
     # -- ready queues -----------------------------------------------------
 
@@ -277,6 +279,25 @@ class Dispatcher:
         for worker in rotated:
             self._fill(worker, "task", worker.tasks, worker.task_slots + worker.prefetch)
             self._fill(worker, "workflow", worker.workflows, worker.workflow_slots)
+        if self.on_starved is not None:
+            self._report_room(workers, self.on_starved)
+
+    def _report_room(
+        self, workers: list[WorkerHandle], report: Callable[[str, tuple[str, ...], int], None]
+    ) -> None:
+        """Room left after filling: nothing here was ready for it."""
+        room: dict[tuple[str, tuple[str, ...]], int] = {}
+        for worker in workers:
+            spare = {
+                "task": worker.task_slots + worker.prefetch - len(worker.tasks),
+                "workflow": worker.workflow_slots - len(worker.workflows),
+            }
+            for kind, count in spare.items():
+                if count > 0 and kind not in worker.alone:
+                    key = (kind, worker.queues)
+                    room[key] = room.get(key, 0) + count
+        for (kind, queues), count in room.items():
+            report(kind, queues, count)
 
     def _fill(self, worker: WorkerHandle, kind: str, leased: dict[str, None], room: int) -> None:
         """Send jobs of one kind until the worker's room for them is full; an

@@ -20,18 +20,14 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections import Counter
 from collections.abc import Callable, Mapping
 
 from ..messages import (
     Accepted,
     Await,
-    CancelReply,
     CancelRun,
     Error,
     Failure,
-    Kind,
-    Payload,
     Spawn,
     Started,
     Submit,
@@ -43,11 +39,11 @@ from .blame import judge
 from .cancel import CANCELLED, Cancellations
 from .clock import Clock
 from .dispatch import Dispatcher, NameInfo, Peer, WorkerHandle
+from .fleet import Fleet
 from .jobs import Job, JobState
+from .lifecycle import Jobs
 from .queries import Queries
-from .steps import Steps
 from .stores.base import Store
-from .waiters import Waiters
 
 __all__ = ["Engine", "NameInfo", "Peer", "WorkerHandle", "new_id"]
 
@@ -76,14 +72,16 @@ class Engine:
         self.admission = Admission(lookup, accept_content, store)
         self._on_hung_worker = on_hung_worker
         self._max_worker_losses = max_worker_losses
-        self._live: dict[str, Job] = {}
+        self.jobs = Jobs(store, clock)
+        self._live = self.jobs.live
+        self.steps = self.jobs.steps
+        self.waiters = self.jobs.waiters
+        self.counts = self.jobs.counts
+        self.fleet: Fleet | None = None
         self._killed_on_purpose: set[int] = set()
         self._draining = False
         self._on_idle: Callable[[], None] | None = None
-        self.counts: dict[str, Counter[str]] = {}
-        self.steps = Steps(store, self._find)
-        self.waiters = Waiters(store)
-        self.dispatch = Dispatcher(
+        self.dispatch = self.jobs.dispatch = Dispatcher(
             lookup,
             self._live,
             clock,
@@ -98,9 +96,12 @@ class Engine:
             self._live,
             self.dispatch,
             lookup,
-            finish=lambda job: self._settle(job, None, CANCELLED),
+            find=self.jobs.find,
+            after_commit=store.after_commit,
+            finish=lambda job: self.jobs.settle(job, None, CANCELLED),
             replace_worker=self._replace_worker,
         )
+        self.jobs.cancel = self.cancellations.cancel
         self.queries = Queries(self._live, store, self.dispatch, self.cancellations.cancel)
 
     # -- client requests --------------------------------------------------
@@ -118,13 +119,13 @@ class Engine:
         info = self.admission.check(peer, msg.req_id, msg.name, msg.args, kind=None)
         if info is None:
             return
-        job = self._find(msg.run_id) if msg.run_id else None
+        job = self.jobs.find(msg.run_id) if msg.run_id else None
         if job is None and self.admission.store_refuses(peer, msg.req_id):
             return
         if job is None:  # a resubmission with the same id is idempotent
-            job = self._new_job(msg.run_id or new_id(), info.kind, msg.name, msg.args)
+            job = self.jobs.new_job(msg.run_id or new_id(), info.kind, msg.name, msg.args)
             job.queue = sys.intern(msg.queue or info.queue)
-            self._add(job, not_before=msg.not_before)
+            self.jobs.add(job, not_before=msg.not_before)
 
         def acknowledge() -> None:
             peer.send(Accepted(req_id=msg.req_id, run_id=job.id, kind=job.kind))
@@ -134,7 +135,7 @@ class Engine:
         self.store.after_commit(acknowledge)
 
     def await_run(self, peer: Peer, msg: Await) -> None:
-        job = self._find(msg.run_id)
+        job = self.jobs.find(msg.run_id)
         if job is None:
             peer.send(
                 Error(
@@ -147,34 +148,11 @@ class Engine:
         self.waiters.add(job, peer, msg.req_id)
 
     def cancel_run(self, run_id: str, terminate: bool = False) -> str | None:
-        """Cancel a run by id (not through a client: an extension, a schedule);
-        its state after the request, or None if it is unknown or has ended."""
-        job = self._find(run_id)
-        if job is None or job.state.finished:
-            return None
-        self.cancellations.cancel(job, terminate)
-        return "cancelled" if job.state.finished else "cancelling"
+        """Cancel a run by id (an extension, a schedule): see cancel.py."""
+        return self.cancellations.cancel_run(run_id, terminate)
 
     def cancel(self, peer: Peer, msg: CancelRun) -> None:
-        job = self._find(msg.run_id)
-        if job is None or job.state.finished:
-            code, what = (
-                ("not_found", "never submitted here, or expired")
-                if job is None
-                else ("already_finished", f"it has already {job.state.value}; nothing was changed")
-            )
-            peer.send(
-                Error(
-                    code=code,
-                    message=f"cannot cancel run {msg.run_id!r}: {what}",
-                    req_id=msg.req_id,
-                )
-            )
-            return
-        self.cancellations.cancel(job, msg.terminate)
-        state = "cancelled" if job.state.finished else "cancelling"
-        reply = CancelReply(req_id=msg.req_id, run_id=job.id, state=state)
-        self.store.after_commit(lambda: peer.send(reply))
+        self.cancellations.request(peer, msg)
 
     # -- worker requests --------------------------------------------------
 
@@ -195,16 +173,16 @@ class Engine:
         step = None if msg.cache_key is None else (msg.name, msg.cache_key)
         job = None if step is None else self.steps.answering(msg.run_id, step, parent.attempt)
         if job is not None:
-            self._count(msg.name, "cache_hits")
+            self.jobs.count(msg.name, "cache_hits")
         elif self.admission.store_refuses(worker.peer, msg.req_id):
             return
         else:
-            job = self._new_job(new_id(), msg.kind, msg.name, msg.args)
+            job = self.jobs.new_job(new_id(), msg.kind, msg.name, msg.args)
             job.queue = sys.intern(msg.queue or info.queue)
             job.parent_run = msg.run_id
             job.parent_attempt = parent.attempt
             job.cache_key = msg.cache_key
-            self._add(job)
+            self.jobs.add(job)
             if step is not None:
                 self.steps.record(msg.run_id, step, job)
         self.waiters.add(job, worker.peer, msg.req_id)
@@ -223,7 +201,7 @@ class Engine:
             and msg.failure.retry_in is not None
         ):
             job.args = msg.retry_args  # the task re-enqueued itself with new arguments
-        self._settle(job, msg.result, msg.failure)
+        self.jobs.settle(job, msg.result, msg.failure)
 
     def workflow_done(self, worker: WorkerHandle, msg: WorkflowDone) -> None:
         job = self._live.get(msg.run_id)
@@ -231,8 +209,8 @@ class Engine:
             log.info("ignoring a late end of workflow run %s", msg.run_id)
             return
         for name, hits in msg.cache_hits.items():
-            self._count(name, "cache_hits", hits)
-        self._settle(job, msg.result, msg.failure)
+            self.jobs.count(name, "cache_hits", hits)
+        self.jobs.settle(job, msg.result, msg.failure)
 
     # -- workers coming and going -----------------------------------------
 
@@ -254,7 +232,7 @@ class Engine:
         for job, _ in held:
             job.worker = None
             if job.id in verdicts or job.cancelling:
-                self._settle(job, None, verdicts.get(job.id, CANCELLED))
+                self.jobs.settle(job, None, verdicts.get(job.id, CANCELLED))
                 continue
             self.dispatch.enqueue(job, front=True)
             self.steps.save(job)
@@ -262,19 +240,31 @@ class Engine:
     # -- recovery and housekeeping ----------------------------------------
 
     def recover(self) -> int:
-        """Take back the unfinished jobs of a previous supervisor generation."""
-        count = 0
-        for job in self.store.unfinished_jobs():
-            self._live[job.id] = job
-            self.steps.recovered(job)
-            job.worker = None
-            if job.state is JobState.DELAYED:
-                self._delay(job, job.ready_at)
-            else:
-                self.dispatch.enqueue(job)
-            self.steps.save(job)
-            count += 1
-        return count
+        """Take back the unfinished jobs of a previous supervisor generation
+        (in a fleet, the others reclaim a dead supervisor's: see fleet.py)."""
+        if self.fleet is not None:
+            return 0
+        jobs = list(self.store.unfinished_jobs())
+        self.jobs.adopt(jobs)
+        return len(jobs)
+
+    # -- in a fleet (see fleet.py) ------------------------------------------
+
+    @property
+    def live(self) -> Mapping[str, Job]:
+        return self._live
+
+    def adopt(self, jobs: list[Job]) -> None:
+        self.jobs.adopt(jobs)
+
+    def ended_elsewhere(self, jobs: list[Job]) -> None:
+        self.jobs.ended_elsewhere(jobs)
+
+    def join_fleet(self, fleet: Fleet) -> None:
+        self.fleet = self.jobs.fleet = fleet
+        self.steps.shared = True
+        self.dispatch.on_starved = fleet.want
+        self.cancellations.elsewhere = fleet.cancel_elsewhere
 
     def expire(self, ttl: float, done: Callable[[int], None]) -> None:
         """Forget runs finished more than ``ttl`` seconds ago; the store may
@@ -326,74 +316,14 @@ class Engine:
 
     # -- internals --------------------------------------------------------
 
-    def _find(self, job_id: str | None) -> Job | None:
-        if job_id is None:
-            return None
-        return self._live.get(job_id) or self.store.get_job(job_id)
-
-    def _new_job(self, job_id: str, kind: Kind, name: str, args: Payload) -> Job:
-        return Job(
-            id=job_id,
-            kind=kind,
-            name=sys.intern(name),
-            args=_interned(args),
-            queue="",
-            created_at=self.clock.time(),
-        )
-
-    def _add(self, job: Job, not_before: float | None = None) -> None:
-        self._live[job.id] = job
-        if job.kind == "workflow":
-            self.steps.run_created(job.id)
-        if not_before is not None and not_before > self.clock.time():
-            self._delay(job, not_before)  # a countdown / eta: held back, as a retry is
-        else:
-            self.dispatch.enqueue(job)
-        self.steps.save(job)
-
-    def _settle(self, job: Job, result: Payload | None, failure: Failure | None) -> None:
-        job.worker = None
-        if job.cancelling:  # however it ended, it ends cancelled
-            result, failure = None, CANCELLED
-        elif failure is not None and failure.retry_in is not None:
-            job.attempt += 1
-            job.failure = failure
-            self._count(job.name, "retried")
-            self._delay(job, self.clock.time() + failure.retry_in)
-            self.steps.save(job)
-            return
-        if job.cancelling:
-            job.state = JobState.CANCELLED
-        else:
-            job.state = JobState.FAILED if failure is not None else JobState.SUCCEEDED
-        job.result = result
-        job.failure = failure
-        job.finished_at = self.clock.time()
-        self.steps.save(job)
-        del self._live[job.id]
-        if job.kind == "workflow":
-            self.steps.run_finished(job)
-        self._count(job.name, _outcome_label(job.state))
-        self.waiters.job_ended(job)
-
-    def _delay(self, job: Job, until: float) -> None:
-        job.state = JobState.DELAYED
-        job.ready_at = until
-        self.clock.call_at(until, lambda: self._wake(job))
-
     def _hold_until(self, job: Job, start: float) -> None:
         """A rate-limited task waits for the start the dispatcher gave it."""
-        self._delay(job, start)
+        self.jobs.delay(job, start)
         self.steps.save(job)
-
-    def _wake(self, job: Job) -> None:
-        if job.state is JobState.DELAYED and self._live.get(job.id) is job:
-            self.dispatch.enqueue(job)
-            self.steps.save(job)
 
     def _timed_out(self, job: Job, worker: WorkerHandle) -> None:
         message = f"task {job.name!r} exceeded its timeout"
-        self._settle(job, None, Failure(type_name="coda.TaskTimeout", message=message))
+        self.jobs.settle(job, None, Failure(type_name="coda.TaskTimeout", message=message))
         self._replace_worker(worker.id)
 
     def _replace_worker(self, worker_id: int) -> None:
@@ -401,20 +331,3 @@ class Engine:
         still holds are requeued without blame."""
         self._killed_on_purpose.add(worker_id)
         self._on_hung_worker(worker_id)
-
-    def _count(self, name: str, what: str, n: int = 1) -> None:
-        counts = self.counts.get(name)
-        if counts is None:
-            counts = self.counts[name] = Counter()
-        counts[what] += n
-
-
-def _outcome_label(state: JobState) -> str:
-    """The status counter of a finished job's state."""
-    return {JobState.SUCCEEDED: "succeeded", JobState.CANCELLED: "cancelled"}.get(state, "failed")
-
-
-def _interned(args: Payload) -> Payload:
-    """The payload with its content type and encoding shared with every other
-    job's: a queued job then costs its body, not three more strings."""
-    return Payload(sys.intern(args.content_type), sys.intern(args.content_encoding), args.body)

@@ -35,7 +35,8 @@ What is written when. Every change of a job goes through ``save``:
   spawn never awaited), those are written then, with their arguments, so
   they are recovered on their own after a restart;
 - everything else (runs, child workflows, whose own steps hang on their run
-  id) is written at every change.
+  id) is written at every change; so is, in a fleet, a task published for
+  any supervisor to claim (see fleet.py).
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ class Steps:
 
     def __init__(self, store: Store, find_job: Callable[[str], Job | None]) -> None:
         self.store = store
+        self.shared = False  # in a fleet, a job held by nobody is written at once
         self._find_job = find_job
         self._index: dict[str, dict[StepName, str]] = {}  # live runs of this generation
         self._unwritten: dict[str, dict[str, Job]] = {}  # run id -> its unwritten tasks
@@ -124,7 +126,8 @@ class Steps:
 
     def save(self, job: Job) -> None:
         """Record a change of ``job``: now, later or never, as the module says."""
-        if not _is_task_step(job) or job.id in self._written_steps:
+        published = self.shared and job.owner is None
+        if not _is_task_step(job) or job.id in self._written_steps or published:
             self.store.save_job(job)
             if job.state.finished:
                 self._written_steps.discard(job.id)

@@ -35,6 +35,7 @@ from .extension import (
     WorkerSummary,
     discover_extensions,
 )
+from .fleet import Fleet, FleetMember, SharedStore
 from .jobs import Job, JobState
 from .pool import WorkerPool, WorkerSettings
 from .server import SupervisorConnection
@@ -156,6 +157,7 @@ class Supervisor:
             accept_content=frozenset(serializers.content_type_for(n) for n in accept),
             on_hung_worker=self._kill_worker,
         )
+        self.fleet = self._join_fleet(config)
         self.extensions = Extensions(
             discover_extensions() if extensions is None else extensions,
             _Host(config, self.engine, self.clock),
@@ -177,10 +179,27 @@ class Supervisor:
         self._stopped = asyncio.Event()
         self._housekeeping: asyncio.Task[None] | None = None
         self._worker_conns: weakref.WeakSet[SupervisorConnection] = weakref.WeakSet()
+        self._stop_request = asyncio.Event()  # a signal, or a lost fleet lease
+        self.fatal: str | None = None  # why it stopped on its own
 
     @staticmethod
     def _lookup(name: str) -> NameInfo:
         return registry.get_spec(name)
+
+    def _join_fleet(self, config: SupervisorConfig) -> FleetMember | None:
+        """On a shared store, this supervisor is one of a fleet (fleet.py)."""
+        if not isinstance(self.store, SharedStore):
+            return None
+        member = self.store.fleet(
+            self.clock, supervisor_id=self.id, queues=config.queues, lease=config.fleet_lease
+        )
+        self.engine.join_fleet(Fleet(member, self.engine, config.queues, self._lost_lease))
+        self.store.on_fenced = self.engine.jobs.fenced_off
+        return member
+
+    def _lost_lease(self, reason: str) -> None:
+        self.fatal = f"lost its place in the fleet: {reason}"
+        self._stop_request.set()
 
     def _kill_worker(self, worker_id: int) -> None:
         self.pool.kill(worker_id)
@@ -194,6 +213,9 @@ class Supervisor:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
+        self.clock.bind()  # before any thread (the store's, the fleet's) defers to it
+        if self.fleet is not None:
+            self.fleet.join()
         recovered = self.engine.recover()
         if recovered:
             log.info("recovered %d unfinished jobs from the store", recovered)
@@ -207,6 +229,8 @@ class Supervisor:
             self.store.close()
             raise
         await self.pool.start()
+        if self.fleet is not None and self.engine.fleet is not None:
+            self.fleet.start(self.engine.fleet)
         self._housekeeping = asyncio.create_task(self._expire_periodically())
 
     async def _listen(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -280,8 +304,24 @@ class Supervisor:
             conn.close()
         await asyncio.gather(*(conn.closed.wait() for conn in conns))
         self.extensions.close()
+        self._leave_fleet()
         self.store.close()
         self._stopped.set()
+
+    def _leave_fleet(self) -> None:
+        """Hand the jobs still held here to the fleet at once (not after the
+        lease), unless the lease is already lost (they are reclaimed then)."""
+        if self.fleet is None:
+            return
+        if self.fatal is None:
+            self.store.after_commit(lambda: None)  # what was saved goes first
+            try:
+                released = self.fleet.leave()
+            except Exception as exc:  # the database is out of reach: the lease will do
+                log.warning("could not hand the jobs back to the fleet: %s", exc)
+            else:
+                log.info("handed %d unfinished jobs back to the fleet", released)
+        self.fleet.stop()
 
     async def wait_stopped(self) -> None:
         await self._stopped.wait()
@@ -297,6 +337,8 @@ class Supervisor:
             "worker_restarts": self.pool.restarts,
             "state": describe_store(self.config.store),
         }
+        if self.fleet is not None:
+            status["fleet"] = self.fleet.statistics()
         status.update(self.extensions.statistics())
         return status
 
@@ -307,11 +349,13 @@ class Supervisor:
         the Python traceback of every thread before the process dies."""
         faulthandler.enable()
         run_event_loop(self._main(ready_line))
+        if self.fatal is not None:
+            raise CodaError(f"the supervisor stopped: it {self.fatal}; start it again")
 
     async def _main(self, ready_line: bool) -> None:
         await self.start()
         loop = asyncio.get_running_loop()
-        stopping = asyncio.Event()
+        stopping = self._stop_request
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stopping.set)
         if ready_line:
@@ -320,6 +364,9 @@ class Supervisor:
             print(f"coda supervisor ready on {where} (state: {state})", flush=True)
         await stopping.wait()
         stopping.clear()
+        if self.fatal is not None:  # nothing to drain for: others own its jobs now
+            await self.stop()
+            return
         grace = self.config.shutdown_grace
         log.info("shutting down: draining for up to %.0fs (signal again to stop now)", grace)
         draining = asyncio.create_task(self.drain(grace))

@@ -34,6 +34,12 @@ class Waiters:
         if waiters:
             self._store.after_commit(lambda: _notify(waiters, job))
 
+    def waiting_for(self, job_id: str) -> bool:
+        return job_id in self._by_job
+
+    def job_ids(self) -> list[str]:
+        return list(self._by_job)
+
     def count(self) -> int:
         return sum(len(waiting) for waiting in self._by_job.values())
 

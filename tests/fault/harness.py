@@ -48,61 +48,93 @@ from pathlib import Path
 from typing import IO, Any, TypeVar
 
 from coda import AsyncClient, Client
-from coda.errors import ConnectionLostError, RequestRefusedError, ResultTimeoutError, WorkflowFailed
+from coda.errors import (
+    CodaError,
+    ConnectionLostError,
+    RequestRefusedError,
+    ResultTimeoutError,
+    WorkflowFailed,
+)
 from coda.testing import SupervisorProcess
 from tests.broker.processes import free_port
 from tests.fault.app import pipeline, poisoned, step_keys
 from tests.fault.ledger import read_ledger
 from tests.fault.report import Report, Scenario
+from tests.postgres import fresh_schema
 
 __all__ = ["Report", "Scenario", "main", "run_scenario"]
 
 T = TypeVar("T")
 APP = "tests.fault.app"
 RETRY_PAUSE = 0.05
+FLEET_LEASE = 3.0  # seconds: a killed fleet member's jobs are reclaimed after this
 
 
 class Supervisors:
-    """The supervisor under test, restarted on the same port and store."""
+    """The supervisors under test (one, or a fleet of ``scenario.fleet`` on one
+    PostgreSQL database), each restarted on its own port and the same store."""
 
     def __init__(self, scenario: Scenario, workdir: Path) -> None:
         self.scenario = scenario
-        self.listen = f"127.0.0.1:{free_port()}"
+        self.listens = [f"127.0.0.1:{free_port()}" for _ in range(max(1, scenario.fleet))]
         self.stderr: IO[bytes] = (workdir / "supervisor.log").open("ab")
         self.restarts = 0
-        self.current = self._start()
+        self.members: list[SupervisorProcess] = []
+        try:
+            for listen in self.listens:
+                self.members.append(self._start(listen))
+        except BaseException:
+            self.close()
+            raise
 
-    def _start(self) -> SupervisorProcess:
+    def _start(self, listen: str) -> SupervisorProcess:
         args = ["--concurrency", str(self.scenario.concurrency), "--store", self.scenario.store]
+        if self.scenario.fleet:
+            args += ["--fleet-lease", str(FLEET_LEASE)]
         return SupervisorProcess(
             [APP],
             workers=self.scenario.workers,
-            listen=self.listen,
+            listen=listen,
             extra_args=[*args, "--log-level", "WARNING"],
             stderr=self.stderr,
         )
 
     @property
     def address(self) -> str:
-        return self.listen
+        """Where the driver connects: the first supervisor."""
+        return self.listens[0]
 
-    def kill_and_restart(self) -> None:
-        self.current.kill()
-        self.current.close()
-        self.current = self._start()
+    def kill(self, index: int = 0) -> None:
+        """SIGKILL one supervisor's process group."""
+        self.members[index].kill()
+
+    def restart(self, index: int = 0) -> None:
+        """Start a killed supervisor again, on its port and store."""
+        self.members[index].close()
+        self.members[index] = self._start(self.listens[index])
         self.restarts += 1
 
+    def workers(self) -> list[dict[str, Any]]:
+        """Every worker of every supervisor that answers now."""
+        found: list[dict[str, Any]] = []
+        for listen in self.listens:
+            with contextlib.suppress(CodaError, OSError), Client(listen) as client:
+                found += client.status()["workers"]
+        return found
+
     def close(self) -> None:
-        self.current.close()
+        for member in self.members:
+            member.close()
         self.stderr.close()
 
 
 class Driver:
     """Submits the workflows, waits for them, and survives supervisor restarts."""
 
-    def __init__(self, scenario: Scenario, address: str, log: Path) -> None:
+    def __init__(self, scenario: Scenario, supervisors: Supervisors, log: Path) -> None:
         self.scenario = scenario
-        self.client = AsyncClient(address)
+        self.supervisors = supervisors
+        self.client = AsyncClient(supervisors.address)
         self.log = log
         self.rng = random.Random(scenario.seed)
         self.run_ids = [
@@ -237,23 +269,39 @@ class Driver:
     async def pick_worker(self) -> int:
         """A random worker, preferring one that holds a task right now."""
         while True:
-            workers = (await self.retrying(self.client.status))["workers"]
+            workers = await asyncio.to_thread(self.supervisors.workers)
             busy = [w for w in workers if not str(w["tasks"]).startswith("0/")]
             if workers:
                 return int(self.rng.choice(busy or workers)["pid"])
             await asyncio.sleep(RETRY_PAUSE)  # every worker is down: wait for a replacement
 
     async def kill_supervisor(self, supervisors: Supervisors) -> None:
-        for threshold in self.thresholds(self.scenario.kill_supervisor, 0.05, 0.8):
-            if not await self.until_finished(threshold):
-                return
-            await asyncio.sleep(self.rng.uniform(0, 0.05))
-            await asyncio.to_thread(supervisors.kill_and_restart)
-            self.kills += 1
+        """Kill at each threshold; a killed supervisor is restarted in the
+        background (in a fleet the others carry on meanwhile, and the next
+        kill may land before it is back: on another member)."""
+        restarting: dict[int, asyncio.Task[None]] = {}
+        try:
+            for threshold in self.thresholds(self.scenario.kill_supervisor, 0.05, 0.8):
+                if not await self.until_finished(threshold):
+                    return
+                await asyncio.sleep(self.rng.uniform(0, 0.05))
+                alive = [i for i in range(len(supervisors.members)) if i not in restarting]
+                if not alive:  # a single supervisor still coming back
+                    await asyncio.gather(*restarting.values())
+                    restarting.clear()
+                    alive = [0]
+                victim = self.rng.choice(alive)
+                supervisors.kill(victim)
+                self.kills += 1
+                restarting[victim] = asyncio.create_task(
+                    asyncio.to_thread(supervisors.restart, victim)
+                )
+        finally:
+            await asyncio.gather(*restarting.values(), return_exceptions=True)
 
 
 async def drive(scenario: Scenario, supervisors: Supervisors, log: Path) -> Driver:
-    driver = Driver(scenario, supervisors.address, log)
+    driver = Driver(scenario, supervisors, log)
     if scenario.kill_supervisor:
         chaos = asyncio.create_task(driver.kill_supervisor(supervisors))
     elif scenario.kill_over:
@@ -293,6 +341,10 @@ def refetch(address: str, results: dict[str, dict[str, str]]) -> dict[str, Any]:
 
 
 def run_scenario(name: str, scenario: Scenario, workdir: Path) -> Report:
+    """A fleet gets a fresh PostgreSQL schema of its own, dropped at the end."""
+    if scenario.fleet and not scenario.store.startswith("postgres"):
+        with fresh_schema() as url:
+            return run_scenario(name, replace(scenario, store=url), workdir)
     shutil.rmtree(workdir, ignore_errors=True)  # a reused --dir starts from nothing
     workdir.mkdir(parents=True)
     log = workdir / "executions.log"
@@ -385,7 +437,10 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--poisoned", type=int, default=0, help="poisoned runs of the poison scenario (0 skips)"
     )
-    parser.add_argument("--workers", type=int, default=3)
+    parser.add_argument(
+        "--fleet", type=int, default=0, help="supervisors sharing one PostgreSQL database"
+    )
+    parser.add_argument("--workers", type=int, default=3, help="worker processes per supervisor")
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--in-flight", type=int, default=6)
     parser.add_argument("--store", default="", help="--store URL (default: SQLite in --dir)")
@@ -398,6 +453,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     options = parse(sys.argv[1:] if argv is None else argv)
     base = Scenario(
+        fleet=options.fleet,
         workflows=options.workflows,
         steps=options.steps,
         workers=options.workers,

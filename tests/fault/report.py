@@ -25,12 +25,13 @@ class Scenario:
     store: str = ""  # --store URL; empty: a SQLite file in the scenario's directory
     kill_over: float = 0.0  # > 0: worker kills at random times over this many seconds
     poisoned: int = 0  # of the workflows, how many run a step that kills its worker
+    fleet: int = 0  # > 0: that many supervisors sharing one PostgreSQL database
     seed: int = 1
     timeout: float = 120.0
 
     def describe(self) -> str:
         chaos = (
-            f"{self.kill_supervisor} SIGKILLs of the supervisor's process group, each followed "
+            f"{self.kill_supervisor} SIGKILLs of a supervisor's process group, each followed "
             "by a restart on the same store"
             if self.kill_supervisor
             else f"{self.kill_workers} SIGKILLs of workers ({self.pinned_kills} pinned mid-step)"
@@ -39,6 +40,8 @@ class Scenario:
             chaos += f" spread over {self.kill_over:.0f}s"
         if self.poisoned:
             chaos += f"; {self.poisoned} of the workflows run a poison step"
+        if self.fleet:
+            chaos += f"; a fleet of {self.fleet} supervisors on one PostgreSQL"
         return (
             f"{self.workflows} workflows x ({self.steps} steps + final), {self.in_flight} at once; "
             f"{self.workers} workers x {self.concurrency} task slots; {chaos}; "

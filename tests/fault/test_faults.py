@@ -112,3 +112,22 @@ def test_broker_supervisor_kills(
     assert report.worker_survived
     assert report.kills == scenario.kills
     assert report.violations() == [], report.format()
+
+
+def test_a_fleet_loses_nothing_when_its_supervisors_are_killed(
+    request: pytest.FixtureRequest, record_property: RecordProperty, tmp_path: Path
+) -> None:
+    """Three supervisors on one PostgreSQL; members killed (process group) and
+    restarted while the others carry on and reclaim their jobs."""
+    big = request.config.getoption("--run-slow")
+    scenario = replace(
+        BIG if big else SMALL,
+        fleet=3,
+        workers=2,
+        workflows=200 if big else 40,
+        in_flight=12,
+        kill_supervisor=6 if big else 2,
+    )
+    report = supervisor_kills(scenario, tmp_path)
+    check(report, record_property)
+    assert report.kills == scenario.kill_supervisor

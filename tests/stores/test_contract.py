@@ -91,6 +91,17 @@ def test_the_latest_saved_state_wins(subject: StoreUnderTest) -> None:
         assert loaded is not None and (loaded.state, loaded.attempt) == (JobState.QUEUED, 2)
 
 
+def test_a_copy_read_back_and_saved_replaces_the_job(subject: StoreUnderTest) -> None:
+    subject.store.save_job(task("j"))
+    subject.committed()
+    copy = dataclasses.replace(task("j"), state=JobState.RUNNING, attempt=3)
+    subject.store.save_job(copy)
+    subject.committed()
+    for store in now_and_reopened(subject):
+        loaded = store.get_job("j")
+        assert loaded is not None and (loaded.state, loaded.attempt) == (JobState.RUNNING, 3)
+
+
 def test_a_job_saved_without_its_arguments_keeps_its_outcome(subject: StoreUnderTest) -> None:
     step = finished(task("s", parent="run"), at=5.0)
     subject.store.save_job(step, with_args=False)

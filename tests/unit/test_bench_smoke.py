@@ -15,6 +15,7 @@ from bench.harness import BENCHMARKS, PRESETS, run
 from bench.report import Row, table
 
 
+@pytest.mark.timeout(600)  # it starts a dozen supervisors and a Celery worker
 def test_every_benchmark_yields_rows_at_toy_size(redis_url: str) -> None:
     sizes = replace(PRESETS["quick"], noop=20, chain=5, latency_samples=10, floor_samples=20)
 

@@ -31,6 +31,8 @@ CacheKey = tuple[str, str, bytes]  # (workflow run id, task or workflow name, en
 class Store(abc.ABC):
     """Persistence for jobs and cache entries."""
 
+    shared = False  # several supervisors may use it at once, as a fleet (see fleet.py)
+
     @abc.abstractmethod
     def save_job(self, job: Job, *, with_args: bool = True) -> None:
         """Record the job's current state (insert or update). Without
@@ -87,6 +89,10 @@ class Store(abc.ABC):
         """Run ``callback`` once all changes saved so far are durable (at
         once when nothing is pending)."""
         callback()
+
+    def adopt(self, job: Job) -> None:  # noqa: B027 - optional hook
+        """A job read back from the store (a restart, a fleet's claim) is
+        recorded already: later saves update it."""
 
     def unavailable(self) -> str | None:
         """Why the store cannot save new work right now (its last commit

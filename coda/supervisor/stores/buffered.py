@@ -159,6 +159,11 @@ class BufferedStore(Store, Generic[C]):
             self._dirty_cache[key] = job_id
             self._commits.request()
 
+    def adopt(self, job: Job) -> None:
+        """A job read from the database (claimed from a fleet's queue) is
+        written already: its later changes are updates, never inserts."""
+        self._written_args[job.id] = job.args
+
     def after_commit(self, callback: Callable[[], None]) -> None:
         self._commits.after_commit(callback)
 

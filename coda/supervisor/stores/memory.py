@@ -19,10 +19,9 @@ class MemoryStore(Store):
         self._children: dict[str, list[str]] = {}
 
     def save_job(self, job: Job, *, with_args: bool = True) -> None:
-        if job.id not in self._jobs:
-            self._jobs[job.id] = job
-            if job.parent_run is not None:
-                self._children.setdefault(job.parent_run, []).append(job.id)
+        if job.id not in self._jobs and job.parent_run is not None:
+            self._children.setdefault(job.parent_run, []).append(job.id)
+        self._jobs[job.id] = job  # the same object, usually; a copy read back replaces it
 
     def get_job(self, job_id: str) -> Job | None:
         return self._jobs.get(job_id)

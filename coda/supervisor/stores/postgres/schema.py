@@ -44,6 +44,8 @@ CREATE TABLE IF NOT EXISTS coda_jobs (
     state text NOT NULL,
     owner text,
     epoch bigint NOT NULL DEFAULT 0,
+    losses integer NOT NULL DEFAULT 0,
+    cancel_requested boolean NOT NULL DEFAULT false,
     ready_at double precision NOT NULL DEFAULT 0,
     created_at double precision NOT NULL,
     finished_at double precision,

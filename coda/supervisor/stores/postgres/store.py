@@ -15,7 +15,8 @@ with the reason until one succeeds.
 
 from __future__ import annotations
 
-from typing import cast
+from collections.abc import Callable
+from typing import TYPE_CHECKING, cast
 
 from psycopg_pool import ConnectionPool
 
@@ -26,6 +27,10 @@ from ..buffered import BufferedStore, Cursor, ExpiryResult
 from ..codec import decode_job
 from .rows import CACHED_STEPS, Pool, Rows, expire_batch
 from .schema import PostgresUrl, migrate
+from .traffic import CountingConnection, Traffic
+
+if TYPE_CHECKING:
+    from .fleet import PostgresFleet
 
 __all__ = ["PostgresStore"]
 
@@ -37,16 +42,25 @@ class PostgresStore(BufferedStore[Pool]):
 
     Without a ``clock`` every change is committed before the call returns."""
 
+    shared = True
+
     def __init__(self, url: str, *, clock: Clock | None = None) -> None:
         self.url = PostgresUrl(url)
         migrate(self.url)  # says why, in one line, when the database cannot be reached
+        self.traffic = Traffic()
         self.pool: Pool = ConnectionPool(
             self.url.dsn,
+            connection_class=CountingConnection,
+            configure=lambda conn: cast(CountingConnection, conn).count_in(self.traffic),
             min_size=1,
             max_size=POOL_SIZE,
             open=True,
             name=f"coda-{self.url.schema}",
         )
+        self.channels = {name: self.url.channel(name) for name in ("work", "done", "cancel")}
+        # told, on the engine's thread, of jobs whose update was fenced off:
+        # another supervisor reclaimed them (see rows.py)
+        self.on_fenced: Callable[[set[str]], None] = lambda ids: None
         super().__init__(self.pool, clock)
 
     @classmethod
@@ -56,7 +70,12 @@ class PostgresStore(BufferedStore[Pool]):
     # -- the SQL ------------------------------------------------------------------
 
     def _new_rows(self) -> Rows:
-        return Rows()
+        return Rows(self.channels)
+
+    def _counted(self, result: object) -> None:
+        fenced = cast(set[str], result)  # what Rows.write returned
+        if fenced:
+            self.on_fenced(fenced)
 
     def _query(self, sql: str, params: tuple[object, ...]) -> list[tuple[object, ...]]:
         with self.pool.connection() as conn:
@@ -65,6 +84,11 @@ class PostgresStore(BufferedStore[Pool]):
     def _read_job(self, job_id: str) -> Job | None:
         rows = self._query("SELECT body, args FROM coda_jobs WHERE id = %s", (job_id,))
         return decode_job(*_bytes(rows[0])) if rows else None
+
+    def read_jobs(self, job_ids: list[str]) -> list[Job]:
+        """The jobs as the database has them now (any thread)."""
+        rows = self._query("SELECT body, args FROM coda_jobs WHERE id = ANY(%s)", (job_ids,))
+        return [decode_job(*_bytes(row)) for row in rows]
 
     def _read_cached(self, key: CacheKey) -> str | None:
         sql = "SELECT job_id FROM coda_cache WHERE run_id = %s AND name = %s AND key = %s"
@@ -105,6 +129,14 @@ class PostgresStore(BufferedStore[Pool]):
     def _expire_batch(self, db: Pool, before: float, roots: int, after: Cursor) -> ExpiryResult:
         return expire_batch(db, before, roots, after)
 
+    def fleet(
+        self, clock: Clock, *, supervisor_id: str, queues: tuple[str, ...], lease: float
+    ) -> PostgresFleet:
+        """This supervisor's membership of the fleet on this database."""
+        from .fleet import PostgresFleet
+
+        return PostgresFleet(self, clock, supervisor_id=supervisor_id, queues=queues, lease=lease)
+
     # -- lifecycle -------------------------------------------------------------
 
     def close(self) -> None:
@@ -129,6 +161,8 @@ class PostgresStore(BufferedStore[Pool]):
             "unfinished_jobs": int(str(unfinished)),
             "cache_entries": int(str(cache)),
             **self._buffer_statistics(),
+            "statements": self.traffic.statements,
+            "round_trips": self.traffic.round_trips,
         }
 
 
