@@ -14,7 +14,7 @@ import os
 import resource
 import socket
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from ..supervisor.extension import ExtensionHost, JobSummary
@@ -35,11 +35,18 @@ __all__ = [
 MAX_LISTED = 1000  # entries of one reply (Celery's are bounded by prefetch)
 
 
-def celery_jobs(host: ExtensionHost) -> Iterable[tuple[JobSummary, TaskMessage]]:
-    """The unfinished Coda jobs that carry a Celery message, oldest first."""
+def celery_jobs(
+    host: ExtensionHost, wanted: Callable[[JobSummary], bool] = lambda job: True
+) -> Iterator[tuple[JobSummary, TaskMessage]]:
+    """The unfinished Coda jobs that carry a Celery message, oldest first;
+    only those ``wanted`` are decoded, and at most ``MAX_LISTED`` of them."""
+    found = 0
     for job in host.jobs("task"):
-        message = from_job_args(job.args)
+        if found >= MAX_LISTED:
+            return
+        message = from_job_args(job.args) if wanted(job) else None
         if message is not None:
+            found += 1
             yield job, message
 
 
@@ -61,19 +68,16 @@ def _request(message: TaskMessage, job: JobSummary | None = None) -> dict[str, A
 
 def active(host: ExtensionHost) -> list[dict[str, Any]]:
     """Celery tasks running on Coda workers now."""
-    found = [_request(m, job) for job, m in celery_jobs(host) if job.started]
-    return found[:MAX_LISTED]
+    return [_request(m, job) for job, m in celery_jobs(host, lambda job: job.started)]
 
 
 def reserved(host: ExtensionHost) -> list[dict[str, Any]]:
     """Celery tasks the supervisor holds for its workers and that are due:
     waiting in a queue, or sent to a worker that has not started them."""
-    found = [
-        _request(m, job)
-        for job, m in celery_jobs(host)
-        if job.state == "queued" or (job.state == "running" and not job.started)
-    ]
-    return found[:MAX_LISTED]
+    def due(job: JobSummary) -> bool:
+        return job.state == "queued" or (job.state == "running" and not job.started)
+
+    return [_request(m, job) for job, m in celery_jobs(host, due)]
 
 
 def scheduled(
@@ -82,10 +86,9 @@ def scheduled(
     """ETA tasks the supervisor holds: Coda jobs waiting for their ETA (or a
     retry's countdown), and messages held for stock workers."""
     found: list[dict[str, Any]] = []
-    for job, message in celery_jobs(host):
-        if job.state == "delayed":
-            eta = message.eta or iso_time(job.ready_at)
-            found.append({"eta": eta, "priority": message.priority, "request": _request(message)})
+    for job, message in celery_jobs(host, lambda job: job.state == "delayed"):
+        eta = message.eta or iso_time(job.ready_at)
+        found.append({"eta": eta, "priority": message.priority, "request": _request(message)})
     for _queue, envelope, due in held:
         if len(found) >= MAX_LISTED:
             break

@@ -4,8 +4,6 @@ revokes and purges through a recorded host."""
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
@@ -24,11 +22,10 @@ from coda.broker.messages import (
     QueuePurge,
 )
 from coda.broker.service import BrokerService
-from coda.messages import Kind, Payload, Submit
+from coda.messages import Payload
 from coda.serialization import registry
-from coda.supervisor import SupervisorConfig
-from coda.supervisor.extension import ClientPeer, JobSummary, WorkerSummary
-from tests.broker.fakes import FakeClock, FakePeer
+from coda.supervisor.extension import JobSummary
+from tests.broker.fakes import FakeHost, FakePeer
 
 
 def job_args(task_id: str, name: str = "proj.add", routing_key: str = "celery") -> Payload:
@@ -58,50 +55,6 @@ def summary(task_id: str, state: str, *, started: bool = False, **args: Any) -> 
         worker_pid=4242 if state == "running" else None,
         started=started,
     )
-
-
-@dataclass
-class FakeHost:
-    config: SupervisorConfig = field(default_factory=SupervisorConfig)
-    clock: FakeClock = field(default_factory=FakeClock)
-    live: dict[str, JobSummary] = field(default_factory=dict)
-    cancelled: list[tuple[str, bool]] = field(default_factory=list)
-    submitted: list[Submit] = field(default_factory=list)
-
-    def submit(self, peer: ClientPeer, message: Submit) -> None:
-        self.submitted.append(message)
-
-    def is_task(self, name: str) -> bool:
-        return True
-
-    def cancel(self, run_id: str, terminate: bool = False) -> str | None:
-        self.cancelled.append((run_id, terminate))
-        return "cancelled" if self.live.pop(run_id, None) else None
-
-    def purge(self, queue: str) -> int:
-        return 0
-
-    def cancel_waiting(self, run_id: str) -> bool:
-        job = self.live.get(run_id)
-        if job is None or job.started:
-            return False
-        self.cancel(run_id)
-        return True
-
-    def job(self, run_id: str) -> JobSummary | None:
-        return self.live.get(run_id)
-
-    def jobs(self, kind: Kind = "task") -> list[JobSummary]:
-        return [job for job in self.live.values() if job.kind == kind]
-
-    def workers(self) -> list[WorkerSummary]:
-        return [WorkerSummary(1, 4242, ("default",), 1, 1)]
-
-    def task_names(self) -> list[str]:
-        return ["proj.add"]
-
-    def counts(self) -> Mapping[str, Mapping[str, int]]:
-        return {"proj.add": {"succeeded": 3, "failed": 1}}
 
 
 def setup() -> tuple[BrokerService, FakeHost, FakePeer]:
