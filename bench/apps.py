@@ -15,12 +15,14 @@ import coda
 
 __all__ = [
     "async_noop",
+    "clock",
     "ingest",
     "latency_probe",
     "noop",
     "preprocess",
     "process",
     "rerun_steps",
+    "rerun_timed",
     "save",
     "step",
 ]
@@ -39,6 +41,12 @@ async def async_noop() -> None:
 @coda.task()
 def step(i: int) -> int:
     return i
+
+
+@coda.task()
+def clock() -> float:
+    """The wall-clock time when it ran (the same clock as the client's)."""
+    return time.time()
 
 
 @coda.task()
@@ -85,6 +93,22 @@ async def rerun_steps(steps: int, fail_first: bool, gather: bool = False) -> flo
     if fail_first and coda.context.info().attempt == 1:
         raise RuntimeError("first attempt fails on purpose, so the cached steps rerun")
     return elapsed
+
+
+@coda.workflow(max_retries=1, retry_delay=0.0)
+async def rerun_timed(steps: int) -> float:
+    """``steps`` cached steps, then a cached ``clock`` step, then attempt 1
+    fails; attempt 2 reruns every step from the cache and returns the time
+    ``clock`` took on attempt 1. The client that receives it at ``t`` has
+    waited ``t - returned`` for the rerun, end to end: attempt 1's failure
+    reported, the retry scheduled, the run sent again with its history, the
+    cached steps answered, its end committed and sent to the client."""
+    for i in range(steps):
+        await coda.context.spawn_task(step, args={"i": i}, cache_key=[i])
+    failed_at = float(await coda.context.spawn_task(clock, cache_key=["failed-at"]))
+    if coda.context.info().attempt == 1:
+        raise RuntimeError("first attempt fails on purpose, so the cached steps rerun")
+    return failed_at
 
 
 @coda.workflow(max_retries=0)

@@ -1,54 +1,70 @@
 """The Celery side of the benchmarks (``celery -A bench.celery_app worker``).
 
-Configured from the environment, so the harness and the worker subprocess it
-starts agree on the Redis URL, the per-run key prefix and the queue::
+One ``Celery`` app per configuration under test: a broker (Redis or
+RabbitMQ), a message serializer (json or msgpack), Redis as result backend.
+The harness makes its apps with ``make_app``; the worker subprocess it starts
+makes the same one from the environment when it imports this module::
 
-    CODA_BENCH_REDIS_URL   redis://127.0.0.1:6379/14
-    CODA_BENCH_PREFIX      coda-bench-<hex>:     (broker and result keys)
+    CODA_BENCH_BROKER_URL  redis://127.0.0.1:6379/14 or amqp://guest:guest@127.0.0.1:5672//
+    CODA_BENCH_REDIS_URL   the result backend, and where the chain keeps its events
+    CODA_BENCH_PREFIX      coda-bench-<hex>:     (Redis keys: broker, results, events)
     CODA_BENCH_QUEUE       the queue this run's worker consumes
+    CODA_BENCH_SERIALIZER  json or msgpack (task messages and results)
 
 The chain passes events the way Sentry's ingest does: the producer writes the
 event to Redis under ``e:{event_id}``, and each task reads it back, works on
-it and writes it again, handing only the key to the next task.
+it and writes it again, handing only the key to the next task. The event is
+encoded with msgspec's MessagePack, the library and format the Coda workflow
+uses for the same event (its default serializer), so both sides pay the same
+price for it.
 """
 
 from __future__ import annotations
 
-import json
 import os
+from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 import redis
 from celery import Celery  # type: ignore[import-untyped]
 
-__all__ = ["app", "configure", "event_key", "noop", "preprocess", "process", "save"]
+__all__ = ["CeleryConfig", "app", "dump_event", "event_key", "load_event", "make_app"]
 
+ENV_BROKER = "CODA_BENCH_BROKER_URL"
 ENV_URL = "CODA_BENCH_REDIS_URL"
 ENV_PREFIX = "CODA_BENCH_PREFIX"
 ENV_QUEUE = "CODA_BENCH_QUEUE"
+ENV_SERIALIZER = "CODA_BENCH_SERIALIZER"
 
-app = Celery("bench")
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder()
 _redis: redis.Redis | None = None
 
 
-def configure(url: str, prefix: str, queue: str) -> None:
-    """Point the app at ``url``, every key under ``prefix``, tasks to ``queue``.
+@dataclass(frozen=True)
+class CeleryConfig:
+    """One way to run Celery: its broker and its message serializer."""
 
-    Everything else stays at Celery's defaults (prefetch multiplier 4, early
-    acks, json): the comparison is with Celery as teams run it.
-    """
-    app.conf.update(
-        broker_url=url,
-        result_backend=url,
-        broker_transport_options={"global_keyprefix": prefix},
-        result_backend_transport_options={"global_keyprefix": prefix},
-        task_default_queue=queue,
-        broker_connection_retry_on_startup=True,
-    )
+    broker: str  # "redis" or "rabbitmq"
+    serializer: str  # "json" or "msgpack"
+
+    @property
+    def label(self) -> str:
+        return f"Celery {self.broker}/{self.serializer}"
 
 
-def event_key(event_id: str) -> str:
-    return f"{os.environ.get(ENV_PREFIX, '')}e:{event_id}"
+def dump_event(event: dict[str, Any]) -> bytes:
+    return _encoder.encode(event)
+
+
+def load_event(raw: bytes) -> dict[str, Any]:
+    event: dict[str, Any] = _decoder.decode(raw)
+    return event
+
+
+def event_key(prefix: str, event_id: str) -> str:
+    return f"{prefix}e:{event_id}"
 
 
 def _client() -> redis.Redis:
@@ -61,39 +77,70 @@ def _client() -> redis.Redis:
 
 def _load(key: str) -> dict[str, Any]:
     raw = _client().get(key)
-    if raw is None:
+    if not isinstance(raw, bytes):
         raise KeyError(f"event {key} is not in Redis")
-    event: dict[str, Any] = json.loads(raw)
-    return event
+    return load_event(raw)
 
 
-@app.task(name="bench.noop")  # type: ignore[untyped-decorator]
 def noop() -> None:
-    """Does nothing: what is left is Celery's and Redis's cost."""
+    """Does nothing: what is left is Celery's and its broker's cost."""
 
 
-@app.task(name="bench.preprocess")  # type: ignore[untyped-decorator]
 def preprocess(key: str) -> str:
     event = _load(key)
     event["preprocessed"] = True
-    _client().set(key, json.dumps(event))
+    _client().set(key, dump_event(event))
     return key
 
 
-@app.task(name="bench.process")  # type: ignore[untyped-decorator]
 def process(key: str) -> str:
     event = _load(key)
     event["processed"] = len(event["frames"])
-    _client().set(key, json.dumps(event))
+    _client().set(key, dump_event(event))
     return key
 
 
-@app.task(name="bench.save")  # type: ignore[untyped-decorator]
 def save(key: str) -> str:
     event = _load(key)
     _client().delete(key)
     return str(event["event_id"])
 
 
-if os.environ.get(ENV_URL):
-    configure(os.environ[ENV_URL], os.environ.get(ENV_PREFIX, ""), os.environ[ENV_QUEUE])
+TASKS = {"noop": noop, "preprocess": preprocess, "process": process, "save": save}
+
+
+def make_app(broker_url: str, redis_url: str, prefix: str, queue: str, serializer: str) -> Celery:
+    """An app on ``broker_url``, results in Redis, everything under ``prefix``.
+
+    Everything else stays at Celery's defaults (prefetch multiplier 4, early
+    acks): the comparison is with Celery as teams run it.
+    """
+    celery = Celery("bench", set_as_current=False)
+    redis_options = {"global_keyprefix": prefix}
+    celery.conf.update(
+        broker_url=broker_url,
+        result_backend=redis_url,
+        broker_transport_options=redis_options if broker_url.startswith("redis") else {},
+        result_backend_transport_options=redis_options,
+        task_default_queue=queue,
+        task_serializer=serializer,
+        result_serializer=serializer,
+        accept_content=[serializer],
+        broker_connection_retry_on_startup=True,
+    )
+    for name, fn in TASKS.items():
+        celery.task(name=f"bench.{name}")(fn)
+    return celery
+
+
+app = (
+    make_app(
+        os.environ[ENV_BROKER],
+        os.environ[ENV_URL],
+        os.environ.get(ENV_PREFIX, ""),
+        os.environ[ENV_QUEUE],
+        os.environ.get(ENV_SERIALIZER, "json"),
+    )
+    if os.environ.get(ENV_BROKER)
+    else None
+)

@@ -1,16 +1,17 @@
-"""Run Celery 5 + Redis the way the Coda benchmarks need it.
+"""Run Celery 5 the way the Coda benchmarks need it, in several configurations.
 
-``CeleryRun`` owns one benchmark run's corner of Redis: a unique key prefix
-(broker queues, bindings, results and the chain's event keys all live under
-it) and a unique queue name, and deletes every key under the prefix at the
-end. ``CeleryWorker`` is a real ``celery worker -P prefork`` subprocess in its
-own session, stopped by its process group id.
+``CeleryRun`` owns one configuration's corner of the brokers: its own
+``Celery`` app (``bench.celery_app.make_app``), a unique key prefix in Redis
+(broker queues when Redis is the broker, results and the chain's event keys
+always) and a unique queue name; ``cleanup()`` deletes every Redis key under
+the prefix and, on RabbitMQ, the run's queues. ``CeleryWorker`` is a real
+``celery worker -P prefork`` subprocess in its own session, stopped by its
+process group id.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import subprocess
@@ -24,40 +25,59 @@ from typing import Any
 import redis
 from celery import chain  # type: ignore[import-untyped]
 from celery.result import AsyncResult  # type: ignore[import-untyped]
+from kombu import Connection
 
 from . import celery_app
-from .stats import cpu_seconds, process_cpu_seconds, rate
+from .celery_app import CeleryConfig
+from .stats import cpu_seconds, process_cpu_seconds, rate, rss_bytes
 
-__all__ = ["CeleryRun", "CeleryWorker"]
+__all__ = ["DEFAULT_RABBITMQ_URL", "CeleryConfig", "CeleryRun", "CeleryWorker"]
 
 RESULT_TIMEOUT = 600.0
 WARMUP = 1000  # messages queued before the baseline, as on the Coda side
 REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672//"
 
 
 class CeleryRun:
-    """A per-run key prefix and queue in Redis, removed by ``cleanup()``."""
+    """One Celery configuration: its app, key prefix and queue; ``cleanup()``
+    removes what it left in Redis and RabbitMQ."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, config: CeleryConfig, redis_url: str, rabbitmq_url: str) -> None:
         tag = os.urandom(4).hex()
-        self.url = url
+        self.config = config
+        self.url = redis_url
+        self.broker_url = redis_url if config.broker == "redis" else rabbitmq_url
         self.prefix = f"coda-bench-{tag}:"
         self.queue = f"coda-bench-{tag}"
+        self.parked = f"{self.queue}-parked"
         self.env = {
-            celery_app.ENV_URL: url,
+            celery_app.ENV_BROKER: self.broker_url,
+            celery_app.ENV_URL: redis_url,
             celery_app.ENV_PREFIX: self.prefix,
             celery_app.ENV_QUEUE: self.queue,
+            celery_app.ENV_SERIALIZER: config.serializer,
         }
-        os.environ.update(self.env)  # event_key() in this process uses the prefix too
-        celery_app.configure(url, self.prefix, self.queue)
-        self.redis = redis.Redis.from_url(url)
+        self.app = celery_app.make_app(
+            self.broker_url, redis_url, self.prefix, self.queue, config.serializer
+        )
+        self.tasks = {name: self.app.tasks[f"bench.{name}"] for name in celery_app.TASKS}
+        self.redis = redis.Redis.from_url(redis_url)
         self.redis_pid = int(self.redis.info("server")["process_id"])
+
+    @property
+    def label(self) -> str:
+        return self.config.label
 
     def worker(self, concurrency: int) -> CeleryWorker:
         return CeleryWorker(self, concurrency)
 
+    def event_key(self, event_id: str) -> str:
+        return celery_app.event_key(self.prefix, event_id)
+
     def cleanup(self) -> int:
-        """Delete every key under this run's prefix; return how many."""
+        """Delete every key under this run's prefix (and its RabbitMQ
+        queues); return how many keys."""
         deleted = 0
         batch: list[bytes] = []
         for key in self.redis.scan_iter(match=f"{self.prefix}*", count=1000):
@@ -67,27 +87,39 @@ class CeleryRun:
                 batch.clear()
         if batch:
             deleted += int(self.redis.delete(*batch))
+        if self.config.broker == "rabbitmq":
+            with Connection(self.broker_url) as conn, contextlib.suppress(Exception):
+                channel = conn.default_channel
+                for queue in (self.queue, self.parked):
+                    with contextlib.suppress(Exception):
+                        channel.queue_delete(queue)
         return deleted
+
+    def close(self) -> None:
+        self.cleanup()
+        self.app.close()
 
     def __enter__(self) -> CeleryRun:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        self.cleanup()
-        for name in self.env:
-            os.environ.pop(name, None)
+        self.close()
 
 
 class CeleryWorker:
-    """``celery -A bench.celery_app worker -P prefork -c N`` on this run's queue."""
+    """``celery -A bench.celery_app worker -P prefork -c N`` on this run's queue.
 
-    def __init__(self, run: CeleryRun, concurrency: int, ready_timeout: float = 60.0) -> None:
+    Construct it (the process starts), then ``wait_ready()``; several can
+    start side by side that way."""
+
+    def __init__(self, run: CeleryRun, concurrency: int) -> None:
         self.run = run
         self.concurrency = concurrency
         self._log = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the worker
         argv = [sys.executable, "-m", "celery", "-A", "bench.celery_app", "worker"]
         argv += ["-P", "prefork", "-c", str(concurrency), "-Q", run.queue, "-l", "WARNING"]
         argv += ["--without-gossip", "--without-mingle", "--without-heartbeat"]
+        argv += ["-n", f"{run.queue}@%h"]  # a node name of its own (RabbitMQ's pidbox queue)
         self.process = subprocess.Popen(
             argv,
             cwd=REPO_ROOT,
@@ -97,26 +129,32 @@ class CeleryWorker:
             stderr=self._log,
             start_new_session=True,
         )
-        try:
-            self._wait_ready(ready_timeout)
-        except BaseException:
-            self.stop()
-            raise
+        self._broker_pid = _rabbitmq_pid() if run.config.broker == "rabbitmq" else None
+
+    @property
+    def label(self) -> str:
+        return self.run.label
 
     def cpu_seconds(self) -> float:
-        """CPU time of the worker, its pool and redis-server, so far."""
-        return cpu_seconds(self.process.pid) + process_cpu_seconds(self.run.redis_pid)
+        """CPU time of the worker, its pool, redis-server and (when it is the
+        broker) RabbitMQ, so far."""
+        total = cpu_seconds(self.process.pid) + process_cpu_seconds(self.run.redis_pid)
+        if self._broker_pid is not None:
+            total += process_cpu_seconds(self._broker_pid)
+        return total
 
-    def _wait_ready(self, timeout: float) -> None:
+    def wait_ready(self, timeout: float = 60.0) -> CeleryWorker:
         """Round-trip a task per pool process, so both are forked and warm."""
-        results = [celery_app.noop.delay() for _ in range(self.concurrency * 2)]
         try:
+            results = [self.run.tasks["noop"].delay() for _ in range(self.concurrency * 2)]
             for result in results:
                 result.get(timeout=timeout)
-        except Exception as exc:
+        except BaseException as exc:
             self._log.seek(0)
             output = self._log.read().decode(errors="replace")
-            raise RuntimeError(f"celery worker did not start: {exc}\n{output}") from exc
+            self.stop()
+            raise RuntimeError(f"{self.label} worker did not start: {exc}\n{output}") from exc
+        return self
 
     def stop(self, grace: float = 20.0) -> None:
         """Warm shutdown (SIGTERM), then SIGKILL to the group we created."""
@@ -142,57 +180,69 @@ class CeleryWorker:
 
     def noop_throughput(self, count: int) -> float:
         """``delay()`` ``count`` times, then ``.get()`` each: round trips/s."""
+        noop = self.run.tasks["noop"]
         started = time.perf_counter()
-        results = [celery_app.noop.delay() for _ in range(count)]
+        results = [noop.delay() for _ in range(count)]
         for result in results:
             result.get(timeout=RESULT_TIMEOUT)
         return rate(count, time.perf_counter() - started)
 
     def sequential(self, count: int) -> list[float]:
         """Seconds per blocking ``delay().get()``, one at a time."""
+        noop = self.run.tasks["noop"]
         samples = []
         for _ in range(count):
             started = time.perf_counter()
-            celery_app.noop.delay().get(timeout=RESULT_TIMEOUT)
+            noop.delay().get(timeout=RESULT_TIMEOUT)
             samples.append(time.perf_counter() - started)
         return samples
 
     def chain_throughput(self, events: Sequence[dict[str, Any]]) -> float:
-        """Events/s through preprocess → process → save, via Redis keys."""
-        client = self.run.redis
+        """Events/s through preprocess → process → save, via Redis keys: the
+        producer writes each event, then applies its chain; then ``.get()``."""
+        client, tasks = self.run.redis, self.run.tasks
         started = time.perf_counter()
         results: list[AsyncResult] = []
         for event in events:
-            key = celery_app.event_key(event["event_id"])
-            client.set(key, json.dumps(event))
-            steps = chain(celery_app.preprocess.s(key), celery_app.process.s(), celery_app.save.s())
+            key = self.run.event_key(event["event_id"])
+            client.set(key, celery_app.dump_event(event))
+            steps = chain(tasks["preprocess"].s(key), tasks["process"].s(), tasks["save"].s())
             results.append(steps.apply_async())
         for result in results:
             result.get(timeout=RESULT_TIMEOUT)
         return rate(len(events), time.perf_counter() - started)
 
 
+def _rabbitmq_pid() -> int | None:
+    """The RabbitMQ server's process (Erlang's ``beam.smp``), if it runs here."""
+    for comm in Path("/proc").glob("[0-9]*/comm"):
+        with contextlib.suppress(OSError):
+            if comm.read_text().strip() == "beam.smp":
+                return int(comm.parent.name)
+    return None
+
+
 def queued_memory(run: CeleryRun, levels: Sequence[int]) -> list[tuple[int, float, float]]:
-    """Per level: (queued, publish rate, Redis bytes per queued message).
+    """Per level: (queued, publish rate, growth of Redis's RSS per queued message).
 
     Messages go to a queue no worker consumes, with ``ignore_result`` so the
     producer does not subscribe to results that will never come. The memory
-    is Redis's ``used_memory`` delta: the broker's cost of holding them,
-    measured, as on the Coda side, from a baseline with ``WARMUP`` messages
-    already queued.
+    is redis-server's resident set (VmRSS), as on the Coda side the
+    supervisor's, measured from a baseline with ``WARMUP`` messages already
+    queued. (Redis's own ``used_memory`` counts only what its allocator was
+    asked for, not what the process holds: it would flatter Redis.)
     """
-    parked = f"{run.queue}-parked"
+    noop = run.tasks["noop"]
     for _ in range(WARMUP):
-        celery_app.noop.apply_async(queue=parked, ignore_result=True)
-    base = int(run.redis.info("memory")["used_memory"])
+        noop.apply_async(queue=run.parked, ignore_result=True)
+    base = rss_bytes(run.redis_pid)
     rows: list[tuple[int, float, float]] = []
     queued = 0
     for level in levels:
         started = time.perf_counter()
         for _ in range(level - queued):
-            celery_app.noop.apply_async(queue=parked, ignore_result=True)
+            noop.apply_async(queue=run.parked, ignore_result=True)
         publish_rate = rate(level - queued, time.perf_counter() - started)
         queued = level
-        grown = int(run.redis.info("memory")["used_memory"]) - base
-        rows.append((queued, publish_rate, grown / queued))
+        rows.append((queued, publish_rate, (rss_bytes(run.redis_pid) - base) / queued))
     return rows

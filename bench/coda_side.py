@@ -3,7 +3,8 @@
 ``CodaCluster`` is ``coda supervisor -A bench.apps --workers N`` started with
 ``coda.testing.SupervisorProcess``; its methods are the measurements. Many
 runs in flight go through one ``AsyncClient``; one-at-a-time round trips go
-through the blocking ``Client``.
+through the blocking ``Client``, and so does the submit loop (``submit`` N
+times, then each handle's ``result()``: how a script or a web view calls it).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import coda
 from coda.testing import SupervisorProcess, wait_until
 
 from . import apps
-from .stats import cpu_seconds, rate, rss_bytes
+from .stats import cpu_seconds, process_cpu_seconds, rate, rss_bytes
 
 __all__ = ["CodaCluster"]
 
@@ -58,6 +59,11 @@ class CodaCluster:
         """CPU time of the supervisor and its workers (its session), so far."""
         return cpu_seconds(self.supervisor.pid)
 
+    def supervisor_cpu_seconds(self) -> float:
+        """CPU time of the supervisor process alone (all its threads, none of
+        its workers), so far."""
+        return process_cpu_seconds(self.supervisor.pid)
+
     def close(self) -> None:
         self.supervisor.close()
 
@@ -82,6 +88,49 @@ class CodaCluster:
                 started = time.perf_counter()
                 client.run(apps.noop, timeout=RESULT_TIMEOUT)
                 samples.append(time.perf_counter() - started)
+        return samples
+
+    def blocking_submits(self, count: int) -> list[float]:
+        """Seconds per blocking ``Client.submit(noop)`` (until it is accepted:
+        durable), one after the other; the tasks run meanwhile."""
+        samples = []
+        with coda.Client(self.address) as client:
+            client.submit(apps.noop).result(timeout=RESULT_TIMEOUT)  # connect and warm up
+            handles = []
+            for _ in range(count):
+                started = time.perf_counter()
+                handles.append(client.submit(apps.noop))
+                samples.append(time.perf_counter() - started)
+            for handle in handles:
+                handle.result(timeout=RESULT_TIMEOUT)
+        return samples
+
+    def noop_submit_loop(self, count: int) -> float:
+        """``Client.submit(noop)`` ``count`` times, then each ``result()``: runs/s."""
+        return self._submit_loop(apps.noop, [{}] * count)
+
+    def chain_submit_loop(self, events: Sequence[dict[str, Any]]) -> float:
+        """The 3-step ``ingest`` workflow through the blocking submit loop: events/s."""
+        return self._submit_loop(apps.ingest, [{"event": event} for event in events])
+
+    def _submit_loop(self, target: object, arguments: Sequence[dict[str, Any]]) -> float:
+        with coda.Client(self.address) as client:
+            client.run(target, arguments[0], timeout=RESULT_TIMEOUT)  # connect and warm up
+            started = time.perf_counter()
+            handles = [client.submit(target, args) for args in arguments]
+            for handle in handles:
+                handle.result(timeout=RESULT_TIMEOUT)
+            return rate(len(arguments), time.perf_counter() - started)
+
+    def rerun_end_to_end(self, steps: int, repeats: int) -> list[float]:
+        """Seconds from a run's first attempt failing (after ``steps`` cached
+        steps) to the client holding the result of its cached rerun
+        (``apps.rerun_timed``), ``repeats`` times."""
+        samples = []
+        with coda.Client(self.address) as client:
+            for _ in range(repeats):
+                failed_at = float(client.run(apps.rerun_timed, {"steps": steps}, timeout=600))
+                samples.append(time.time() - failed_at)
         return samples
 
     def chain_throughput(self, events: Sequence[dict[str, Any]]) -> float:

@@ -27,6 +27,9 @@ __all__ = ["main", "summarize"]
 
 WORKLOADS: dict[str, Callable[[CodaCluster], object]] = {
     "noop": lambda c: c.noop_throughput(2000),
+    "submit_loop": lambda c: c.noop_submit_loop(1000),
+    "blocking_submit": lambda c: c.blocking_submits(500),
+    "chain512": lambda c: c.chain_throughput(make_events(300, 512)),
     "sequential": lambda c: c.sequential(500),
     "chain5k": lambda c: c.chain_throughput(make_events(300, 5 * 1024)),
     "chain50k": lambda c: c.chain_throughput(make_events(200, 50 * 1024)),
@@ -84,15 +87,18 @@ def main() -> None:
         time.sleep(1.0)  # py-spy attaches
         deadline = time.monotonic() + options.seconds
         rounds = 0
+        cpu = cluster.supervisor_cpu_seconds()
         while time.monotonic() < deadline:
             workload(cluster)
             rounds += 1
+        cpu = cluster.supervisor_cpu_seconds() - cpu
         for recorder in recorders.values():
             recorder.send_signal(signal.SIGINT)
         for recorder in recorders.values():
             recorder.wait(30)
         print(
-            f"# {options.workload}: {rounds} rounds in {options.seconds:.0f} s, pid {os.getpid()}"
+            f"# {options.workload}: {rounds} rounds in {options.seconds:.0f} s, pid {os.getpid()}; "
+            f"supervisor CPU {cpu:.2f} s ({1e6 * cpu / rounds:,.0f} µs per round)"
         )
         for name, pid in pids.items():
             path = Path(tmp) / f"{pid}.txt"

@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 
-__all__ = ["Row", "machine", "table"]
+__all__ = ["Row", "baselines_table", "machine", "table"]
 
 Kind = str  # "throughput" | "latency" | "cost" | "absolute"
 
@@ -31,6 +31,10 @@ class Row:
     ``goal`` is the number the target compares against: a minimum ratio for
     throughput, a maximum ratio for latency, a maximum Coda value for cost
     and absolute rows. ``None`` means the row is informational.
+
+    ``others``: when the baseline was measured in several configurations
+    (Celery on Redis and RabbitMQ, json and msgpack), each one's figure by
+    label; ``baseline`` is then the best of them, ``baseline_label`` its label.
     """
 
     name: str
@@ -41,6 +45,7 @@ class Row:
     baseline_label: str = "Celery"
     goal: float | None = None
     target: str = ""
+    others: tuple[tuple[str, float], ...] = ()
 
     @property
     def ratio(self) -> float | None:
@@ -114,6 +119,28 @@ def table(rows: Sequence[Row]) -> str:
     return "\n".join(out)
 
 
+def baselines_table(rows: Sequence[Row]) -> str:
+    """Every configuration of the baseline, for the rows measured in several."""
+    several = [row for row in rows if row.others]
+    if not several:
+        return ""
+    labels = list(dict.fromkeys(label for row in several for label, _ in row.others))
+    headers = ["benchmark", *labels]
+    cells = []
+    for row in several:
+        figures = dict(row.others)
+        cells.append(
+            [row.name, *(_number(figures[k], row.unit) if k in figures else "—" for k in labels)]
+        )
+    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(headers)]
+
+    def line(values: Sequence[str]) -> str:
+        return "| " + " | ".join(v.ljust(w) for v, w in zip(values, widths, strict=True)) + " |"
+
+    out = [line(headers), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
+    return "\n".join(out + [line(c) for c in cells])
+
+
 def _version(package: str) -> str:
     try:
         return metadata.version(package)
@@ -145,15 +172,28 @@ def _redis_server_version(url: str) -> str:
             return "unknown"
 
 
+def _rabbitmq_version(url: str) -> str:
+    try:
+        from kombu import Connection
+
+        with Connection(url, connect_timeout=5) as conn:
+            conn.connect()
+            version = conn.connection.server_properties.get("version", b"unknown")
+            return version.decode() if isinstance(version, bytes) else str(version)
+    except Exception:  # the report must not fail for want of a version string
+        return "unknown"
+
+
 def _load() -> str:
     return ", ".join(f"{value:.2f}" for value in os.getloadavg())
 
 
-def machine(redis_url: str, command: str) -> str:
+def machine(redis_url: str, command: str, rabbitmq_url: str | None = None) -> str:
     """Date, machine, versions and the command, as Markdown bullet points."""
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     versions = ", ".join(
-        f"{name} {_version(name)}" for name in ("celery", "kombu", "redis", "msgspec", "uvloop")
+        f"{name} {_version(name)}"
+        for name in ("celery", "kombu", "amqp", "redis", "msgpack", "msgspec", "uvloop")
     )
     return "\n".join(
         [
@@ -161,7 +201,9 @@ def machine(redis_url: str, command: str) -> str:
             f"- machine: {len(os.sched_getaffinity(0))} CPUs (nproc), {_cpu_model()}, "
             f"{platform.platform()}",
             f"- Python {platform.python_version()}; redis-server "
-            f"{_redis_server_version(redis_url)}; {versions}",
+            f"{_redis_server_version(redis_url)}; RabbitMQ "
+            f"{'not used' if rabbitmq_url is None else _rabbitmq_version(rabbitmq_url)}; "
+            f"{versions}",
             f"- load average at the end (1, 5, 15 min): {_load()} — other work on the machine "
             "inflates wall-clock figures; CPU-per-item rows move much less",
             f"- command: `{command}`",

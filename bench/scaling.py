@@ -1,8 +1,9 @@
 """Benchmark 5: how the supervisor's cost grows with queued work and workers.
 
 Queued tasks go to a supervisor with no workers at all, so nothing drains
-them; its RSS growth per task is compared with Redis's ``used_memory`` growth
-per queued Celery message. Worker scaling reruns the no-op round trips with
+them; its RSS growth per task is compared, like for like, with redis-server's
+RSS growth per queued Celery message (Celery with Redis as broker and json,
+its defaults), at the same queue depths. Worker scaling reruns the no-op round trips with
 1, 2, 4 ... workers (on a 2-core machine, more than 2 only adds contention).
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import os
 
+from .celery_app import CeleryConfig
 from .celery_side import queued_memory as celery_queued_memory
 from .coda_side import CodaCluster
 from .coda_side import queued_memory as coda_queued_memory
@@ -25,18 +27,21 @@ def scaling_rows(systems: Systems, sizes: Sizes) -> list[Row]:
     rows = _queue_rows(systems, sizes)
     coda_rates: dict[int, float] = {}
     celery_rates: dict[int, float] = {}
+    run = systems.celery_run()  # the configuration that won the no-op row
+    label = "Celery" if run is None else run.label
     for count in sizes.worker_counts:
         progress(f"worker scaling: {sizes.scale_tasks} no-op tasks with {count} workers")
         if count == WORKERS:
             coda_rates[count] = systems.coda.noop_throughput(sizes.scale_tasks)
-            if systems.celery is not None:
-                celery_rates[count] = systems.celery.noop_throughput(sizes.scale_tasks)
+            for worker in systems.celery:
+                if run is not None and worker.run is run:
+                    celery_rates[count] = worker.noop_throughput(sizes.scale_tasks)
             continue
         with CodaCluster(count) as cluster:
             coda_rates[count] = cluster.noop_throughput(sizes.scale_tasks)
-        if systems.run is not None:
-            with systems.run.worker(count) as worker:
-                celery_rates[count] = worker.noop_throughput(sizes.scale_tasks)
+        if run is not None:
+            with run.worker(count) as worker:
+                celery_rates[count] = worker.wait_ready().noop_throughput(sizes.scale_tasks)
     cores = len(os.sched_getaffinity(0))
     for count in sizes.worker_counts:
         rows.append(
@@ -46,6 +51,7 @@ def scaling_rows(systems: Systems, sizes: Sizes) -> list[Row]:
                 coda_rates[count],
                 "/s",
                 celery_rates.get(count),
+                baseline_label=label,
             )
         )
     return rows
@@ -57,10 +63,9 @@ def _queue_rows(systems: Systems, sizes: Sizes) -> list[Row]:
     with CodaCluster(0) as cluster:
         coda_rows = coda_queued_memory(cluster, levels)
     celery_rows = {}
-    if systems.run is not None:
-        for level, publish_rate, per_task in celery_queued_memory(
-            systems.run, sizes.celery_queue_levels
-        ):
+    run = systems.celery_run(CeleryConfig("redis", "json").label)
+    if run is not None:
+        for level, publish_rate, per_task in celery_queued_memory(run, sizes.celery_queue_levels):
             celery_rows[level] = (publish_rate, per_task)
     rows = []
     for level, accept_rate, per_task in coda_rows:
@@ -72,15 +77,17 @@ def _queue_rows(systems: Systems, sizes: Sizes) -> list[Row]:
                 accept_rate,
                 "/s",
                 None if celery is None else celery[0],
+                baseline_label="Celery redis/json",
             )
         )
         rows.append(
             Row(
-                f"memory per queued task at {level:,} (supervisor RSS vs Redis)",
+                f"memory per queued task at {level:,} (supervisor RSS vs redis-server RSS)",
                 "cost",
                 per_task,
                 "B",
                 None if celery is None else celery[1],
+                baseline_label="Celery redis/json",
                 goal=1024,
                 target="< 1 KB",
             )

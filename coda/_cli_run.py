@@ -24,14 +24,17 @@ from .errors import CodaError, ResultTimeoutError
 __all__ = ["Resume", "wait_with_progress"]
 
 
-def wait_with_progress(handle: RunHandle, timeout: float | None) -> Any:
+def wait_with_progress(
+    handle: RunHandle, timeout: float | None, announce: str = "accepted; waiting for its result"
+) -> Any:
     """Wait in short slices so a long wait shows it is alive (on stderr).
 
-    The run id is on stderr from the start: a log of a script that was
-    stopped while waiting still says which run to look for. On a terminal
-    the progress line is erased when the wait ends, however it ends."""
+    The run id is on stderr from the start (``run ID`` and ``announce``): a
+    log of a script that was stopped while waiting still says which run to
+    look for. On a terminal the progress line is erased when the wait ends,
+    however it ends."""
     if not sys.stderr.isatty():
-        click.echo(f"run {handle.run_id} accepted; waiting for its result", err=True)
+        click.echo(f"run {handle.run_id} {announce}", err=True)
         return _wait(handle, timeout, interactive=False)
     click.echo(f"waiting for run {handle.run_id}…", nl=False, err=True)
     try:

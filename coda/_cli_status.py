@@ -7,7 +7,10 @@ itself for scripts.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
+
+from ._cli_views import table
 
 __all__ = ["broker_statistics", "format_status"]
 
@@ -20,6 +23,9 @@ def format_status(data: dict[str, Any]) -> str:
         "",
         f"in flight: {data.get('runs_in_flight', 0)} runs, {data.get('jobs_in_flight', 0)} jobs",
     ]
+    schedules = data.get("schedules")
+    if schedules:
+        lines += ["", *_schedules(schedules)]
     broker = broker_statistics(data)
     if broker is not None and (broker.get("queues") or broker.get("connections")):
         lines += ["", *_broker(broker)]
@@ -109,11 +115,41 @@ def _broker(broker: dict[str, Any]) -> list[str]:
 
 
 def _names(names: dict[str, dict[str, int]]) -> list[str]:
-    header = f"  {'name':<48} {'succeeded':>9} {'failed':>7} {'retried':>8} {'cache hits':>10}"
+    header = (
+        f"  {'name':<48} {'succeeded':>9} {'failed':>7} {'retried':>8} {'requeued':>8}"
+        f" {'cache hits':>10}"
+    )
     lines = ["per name:", header]
     for name, c in names.items():
         lines.append(
             f"  {name:<48} {c.get('succeeded', 0):>9} {c.get('failed', 0):>7} "
-            f"{c.get('retried', 0):>8} {c.get('cache_hits', 0):>10}"
+            f"{c.get('retried', 0):>8} {c.get('requeued', 0):>8} {c.get('cache_hits', 0):>10}"
         )
     return lines
+
+
+def _schedules(schedules: list[dict[str, Any]]) -> list[str]:
+    """Each schedule with its next and last ticks (local time), and how it
+    treats ticks missed while no supervisor ran it."""
+    rows = []
+    for entry in schedules:
+        missed = str(entry.get("missed", ""))
+        if entry.get("refused"):
+            missed += f", {entry['refused']} refused"
+        rows.append(
+            (
+                str(entry.get("name")),
+                str(entry.get("schedule")),
+                _moment(entry.get("next")),
+                _moment(entry.get("last")),
+                missed,
+            )
+        )
+    header = ("name", "schedule", "next tick", "last tick", "missed")
+    return ["schedules:", *("  " + line for line in table(header, rows))]
+
+
+def _moment(epoch: object) -> str:
+    if not isinstance(epoch, int | float):
+        return "-"
+    return datetime.fromtimestamp(epoch).strftime("%Y-%m-%d %H:%M:%S")

@@ -1,4 +1,6 @@
-"""The ``coda`` command: ``supervisor``, ``run`` and ``status``."""
+"""The ``coda`` command: ``supervisor``, ``run`` and ``status`` here; the
+operator's ``result``, ``runs``, ``show``, ``cancel`` and ``purge`` in
+``_cli_steer``."""
 
 from __future__ import annotations
 
@@ -7,25 +9,19 @@ import json
 import logging
 import os
 import sys
-from ssl import SSLContext
 from typing import Any
 
 import click
 
+from . import _cli_steer
+from ._cli_connect import SupervisorTarget, client_options, refused
 from ._cli_run import Resume, wait_with_progress
 from ._cli_status import format_status
-from ._cli_tls import tls_client_options, tls_server_options
-from ._client_common import DEFAULT_ADDRESS
-from .client import Client
+from ._cli_tls import tls_server_options
 from .errors import CodaError, ConnectionLostError, RemoteError, ResultTimeoutError
 from .supervisor import SupervisorConfig
 
 __all__ = ["main"]
-
-SUPERVISOR_HELP = (
-    "Supervisor address (host:port or socket path). "
-    f"Default: $CODA_SUPERVISOR, else {DEFAULT_ADDRESS}."
-)
 
 
 @click.group()
@@ -157,6 +153,12 @@ def _split_queues(values: tuple[str, ...]) -> tuple[str, ...]:
     "workers: '*', 'queue:NAME' or task names, comma-separated (needs --celery-app).",
 )
 @click.option(
+    "--celery-beat",
+    is_flag=True,
+    help="Run the Celery app's beat_schedule from this supervisor, each tick once, "
+    "instead of from celery beat (stop celery beat: both would run every entry).",
+)
+@click.option(
     "--log-level",
     default="INFO",
     show_default=True,
@@ -182,6 +184,7 @@ def supervisor(
     fleet_lease: float,
     celery_app: str | None,
     celery_divert: tuple[str, ...],
+    celery_beat: bool,
     log_level: str,
 ) -> None:
     """Run a supervisor and its worker processes until SIGINT/SIGTERM."""
@@ -212,6 +215,7 @@ def supervisor(
         fleet_lease=fleet_lease,
         celery_app=celery_app,
         celery_divert=celery_divert,
+        celery_beat=celery_beat,
     )
     try:
         Supervisor(config).run()
@@ -239,15 +243,6 @@ def _parse_args(value: str) -> dict[str, Any]:
     help="Keyword arguments as a JSON object.",
 )
 @click.option(
-    "--supervisor",
-    "address",
-    envvar="CODA_SUPERVISOR",
-    default=DEFAULT_ADDRESS,
-    show_default=True,
-    help=SUPERVISOR_HELP,
-)
-@click.option("--token", envvar="CODA_TOKEN", help="Token, if the supervisor requires one.")
-@click.option(
     "--timeout",
     type=click.FloatRange(min=0),
     default=None,
@@ -260,16 +255,14 @@ def _parse_args(value: str) -> dict[str, Any]:
     help="Submit under this run id. If a run with this id exists (not yet expired), "
     "wait for it instead of starting another: how to get back to a run.",
 )
-@tls_client_options
+@client_options
 def run(
     name: str,
     args_json: str,
-    address: str,
-    token: str | None,
     timeout: float | None,
     no_wait: bool,
     run_id: str | None,
-    ssl: SSLContext | None,
+    supervisor: SupervisorTarget,
 ) -> None:
     """Run the task or workflow registered as NAME; print its result as JSON."""
     try:
@@ -278,12 +271,12 @@ def run(
         raise click.BadParameter(str(exc), param_hint="--args") from None
     resume: Resume | None = None
     try:
-        with Client(address, token=token, ssl=ssl) as client:
+        with supervisor.client() as client:
             handle = client.submit(name, args, run_id=run_id)
             if no_wait:
                 click.echo(handle.run_id)
                 return
-            resume = Resume(name, args_json, address, handle.run_id)
+            resume = Resume(name, args_json, supervisor.address, handle.run_id)
             result = wait_with_progress(handle, timeout)
     except KeyboardInterrupt:
         if resume is None:  # not accepted yet: nothing goes on
@@ -297,30 +290,34 @@ def run(
     except (ConnectionLostError, ResultTimeoutError) as exc:
         raise click.ClickException(resume.ended(exc) if resume else str(exc)) from None
     except CodaError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise refused(exc) from None
     click.echo(json.dumps(result, default=str))
 
 
 @main.command()
-@click.option(
-    "--supervisor",
-    "address",
-    envvar="CODA_SUPERVISOR",
-    default=DEFAULT_ADDRESS,
-    show_default=True,
-    help=SUPERVISOR_HELP,
-)
-@click.option("--token", envvar="CODA_TOKEN", help="Token, if the supervisor requires one.")
 @click.option("--json", "as_json", is_flag=True, help="Print the raw status as JSON.")
-@tls_client_options
-def status(address: str, token: str | None, as_json: bool, ssl: SSLContext | None) -> None:
-    """Show workers, queues, runs in flight, the coda:// broker's queues and per-name counts."""
+@client_options
+def status(as_json: bool, supervisor: SupervisorTarget) -> None:
+    """Show the supervisor's state.
+
+    Workers, queues, runs in flight, schedules, the coda:// broker's queues
+    and the counts per task and workflow name."""
     try:
-        with Client(address, token=token, ssl=ssl) as client:
+        with supervisor.client() as client:
             data = client.status()
     except CodaError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise refused(exc) from None
     if as_json:
         click.echo(json.dumps(data, indent=2, default=str))
         return
     click.echo(format_status(data))
+
+
+for _command in (
+    _cli_steer.result,
+    _cli_steer.runs,
+    _cli_steer.show,
+    _cli_steer.cancel,
+    _cli_steer.purge,
+):
+    main.add_command(_command)

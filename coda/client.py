@@ -4,6 +4,16 @@ One socket, one request at a time (a lock makes it safe to share between
 threads). For many concurrent runs from one process use ``AsyncClient``.
 What is said on the wire, and what each answer means, is the I/O-free
 ``ClientConnection``'s business; this class only moves its bytes.
+
+Results come to the client that submitted. A ``submit`` asks the supervisor
+to send the run's end on the same connection once it is durable (as
+``run`` does), as Celery's result consumer subscribes to a task's result
+when it sends the task. Whatever the client reads while waiting for one
+answer, it keeps the ends of runs whose handles are still alive, so the
+usual loop (``submit`` many, then each ``result()``) pays one round trip
+per run instead of two. A handle dropped unread lets its result go; a
+handle of an earlier connection, or one made from a run id, asks with
+``Await`` as before.
 """
 
 from __future__ import annotations
@@ -28,8 +38,9 @@ from ._connection import (
     Welcomed,
 )
 from ._handshake import HANDSHAKE_TIMEOUT
+from ._owed import Owed, OwedEnds
 from ._tls import SSLOption, client_context, open_socket
-from .errors import ResultTimeoutError
+from .errors import CodaError, ResultTimeoutError
 from .messages import (
     Accepted,
     Await,
@@ -61,10 +72,13 @@ class RunHandle:
     def __init__(self, client: Client, run_id: str) -> None:
         self.client = client
         self.run_id = run_id
+        self.owed: Owed | None = None  # its end comes unasked, on the connection that submitted
 
     def result(self, timeout: float | None = None) -> Any:
-        """Block until the run ends; return its value or raise its failure."""
-        return self.client._wait(self.run_id, timeout)
+        """Block until the run ends; return its value or raise its failure.
+        The first call takes the end sent unasked; a later one asks again (the
+        run may have expired meanwhile)."""
+        return outcome(self.client._finished(self.run_id, self.owed, timeout))
 
     def __repr__(self) -> str:
         return f"<RunHandle {self.run_id}>"
@@ -98,6 +112,7 @@ class Client:
         self._conn: ClientConnection | None = None
         self._events: deque[Event] = deque()
         self._lock = threading.RLock()
+        self._owed = OwedEnds()  # ends of submitted runs, kept for their handles
 
     # -- public API -------------------------------------------------------
 
@@ -124,12 +139,14 @@ class Client:
                 serializer=self.serializer,
                 run_id=run_id,
                 queue=queue,
-                wait=False,
+                wait=True,  # its end is sent here, unasked: see the module docstring
                 not_before=not_before,
             )
             reply = self._request(request, None)
             assert isinstance(reply, Accepted)
-            return RunHandle(self, reply.run_id)
+            handle = RunHandle(self, reply.run_id)
+            handle.owed = self._owed.expect(handle, conn, request.req_id)
+            return handle
 
     def run(
         self,
@@ -218,13 +235,38 @@ class Client:
             assert isinstance(reply, kind)
             return reply
 
-    def _wait(self, run_id: str, timeout: float | None) -> Any:
+    def _finished(self, run_id: str, owed: Owed | None, timeout: float | None) -> Finished:
+        """The run's end: the one its submit is owed on this connection, else
+        asked for with ``Await``."""
         with self._lock:
             deadline = None if timeout is None else time.monotonic() + timeout
             conn = self._connected()
+            if owed is not None and self._owed.owes(owed, conn):
+                return self._owed_end(owed.req_id, deadline)
             reply = self._request(Await(req_id=conn.next_request_id(), run_id=run_id), deadline)
             assert isinstance(reply, Finished)
-            return outcome(reply)
+            return reply
+
+    def _owed_end(self, req_id: int, deadline: float | None) -> Finished:
+        """Wait for the end a submit is owed (kept already, or next to come).
+        A timeout leaves it owed: a later ``result()`` still gets it."""
+        kept = self._owed.take(req_id)
+        if kept is None:
+            kept = self._wait_for(req_id, deadline)
+            self._owed.settled(req_id)
+        if isinstance(kept, CodaError):
+            raise kept
+        return kept
+
+    def _wait_for(self, req_id: int, deadline: float | None) -> Finished | CodaError:
+        while True:
+            match self._next_event(deadline, req_id, forget=False):
+                case Answer(req_id=answered, message=Finished() as message) if answered == req_id:
+                    return message
+                case Refused(req_id=refused, error=error) if refused == req_id:
+                    return error
+                case event:
+                    self._keep_or_fail(event)
 
     def _request(self, request: Request, deadline: float | None) -> Reply:
         """Send a request on the open connection; return its first answer."""
@@ -235,22 +277,33 @@ class Client:
 
     def _answer(self, req_id: int, deadline: float | None) -> Reply:
         """The next answer to ``req_id``; a refusal or a failed connection is
-        raised, and answers to requests given up earlier are passed over."""
+        raised; the ends of submitted runs are kept for their handles, and
+        answers to requests given up earlier are passed over."""
         while True:
             match self._next_event(deadline, req_id):
                 case Answer(req_id=answered, message=message) if answered == req_id:
                     return message
                 case Refused(req_id=refused, error=error) if refused == req_id:
                     raise error
-                case ConnectionFailed(error=error):
-                    self._drop()
-                    raise error
+                case event:
+                    self._keep_or_fail(event)
 
-    def _next_event(self, deadline: float | None, req_id: int) -> Event:
+    def _keep_or_fail(self, event: Event) -> None:
+        """An event for another request: keep a submitted run's end for its
+        handle; a failed connection is raised; anything else is passed over."""
+        if self._owed.keep(event):
+            return
+        if isinstance(event, ConnectionFailed):
+            self._drop()
+            raise event.error
+
+    def _next_event(self, deadline: float | None, req_id: int, forget: bool = True) -> Event:
+        self._owed.forget_dropped(self._conn)
         while not self._events:
             if not self._read(deadline):
                 assert self._conn is not None
-                self._conn.forget(req_id)
+                if forget:
+                    self._conn.forget(req_id)
                 raise ResultTimeoutError("the result did not arrive before the timeout")
         return self._events.popleft()
 
@@ -313,3 +366,4 @@ class Client:
         self._sock = None
         self._conn = None
         self._events.clear()
+        self._owed.clear()  # their handles ask again, with Await, on the next connection

@@ -58,6 +58,8 @@ class TaskInfo:
     ``redelivered``: a worker that held this job before died. ``fail_now``,
     callable from any thread, ends the attempt at once with that exception
     and replaces the worker process (for a watchdog whose task is stuck).
+    ``requeued``: the task gave its last delivery back (``RequeueRequested``)
+    and this is the next one.
     """
 
     job_id: str
@@ -65,6 +67,7 @@ class TaskInfo:
     attempt: int
     redelivered: bool
     fail_now: Callable[[BaseException], None]
+    requeued: bool = False
 
 
 current_task: ContextVar[TaskInfo | None] = ContextVar("coda_task", default=None)

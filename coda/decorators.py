@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any, Generic, Literal, ParamSpec, TypeVar, cast, overload
 
 from .errors import ConfigurationError
-from .registry import register
+from .registry import register, register_schedule
 from .retry import RetryPolicy
+from .schedules import Missed, declared_schedule
 from .serialization import registry as serializers
 
 __all__ = ["Spec", "TaskFunction", "WorkflowFunction", "task", "workflow"]
@@ -111,6 +113,10 @@ def task(
     queue: str | None = None,
     timeout: float | None = None,
     serializer: str | None = None,
+    schedule: str | timedelta | None = None,
+    schedule_args: Mapping[str, Any] | None = None,
+    schedule_missed: Missed = "latest",
+    schedule_timezone: str = "UTC",
 ) -> Callable[[Callable[P, R]], TaskFunction[P, R]]: ...
 
 
@@ -128,6 +134,10 @@ def task(
     queue: str | None = None,
     timeout: float | None = None,
     serializer: str | None = None,
+    schedule: str | timedelta | None = None,
+    schedule_args: Mapping[str, Any] | None = None,
+    schedule_missed: Missed = "latest",
+    schedule_timezone: str = "UTC",
 ) -> TaskFunction[P, R] | Callable[[Callable[P, R]], TaskFunction[P, R]]:
     """Register a sync or async function as a task: ``@coda.task`` or ``@coda.task(...)``.
 
@@ -137,7 +147,7 @@ def task(
     ``retry_jitter``); any other exception fails it at once. ``timeout``
     bounds one attempt: an async task is cancelled, a sync task's worker
     process is replaced. ``serializer`` encodes its result (a registered
-    name; msgpack by default).
+    name; msgpack by default). ``schedule`` runs it by itself: see ``workflow``.
     """
     _check_bare_target("task", fn)
     retry_types = _exception_types(retry_on)
@@ -159,7 +169,7 @@ def task(
             serializer=serializer,
         )
         decorated: TaskFunction[P, R] = TaskFunction(fn, spec)
-        register(spec)
+        _register(spec, schedule, schedule_args, schedule_missed, schedule_timezone)
         return decorated
 
     return decorate if fn is None else decorate(fn)
@@ -179,6 +189,10 @@ def workflow(
     retry_delay: float = 0.0,
     queue: str | None = None,
     serializer: str | None = None,
+    schedule: str | timedelta | None = None,
+    schedule_args: Mapping[str, Any] | None = None,
+    schedule_missed: Missed = "latest",
+    schedule_timezone: str = "UTC",
 ) -> Callable[[Callable[P, R]], WorkflowFunction[P, R]]: ...
 
 
@@ -191,12 +205,22 @@ def workflow(
     retry_delay: float = 0.0,
     queue: str | None = None,
     serializer: str | None = None,
+    schedule: str | timedelta | None = None,
+    schedule_args: Mapping[str, Any] | None = None,
+    schedule_missed: Missed = "latest",
+    schedule_timezone: str = "UTC",
 ) -> WorkflowFunction[P, R] | Callable[[Callable[P, R]], WorkflowFunction[P, R]]:
     """Register an async function as a workflow: ``@coda.workflow`` or ``@coda.workflow(...)``.
 
     A workflow that raises is rerun from the top up to ``max_retries`` times;
     the tasks it spawned with a ``cache_key`` return their stored results
     instead of running again.
+
+    ``schedule`` (a cron expression, in ``schedule_timezone``, or a
+    ``timedelta``) has the supervisor run it at every tick, exactly once,
+    with ``schedule_args``. ``schedule_missed`` says what a supervisor that
+    was down during ticks does when it starts: run the ``"latest"`` once
+    (the default), run ``"all"`` of them (at most 100) or ``"skip"`` them.
     """
     _check_bare_target("workflow", fn)
     policy = _policy(max_retries, retry_delay, 1.0, 600.0, False)
@@ -219,10 +243,34 @@ def workflow(
         )
         # iscoroutinefunction narrowed fn to a coroutine of Any; keep the caller's R
         decorated = WorkflowFunction(cast(Callable[P, R], fn), spec)
-        register(spec)
+        _register(spec, schedule, schedule_args, schedule_missed, schedule_timezone)
         return decorated
 
     return decorate if fn is None else decorate(fn)
+
+
+def _register(
+    spec: Spec,
+    when: str | timedelta | None,
+    args: Mapping[str, Any] | None,
+    missed: Missed,
+    timezone: str,
+) -> None:
+    """Register the spec, and its schedule if it has one (checked first:
+    a bad schedule registers nothing)."""
+    scheduled = declared_schedule(
+        spec.fn,
+        spec.name,
+        spec.kind,
+        when=when,
+        args=args,
+        missed=missed,
+        timezone=timezone,
+        serializer=spec.serializer,
+    )
+    register(spec)
+    if scheduled is not None:
+        register_schedule(scheduled)
 
 
 def _check_bare_target(kind: str, fn: object) -> None:

@@ -28,6 +28,7 @@ The hierarchy::
 
     BaseException
     └── RetryRequested            a task asks to run again later: a signal, not an error
+        └── RequeueRequested      a task gives its delivery back unchanged (a broker requeue)
 
 Only ``RemoteError`` subclasses cross the wire as data; the rest are raised
 where the problem is found.
@@ -58,6 +59,7 @@ __all__ = [
     "ProtocolError",
     "RemoteError",
     "RequestRefusedError",
+    "RequeueRequested",
     "ResultTimeoutError",
     "RetryRequested",
     "SerializationError",
@@ -174,6 +176,21 @@ class RetryRequested(BaseException):
         self.delay = max(0.0, float(delay))
         self.args_for_retry = args
         self.cause = cause
+
+
+class RequeueRequested(RetryRequested):
+    """Raised inside a task: give this delivery back, as a broker requeue does.
+
+    The same arguments run again, and the next delivery is marked requeued
+    (``TaskInfo.requeued``; Celery's ``delivery_info['redelivered']``). The
+    supervisor chooses when: the first requeue at once, each following one of
+    an unbroken run after a growing pause (``coda.supervisor.requeues``), so a
+    task that rejects every delivery does not spin a core. Celery's
+    ``Reject(requeue=True)`` becomes this.
+    """
+
+    def __init__(self, *, cause: BaseException | None = None) -> None:
+        super().__init__(0.0, cause=cause)
 
 
 class RemoteError(CodaError):

@@ -269,7 +269,9 @@ class PurgeReply(WireMessage, tag="purge_reply", frozen=True):
 
 
 class RunTask(WireMessage, tag="run_task", frozen=True):
-    """``redelivered``: a worker holding this job before died (the job was requeued)."""
+    """``redelivered``: a worker holding this job before died (the job was
+    requeued). ``requeued``: the task gave this delivery back itself
+    (``TaskDone.requeue``) and gets it again."""
 
     job_id: str
     name: str
@@ -277,6 +279,7 @@ class RunTask(WireMessage, tag="run_task", frozen=True):
     attempt: int
     run_id: str | None = None
     redelivered: bool = False
+    requeued: bool = False
 
 
 class CachedStep(msgspec.Struct, frozen=True, array_like=True):
@@ -335,12 +338,16 @@ class Started(WireMessage, tag="started", frozen=True):
 
 class TaskDone(WireMessage, tag="task_done", frozen=True):
     """``retry_args``: with a ``failure`` that has ``retry_in``, the arguments of
-    the next attempt (a task that re-enqueues itself with new arguments)."""
+    the next attempt (a task that re-enqueues itself with new arguments).
+    ``requeue``: the task gave its delivery back (``RequeueRequested``, the
+    reason in ``failure``): the supervisor runs it again, unchanged, after its
+    requeue backoff."""
 
     job_id: str
     result: Payload | None = None
     failure: Failure | None = None
     retry_args: Payload | None = None
+    requeue: bool = False
 
 
 class WorkflowDone(WireMessage, tag="workflow_done", frozen=True):

@@ -16,14 +16,17 @@ from .errors import ConfigurationError, UnknownNameError
 
 if TYPE_CHECKING:
     from .decorators import Spec
+    from .schedules import Schedule
 
 __all__ = [
     "APP_LOADERS",
     "adopt_celery_app",
+    "all_schedules",
     "all_specs",
     "get_spec",
     "import_modules",
     "register",
+    "register_schedule",
     "resolve_name",
 ]
 
@@ -31,6 +34,7 @@ APP_LOADERS = "coda.app_loaders"
 """Entry points of loaders of foreign apps' tasks (``celery``: ``--celery-app``)."""
 
 _specs: dict[str, Spec] = {}
+_schedules: dict[str, Schedule] = {}
 
 
 def register(spec: Spec) -> None:
@@ -55,6 +59,23 @@ def register(spec: Spec) -> None:
 
 def _origin(spec: Spec) -> str:
     return getattr(spec.fn, "__qualname__", repr(spec.fn))
+
+
+def register_schedule(schedule: Schedule) -> None:
+    """Add a schedule; its name (which names its ticks' runs) may only be
+    taken again from where it was declared (a module imported twice)."""
+    existing = _schedules.get(schedule.name)
+    if existing is not None and existing.origin != schedule.origin:
+        raise ConfigurationError(
+            f"schedule {schedule.name!r} is declared twice, by {existing.origin} and by "
+            f"{schedule.origin}: each schedule needs a name of its own"
+        )
+    _schedules[schedule.name] = schedule
+
+
+def all_schedules() -> list[Schedule]:
+    """The schedules this process knows, by name (the supervisor runs them)."""
+    return [_schedules[name] for name in sorted(_schedules)]
 
 
 def get_spec(name: str, kind: str | None = None) -> Spec:
@@ -93,14 +114,20 @@ def import_modules(modules: list[str]) -> None:
             raise ConfigurationError(f"cannot import module {module!r}: {exc}") from exc
 
 
-def adopt_celery_app(path: str, role: str = "supervisor") -> None:
+def adopt_celery_app(path: str, role: str = "supervisor", *, beat: bool = False) -> None:
     """Register every task of the Celery app at ``module:attribute`` as a Coda task.
 
     The loader is the ``celery`` entry of ``coda.app_loaders``, which the Celery
     bridge registers, so the core depends on it by no name at all. ``role`` is
     ``"worker"`` in worker processes, which also prepare to execute the tasks.
+    With ``beat`` (``--celery-beat``) the loader also registers the entries of
+    the app's ``beat_schedule`` as schedules (``register_schedule``).
     """
-    _app_loader("celery", "--celery-app")(path, role=role)
+    loader = _app_loader("celery", "--celery-app")
+    if beat:
+        loader(path, role=role, beat=True)
+    else:
+        loader(path, role=role)
 
 
 def _app_loader(kind: str, option: str) -> Callable[..., object]:

@@ -14,7 +14,7 @@ The lease ledger lives with the channel (``channels``), not the consumer:
 every delivery to an acking consumer is a lease (channel, delivery tag)
 until it is acked or rejected. When a channel closes or its connection drops
 (a worker killed with SIGKILL), its leases go back to the *front* of their
-queues with ``redelivered`` set, in their original order. There is no
+queues with ``redelivered`` set, at their places by arrival. There is no
 visibility timeout: a long task is never delivered twice while its consumer
 lives.
 
@@ -373,15 +373,15 @@ class Broker:
         self._records.delivered(envelope, no_ack)
 
     def _requeue(self, leases: list[Lease]) -> None:
-        """Back to the front of their queues, in their original order."""
+        """Back into their queues, each where it was by arrival (as RabbitMQ)."""
         touched: dict[int, BrokerQueue] = {}
-        for lease in reversed(leases):
+        for lease in leases:
             queue = self.queues.get(lease.queue)
             if queue is None:
                 continue
             lease.envelope.redelivered = True
             self._records.released(lease.envelope)
-            queue.push_front(lease.envelope)
+            queue.requeue(lease.envelope)
             touched[id(queue)] = queue
             self.counts["requeued"] += 1
         for queue in touched.values():

@@ -21,9 +21,10 @@ from ..messages import WireMessage
 from ..supervisor.extension import ClientPeer, ExtensionHost
 from .control import ControlNode
 from .divert import Diverter, DivertRules
+from .fleet import BrokerFleet
 from .messages import BROKER_REQUESTS
 from .service import BrokerService
-from .storage import open_broker_store
+from .storage import BrokerStore, MemoryBrokerStore, open_broker_store
 
 __all__ = ["BrokerExtension"]
 
@@ -39,13 +40,37 @@ class BrokerExtension:
             if not config.celery_app:
                 raise ConfigurationError("--celery-divert needs --celery-app")
             diverter = Diverter(rules, host.submit, host.is_task)
-        self.service = BrokerService(
-            result_ttl=config.result_ttl,
-            clock=host.clock,
-            divert=diverter,
-            store=open_broker_store(config.store, host.clock),
+        self._diverter = diverter
+        self._host = host
+        self.fleet: BrokerFleet | None = None
+        if config.store.startswith(("postgresql:", "postgres:")):  # a fleet: fleet.py
+            self.fleet = BrokerFleet(
+                config.store,
+                host.clock,
+                supervisor_id=host.supervisor_id,
+                token=config.token,
+                address=host.advertised_address,
+                become_leader=self._serve_from,
+            )
+            self.service = self._service(MemoryBrokerStore())  # until it leads, it relays
+        else:
+            self.service = self._service(open_broker_store(config.store, host.clock))
+
+    def _service(self, store: BrokerStore) -> BrokerService:
+        service = BrokerService(
+            result_ttl=self._host.config.result_ttl,
+            clock=self._host.clock,
+            divert=self._diverter,
+            store=store,
         )
-        self.service.node = ControlNode(host, self.service.broker)
+        service.node = ControlNode(self._host, service.broker)
+        return service
+
+    def _serve_from(self, store: BrokerStore) -> None:
+        """This supervisor leads the fleet's broker from now on."""
+        self.service.close()
+        self.service = self._service(store)
+        self.service.restore()
 
     @property
     def message_types(self) -> Collection[type[WireMessage]]:
@@ -53,18 +78,32 @@ class BrokerExtension:
 
     def start(self) -> None:
         """Reload the durable queues, messages and results of the previous
-        supervisor on this store (timers are armed on the host's clock)."""
-        self.service.restore()
+        supervisor on this store (timers are armed on the host's clock); on
+        a fleet, lead the broker if nobody does, else relay to the leader."""
+        if self.fleet is not None:
+            self.fleet.start()
+        else:
+            self.service.restore()
 
     def handle(self, peer: ClientPeer, message: WireMessage) -> None:
-        self.service.handle(peer, message)
+        if self.fleet is not None and not self.fleet.leading:
+            self.fleet.relay(peer, message)
+        else:
+            self.service.handle(peer, message)
 
     def disconnected(self, peer: ClientPeer) -> None:
+        if self.fleet is not None:
+            self.fleet.disconnected(peer)
         self.service.disconnected(peer)
 
     def statistics(self) -> dict[str, Any]:
-        return self.service.statistics()
+        stats = self.service.statistics()
+        if self.fleet is not None:
+            stats["fleet"] = self.fleet.statistics()
+        return stats
 
     def close(self) -> None:
         """Write what is pending to the store and close it."""
+        if self.fleet is not None:
+            self.fleet.close()
         self.service.close()

@@ -74,6 +74,7 @@ def active(host: ExtensionHost) -> list[dict[str, Any]]:
 def reserved(host: ExtensionHost) -> list[dict[str, Any]]:
     """Celery tasks the supervisor holds for its workers and that are due:
     waiting in a queue, or sent to a worker that has not started them."""
+
     def due(job: JobSummary) -> bool:
         return job.state == "queued" or (job.state == "running" and not job.started)
 

@@ -4,8 +4,9 @@ A queue holds ``Envelope`` objects (the opaque kombu message plus what the
 broker needs to know about it) in ten FIFO lanes, one per priority 0-9;
 ``pop`` takes from the highest non-empty lane, so a priority 9 message
 overtakes everything below it and equal priorities keep arrival order.
-Requeued messages (a rejected delivery, a dead consumer's leases) go back to
-the *front* of their lane. Expired messages are dropped when they reach the
+Requeued messages (a rejected delivery, a dead consumer's leases) go back
+where they were, as RabbitMQ puts them: before every message that arrived
+after them, whatever order they are requeued in. Expired messages are dropped when they reach the
 front, as RabbitMQ does, and handed to ``on_expired`` so the result store can
 mark the task revoked.
 
@@ -92,8 +93,17 @@ class BrokerQueue:
         self._lanes[self.lane(envelope.priority)].append(envelope)
         self._ready += 1
 
-    def push_front(self, envelope: Envelope) -> None:
-        self._lanes[self.lane(envelope.priority)].appendleft(envelope)
+    def requeue(self, envelope: Envelope) -> None:
+        """Put a delivered message back at its place by arrival (``seq``).
+
+        A lane is sorted by ``seq``: pushes get increasing numbers and requeues
+        keep theirs. Requeued messages gather at the front, so the scan is as
+        short as the number of them already back, not the queue's length."""
+        lane = self._lanes[self.lane(envelope.priority)]
+        index = 0
+        while index < len(lane) and lane[index].seq < envelope.seq:
+            index += 1
+        lane.insert(index, envelope)
         self._ready += 1
 
     def head(self, now: float, on_expired: Callable[[Envelope], None]) -> Envelope | None:

@@ -105,6 +105,8 @@ class Cancellations:
             self.cancel(child, terminate)
         worker = None if job.worker is None else self._dispatch.workers.get(job.worker)
         if job.state is not JobState.RUNNING or worker is None:
+            if job.state is JobState.QUEUED:
+                self._dispatch.withdraw(job)
             self._finish(job)  # it never starts
         elif self._interruptible(job, worker.held):
             worker.peer.send(StopJob(job_id=job.id))

@@ -53,6 +53,8 @@ class SupervisorConfig:
     celery_app: str | None = None  # "module:attribute" of a Celery app whose tasks to adopt
     # coda:// messages of adopted tasks that Coda workers take: "*", "queue:NAME", task names
     celery_divert: tuple[str, ...] = ()
+    # run the Celery app's beat_schedule from this supervisor (instead of celery beat)
+    celery_beat: bool = False
 
     def check(self) -> None:
         if self.workers < 0:
@@ -79,6 +81,10 @@ class SupervisorConfig:
                     f"refusing to listen on {host!r} without a token: set --token or "
                     "CODA_TOKEN, or listen on a loopback address"
                 )
+        if self.celery_beat and not self.celery_app:
+            raise ConfigurationError(
+                "--celery-beat runs a Celery app's beat_schedule: add --celery-app"
+            )
         if not queue_names_ok(self.queues):
             raise ConfigurationError(f"invalid --queues {self.queues!r}")
         check_server_options(self.tls_cert, self.tls_key, self.tls_ca, tcp=self.listen is not None)

@@ -39,6 +39,7 @@ job of its kind while it holds it. Its next deaths are then its own.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections import Counter, deque
 from collections.abc import Callable, Mapping
@@ -163,19 +164,28 @@ class Dispatcher:
             ready.append(job)
         self.schedule_pump()
 
-    def waiting_in(self, queue: str) -> list[Job]:
-        """The jobs ready and waiting in ``queue`` (not started, not held
-        back), oldest first."""
-        found = [
-            job
-            for waiting in (self._ready, self._isolated)
-            for (_, name), ready in waiting.items()
-            if name == queue
-            for job in ready
-            if job.state is JobState.QUEUED and self._live.get(job.id) is job
-        ]
+    def take_waiting(self, queue: str) -> list[Job]:
+        """Take every job ready and waiting in ``queue`` (not started, not
+        held back) out of it, oldest first: they are being purged."""
+        found = []
+        for waiting in (self._ready, self._isolated):
+            for (_, name), ready in waiting.items():
+                if name == queue:
+                    found += [job for job in ready if self._is_waiting(job)]
+                    ready.clear()
         found.sort(key=lambda job: job.created_at)
         return found
+
+    def withdraw(self, job: Job) -> None:
+        """Take one job out of its queue (it is cancelled before it started),
+        so the queue's depth no longer counts it."""
+        ready = (self._isolated if job.isolated else self._ready).get((job.kind, job.queue))
+        if ready is not None:
+            with contextlib.suppress(ValueError):
+                ready.remove(job)
+
+    def _is_waiting(self, job: Job) -> bool:
+        return job.state is JobState.QUEUED and self._live.get(job.id) is job
 
     def queued(self) -> dict[str, Counter[str]]:
         """Per queue, how many tasks and workflows wait (status)."""
@@ -352,7 +362,7 @@ class Dispatcher:
             ready = waiting.get((kind, queue))
             while ready:
                 job = ready.popleft()
-                if job.state is JobState.QUEUED and self._live.get(job.id) is job:
+                if self._is_waiting(job):
                     return job
         return None
 
@@ -387,6 +397,7 @@ class Dispatcher:
                 attempt=job.attempt,
                 run_id=job.parent_run,
                 redelivered=job.losses > 0,
+                requeued=job.requeues > 0,
             )
         )
 

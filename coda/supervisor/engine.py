@@ -201,7 +201,10 @@ class Engine:
             and msg.failure.retry_in is not None
         ):
             job.args = msg.retry_args  # the task re-enqueued itself with new arguments
-        self.jobs.settle(job, msg.result, msg.failure)
+        if msg.requeue and not job.cancelling:
+            self.jobs.requeue(job, msg.failure)
+        else:
+            self.jobs.settle(job, msg.result, msg.failure)
 
     def workflow_done(self, worker: WorkerHandle, msg: WorkflowDone) -> None:
         job = self._live.get(msg.run_id)

@@ -108,6 +108,16 @@ class ExtensionHost(Protocol):
     @property
     def config(self) -> SupervisorConfig: ...
 
+    @property
+    def supervisor_id(self) -> str:
+        """This supervisor's id (in a fleet, its name among the others)."""
+        ...
+
+    def advertised_address(self) -> str | None:
+        """The TCP address other hosts dial to reach this supervisor (a
+        wildcard listener gives its host name), once it listens; else None."""
+        ...
+
     def submit(self, peer: ClientPeer, message: Submit) -> None:
         """Start a task or workflow exactly as a client's ``Submit`` would;
         the answers (``Accepted`` or ``Error``, ``Finished`` with ``wait``)

@@ -42,6 +42,7 @@ class Job:
     cache_key: bytes | None = None
     attempt: int = 1
     losses: int = 0  # times its worker died while it ran there (it may have run before)
+    requeues: int = 0  # deliveries it gave back in a row (requeues.py); 0 after a retry
     blamed: int = 0  # deaths of its worker it was a suspect of (see Engine.worker_left)
     blamed_alone: int = 0  # ...of which it was the only suspect
     isolated: bool = False  # runs alone on its worker from now on

@@ -4,9 +4,9 @@ The engine (engine.py) turns messages into these transitions; this module
 makes them, in one place: a new job is held here and queued (or held back
 until its time), or, in a fleet, published for any supervisor to claim; an
 outcome settles it (a retry delays it, an end records it and answers its
-waiters); jobs recovered after a restart or claimed from a fleet's queues
-are adopted. Every change goes through ``Steps.save``, which decides what
-is written when.
+waiters) or requeues it (the task gave its delivery back: requeues.py); jobs
+recovered after a restart or claimed from a fleet's queues are adopted.
+Every change goes through ``Steps.save``, which decides what is written when.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from .clock import Clock
 from .dispatch import Dispatcher
 from .fleet import Fleet
 from .jobs import Job, JobState
+from .requeues import requeue_delay
 from .steps import Steps
 from .stores.base import Store
 from .waiters import Waiters
@@ -121,6 +122,7 @@ class Jobs:
             result, failure = None, CANCELLED
         elif failure is not None and failure.retry_in is not None:
             job.attempt += 1
+            job.requeues = 0  # a new message: its first requeue comes back at once
             job.failure = failure
             self.count(job.name, "retried")
             self.delay(job, self.clock.time() + failure.retry_in)
@@ -139,6 +141,20 @@ class Jobs:
             self.steps.run_finished(job)
         self.count(job.name, _outcome_label(job.state))
         self.waiters.job_ended(job)
+
+    def requeue(self, job: Job, failure: Failure | None) -> None:
+        """The task gave its delivery back: the same arguments run again, marked
+        requeued, at once the first time, then after requeues.py's backoff."""
+        job.worker = None
+        job.requeues += 1
+        job.failure = failure
+        self.count(job.name, "requeued")
+        delay = requeue_delay(job.requeues)
+        if delay > 0:
+            self.delay(job, self.clock.time() + delay)
+        else:
+            self.dispatch.enqueue(job, front=True)  # where it was, as a broker requeues
+        self.steps.save(job)
 
     def delay(self, job: Job, until: float) -> None:
         job.state = JobState.DELAYED

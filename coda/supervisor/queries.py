@@ -91,7 +91,7 @@ class Queries:
 
     def purge_queue(self, queue: str) -> int:
         """Cancel every job waiting in ``queue``; how many there were."""
-        waiting = self._dispatch.waiting_in(queue)
+        waiting = self._dispatch.take_waiting(queue)
         for job in waiting:
             self._cancel(job)
         return len(waiting)

@@ -24,7 +24,7 @@ from .._wire import parse_address
 from ..errors import CodaError, ConfigurationError
 from ..messages import Kind, Submit
 from ..serialization import registry as serializers
-from .clock import Clock, LoopClock
+from .clock import LoopClock
 from .config import SupervisorConfig
 from .engine import Engine, NameInfo, new_id
 from .extension import (
@@ -38,6 +38,7 @@ from .extension import (
 from .fleet import Fleet, FleetMember, SharedStore
 from .jobs import Job, JobState
 from .pool import WorkerPool, WorkerSettings
+from .scheduler import Scheduler
 from .server import SupervisorConnection
 from .state_dir import describe_store
 from .stores import open_store
@@ -61,10 +62,24 @@ def _worker_args(config: SupervisorConfig) -> tuple[str, ...]:
 class _Host:
     """What a supervisor offers its extensions (``ExtensionHost``)."""
 
-    def __init__(self, config: SupervisorConfig, engine: Engine, clock: Clock) -> None:
-        self.config = config
-        self.clock = clock
-        self._engine = engine
+    def __init__(self, supervisor: Supervisor) -> None:
+        self.config = supervisor.config
+        self.clock = supervisor.clock
+        self._engine = supervisor.engine
+        self._supervisor = supervisor
+
+    @property
+    def supervisor_id(self) -> str:
+        return self._supervisor.id
+
+    def advertised_address(self) -> str | None:
+        tcp = [a for a in self._supervisor.addresses if parse_address(a)[0] == "tcp"]
+        if not tcp:
+            return None
+        host, _, port = tcp[0].rpartition(":")
+        if host in ("0.0.0.0", "::", "[::]", ""):
+            host = socket.getfqdn()
+        return f"{host}:{port}"
 
     def submit(self, peer: ClientPeer, message: Submit) -> None:
         self._engine.submit(peer, message)
@@ -146,7 +161,7 @@ class Supervisor:
         self.id = new_id()[:12]
         registry.import_modules(list(config.modules))
         if config.celery_app:
-            registry.adopt_celery_app(config.celery_app)
+            registry.adopt_celery_app(config.celery_app, beat=config.celery_beat)
         self.clock = LoopClock()
         self.store = open_store(config.store, self.clock)
         accept = set(SAFE_CONTENT) | ({"pickle"} if config.accept_pickle else set())
@@ -158,9 +173,12 @@ class Supervisor:
             on_hung_worker=self._kill_worker,
         )
         self.fleet = self._join_fleet(config)
+        self.scheduler = Scheduler(
+            registry.all_schedules(), self.clock, self.store, self.engine.submit, self._lookup
+        )
         self.extensions = Extensions(
             discover_extensions() if extensions is None else extensions,
-            _Host(config, self.engine, self.clock),
+            _Host(self),
         )
         self.pool = WorkerPool(
             config.workers,
@@ -228,6 +246,7 @@ class Supervisor:
             self.extensions.close()
             self.store.close()
             raise
+        self.scheduler.start()  # its ticks queue until workers join
         await self.pool.start()
         if self.fleet is not None and self.engine.fleet is not None:
             self.fleet.start(self.engine.fleet)
@@ -274,6 +293,7 @@ class Supervisor:
         the store, for the next supervisor on it to run."""
         loop = asyncio.get_running_loop()
         idle: asyncio.Future[None] = loop.create_future()
+        self.scheduler.stop()  # ticks from now on are missed ticks of the next start
         self.engine.drain(lambda: _resolve(idle, None))
         try:
             await asyncio.wait_for(idle, grace)
@@ -294,6 +314,7 @@ class Supervisor:
         saved as requeued (without counting a loss: we are draining)."""
         if self._housekeeping is not None:
             self._housekeeping.cancel()
+        self.scheduler.stop()
         if not self.engine.draining:
             self.engine.drain(lambda: None)
         for server in self._servers:
@@ -328,6 +349,7 @@ class Supervisor:
 
     def status(self) -> dict[str, Any]:
         status = self.engine.status()
+        status["schedules"] = self.scheduler.status()
         status["supervisor"] = {
             "id": self.id,
             "pid": os.getpid(),

@@ -35,7 +35,7 @@ from .._outcome import (
 )
 from ..context import TaskInfo, current_task
 from ..decorators import Spec
-from ..errors import CodaError, RetryRequested
+from ..errors import CodaError, RequeueRequested, RetryRequested
 from ..messages import Failure, Message, RunTask, Started, TaskDone
 from ..serialization import DEFAULT_SERIALIZER
 from ..serialization import registry as serializers
@@ -147,7 +147,7 @@ class TaskRunner:
             return TaskDone(job_id=msg.job_id, failure=failure_from(exc))
         loop = asyncio.get_running_loop()
         fail_now = partial(self._fail_now_threadsafe, loop, msg.job_id)
-        info = TaskInfo(msg.job_id, msg.name, msg.attempt, msg.redelivered, fail_now)
+        info = TaskInfo(msg.job_id, msg.name, msg.attempt, msg.redelivered, fail_now, msg.requeued)
         current_task.set(info)  # this coroutine runs in its own asyncio task (own context)
         serializer = spec.serializer or DEFAULT_SERIALIZER
         try:
@@ -208,7 +208,10 @@ def _is_async(name: str) -> bool:
 
 
 def retry_done(job_id: str, exc: RetryRequested, serializer: str) -> TaskDone:
-    """The answer to a task that asked to run again (with new arguments, maybe)."""
+    """The answer to a task that asked to run again (with new arguments, maybe),
+    or gave its delivery back (``RequeueRequested``: the supervisor picks when)."""
+    if isinstance(exc, RequeueRequested):
+        return TaskDone(job_id=job_id, failure=failure_from(exc.cause or exc), requeue=True)
     failure = failure_from(exc.cause or exc, exc.delay)
     try:
         args = None if exc.args_for_retry is None else encode_value(exc.args_for_retry, serializer)

@@ -3,8 +3,11 @@
 ``CODA_BROKER_URL`` (``coda://host:port``) names the supervisor; the result
 backend is the same address unless ``CODA_RESULT_BACKEND`` says otherwise.
 The only Coda-specific line is the import that registers the ``coda://``
-scheme with kombu. Tasks record what happened by appending lines to a file
-the test names (``path``), so a test can count executions across processes.
+scheme with kombu. A ``redis://`` URL instead runs the same app on Redis, the
+reference the tests compare with, its keys prefixed with
+``CODA_TEST_CELERY_PREFIX`` (tests/redis_keys.py). Tasks record what happened
+by appending lines to a file the test names (``path``), so a test can count
+executions across processes.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import time
 from typing import Any
 
 from celery import Celery, Task
+from celery.exceptions import Reject
 
 import coda.compat.kombu  # noqa: F401  (registers coda:// with kombu)
 from tests.apps.journal import lines, record  # noqa: F401  (tests read lines)
@@ -31,6 +35,9 @@ app.conf.update(
     # the -E of the Coda workers (the Flower test turns it on)
     worker_send_task_events=os.environ.get("CODA_TEST_TASK_EVENTS") == "1",
 )
+if BROKER_URL.startswith("redis://"):
+    _prefix = {"global_keyprefix": os.environ["CODA_TEST_CELERY_PREFIX"]}
+    app.conf.update(broker_transport_options=_prefix, result_backend_transport_options=_prefix)
 
 
 @app.task
@@ -91,3 +98,13 @@ def slow_once(self: Task, path: str, seconds: float) -> int:
     time.sleep(seconds)
     record(path, "done")
     return os.getpid()
+
+
+@app.task(bind=True, acks_late=True)
+def reject_once(self: Task, path: str) -> str:
+    """Celery's requeue pattern: reject the first delivery, run the redelivered one."""
+    redelivered = bool(self.request.delivery_info.get("redelivered"))
+    record(path, f"run redelivered={redelivered}")
+    if not redelivered:
+        raise Reject("not on the first delivery", requeue=True)
+    return "ran on the redelivery"

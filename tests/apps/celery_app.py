@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 from celery import Celery, Task, signals
-from celery.exceptions import SoftTimeLimitExceeded
+from celery.exceptions import Reject, SoftTimeLimitExceeded
 
 from tests.apps.journal import lines, record  # noqa: F401  (tests read lines)
 from tests.redis_keys import DEFAULT_URL
@@ -165,6 +165,27 @@ def early_ack_wait(self: Task, path: str, release: str) -> int:
     while not os.path.exists(release) and time.monotonic() < deadline:
         time.sleep(0.02)
     return os.getpid()
+
+
+@app.task(bind=True, acks_late=True)
+def reject_once(self: Task, path: str) -> str:
+    """Celery's requeue pattern: reject the first delivery, run the redelivered one."""
+    redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
+    record(path, f"run redelivered={redelivered}")
+    if not redelivered:
+        raise Reject("not on the first delivery", requeue=True)
+    return "ran on the redelivery"
+
+
+@app.task(bind=True, acks_late=True)
+def reject_times(self: Task, path: str, times: int) -> int:
+    """Requeues its first ``times`` deliveries, then returns how many it saw."""
+    redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
+    deliveries = record(path, "delivery")
+    record(path, f"at {time.time()} redelivered={redelivered}")
+    if deliveries <= times:
+        raise Reject("not yet", requeue=True)
+    return deliveries
 
 
 @app.task(ignore_result=True)

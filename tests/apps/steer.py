@@ -60,3 +60,15 @@ async def two_steps_then_fails_once(journal: str) -> str:
         raise RuntimeError("the first attempt fails after step a")
     second = await coda.context.spawn_task(step, {"journal": journal, "name": "b"}, cache_key=["b"])
     return f"{first}{second}"
+
+
+@coda.task()
+def breaks(journal: str) -> None:
+    record(journal, "breaks ran")
+    raise ValueError("the step broke")
+
+
+@coda.workflow(max_retries=0)
+async def fails_in_a_step(journal: str) -> None:
+    await coda.context.spawn_task(step, {"journal": journal, "name": "ok"}, cache_key=["ok"])
+    await coda.context.spawn_task(breaks, {"journal": journal}, cache_key=["broken"])

@@ -22,7 +22,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 class CeleryWorker:
     """``celery -A tests.apps.broker_app worker -P prefork`` in its own process group
-    (``app`` names another app module)."""
+    (``app`` names another app module; ``env`` adds to or overrides its environment,
+    e.g. ``CODA_BROKER_URL``)."""
 
     def __init__(
         self,
@@ -32,6 +33,7 @@ class CeleryWorker:
         queues: str = "celery",
         concurrency: int = 2,
         app: str = "tests.apps.broker_app",
+        env: dict[str, str] | None = None,
     ):
         self.log = log
         self.name = f"w{uuid.uuid4().hex[:8]}@%h"
@@ -56,7 +58,7 @@ class CeleryWorker:
             "-n",
             self.name,
         ]
-        env = {**os.environ, "CODA_BROKER_URL": f"coda://{address}"}
+        env = {**os.environ, "CODA_BROKER_URL": f"coda://{address}", **(env or {})}
         env.pop("CODA_RESULT_BACKEND", None)
         with open(log, "wb") as out:
             self.process = subprocess.Popen(

@@ -7,6 +7,7 @@ imports ``coda.compat.kombu`` to register the scheme).
 
 from __future__ import annotations
 
+import logging
 import socket
 import time
 from pathlib import Path
@@ -16,6 +17,7 @@ import pytest
 from celery import chain, chord, group
 from celery.exceptions import ChordError, TaskRevokedError
 from celery.result import AsyncResult, GroupResult
+from celery.utils.dispatch import Signal
 
 from coda.compat.kombu.backend import CodaBackend
 from coda.testing import SupervisorProcess, wait_until
@@ -68,6 +70,27 @@ def test_retry_and_autoretry(tmp_path: Path) -> None:
     assert tasks.flaky.delay(str(tmp_path / "f"), 2).get(timeout=TIMEOUT) == 3
     assert tasks.auto_flaky.delay(str(tmp_path / "a"), 2).get(timeout=TIMEOUT) == 3
     assert tasks.lines(str(tmp_path / "a")).count("attempt") == 3
+
+
+def test_a_signal_handler_forwarding_its_kwargs_publishes_and_names_what_was_dropped(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """``signal=<Signal>`` (and any other keyword) is not an AMQP property: dropped,
+    as AMQP clients do, and each name logged once per process (RabbitMQ drops them
+    too; kombu's Redis transport raises ``TypeError``)."""
+    sent: list[AsyncResult] = []
+
+    def forward(sender: object = None, **kwargs: Any) -> None:
+        sent.append(tasks.add.apply_async((2, 3), **kwargs))
+
+    order_paid = Signal(name="order_paid")
+    order_paid.connect(forward, weak=False)
+    with caplog.at_level(logging.WARNING, logger="coda.compat.kombu"):
+        order_paid.send(sender="shop", paid_with=object())
+        order_paid.send(sender="shop", paid_with=object())
+    assert [result.get(timeout=TIMEOUT) for result in sent] == [5, 5]
+    dropped = [r.getMessage() for r in caplog.records if "'paid_with'" in r.getMessage()]
+    assert len(dropped) == 1 and "dropped" in dropped[0], dropped
 
 
 def test_chain_group_and_saved_group(celery_app: Any) -> None:

@@ -4,6 +4,7 @@ messages the supervisor diverts (by task or queue), stock Celery workers the res
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,6 +12,7 @@ from celery import Celery
 
 import coda.compat.kombu  # noqa: F401  (registers coda://)
 from coda.testing import SupervisorProcess, wait_until
+from tests.apps import broker_app
 from tests.broker.processes import CeleryWorker, free_port
 
 pytestmark = pytest.mark.e2e
@@ -72,3 +74,16 @@ def test_a_chain_crosses_fleets_through_the_broker(mixed: tuple[SupervisorProces
     chained = (add.clone((1, 2)) | mul.clone((10,)) | add.clone((5,))).apply_async()
     assert chained.get(timeout=TIMEOUT) == 35
     wait_until(lambda: succeeded(supervisor, "mul") == before + 1, what="mul to run on Coda")
+
+
+def test_a_diverted_task_that_rejects_with_requeue_gets_a_redelivery(
+    mixed: tuple[SupervisorProcess, Any], tmp_path: Path
+) -> None:
+    supervisor, producer = mixed
+    path = str(tmp_path / "deliveries")
+    result = producer.send_task(f"{APP}.reject_once", (path,), queue="to-coda")
+    assert result.get(timeout=TIMEOUT) == "ran on the redelivery"
+    assert broker_app.lines(path) == ["run redelivered=False", "run redelivered=True"]
+    # the Celery result is stored before the Coda job ends: wait for its count
+    wait_until(lambda: succeeded(supervisor, "reject_once") == 1, what="the Coda run to end")
+    assert supervisor.status()["names"][f"{APP}.reject_once"]["requeued"] == 1

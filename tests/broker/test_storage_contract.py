@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from coda.broker.storage import (
@@ -25,7 +26,10 @@ from coda.broker.storage import (
     StoredQueue,
     StoredResult,
 )
+from coda.broker.storage.postgres import PostgresBrokerStore
 from coda.supervisor.clock import ManualClock
+from coda.supervisor.stores.postgres.schema import PostgresUrl
+from tests.postgres import fresh_schema
 from tests.stores.committed import wait_committed
 
 
@@ -51,6 +55,25 @@ def _memory(tmp_path: Path) -> Iterator[Subject]:
     yield Subject(store, ManualClock(), lambda: store)
 
 
+def _postgres(tmp_path: Path) -> Iterator[Subject]:
+    with fresh_schema() as url:
+        clock = ManualClock()
+        where = PostgresUrl(url)
+        opened = [PostgresBrokerStore(psycopg.connect(where.dsn), where.schema, clock=clock)]
+
+        def reopen() -> BrokerStore:
+            opened[-1].close()
+            store = PostgresBrokerStore(psycopg.connect(where.dsn), where.schema, clock=clock)
+            opened.append(store)
+            return opened[-1]
+
+        try:
+            yield Subject(opened[0], clock, reopen)
+        finally:
+            for store in opened:
+                store.close()
+
+
 def _sqlite(tmp_path: Path) -> Iterator[Subject]:
     path = str(tmp_path / "state.sqlite3")
     clock = ManualClock()
@@ -68,7 +91,7 @@ def _sqlite(tmp_path: Path) -> Iterator[Subject]:
             store.close()
 
 
-STORES = {"memory": _memory, "sqlite": _sqlite}
+STORES = {"memory": _memory, "sqlite": _sqlite, "postgres": _postgres}
 
 
 @pytest.fixture(params=sorted(STORES))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import uuid
@@ -251,3 +252,20 @@ def test_a_refusal_because_the_supervisor_stops_is_a_connection_error(
             channel.basic_publish({"body": b"x", "properties": {}}, "", "q")
         assert not link.connected
         assert ConnectionLostError in connection.recoverable_connection_errors
+
+
+def test_envelope_keeps_amqp_properties_and_drops_the_rest_naming_each_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    properties = {"correlation_id": "abc", "reply_to": "r", "priority": 3, "delivery_mode": 2}
+    odd = {"envelope_test_signal": object(), "envelope_test_extra": "x"}
+    with caplog.at_level(logging.WARNING, logger="coda.compat.kombu"):
+        for _ in range(2):
+            message = {"body": b"[]", "headers": {}, "properties": {**properties, **odd}}
+            frame = encode_publish(message, "", "q")
+    kept = decode_delivery(Deliver(1, "tag", 7, "q", frame.body))["properties"]
+    assert {name: kept[name] for name in properties} == properties
+    assert not kept.keys() & odd.keys() and kept["delivery_info"]["routing_key"] == "q"
+    named = [r.getMessage() for r in caplog.records if "envelope_test_" in r.getMessage()]
+    assert len(named) == 2  # one line per property name, not per message
+    assert "'envelope_test_extra' (str)" in named[0] and "'envelope_test_signal'" in named[1]

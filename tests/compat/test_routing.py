@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from celery.result import AsyncResult
+from celery.utils.dispatch import Signal
 from kombu.exceptions import OperationalError
 
 from coda.compat.celery import SupervisorUnreachable, install, uninstall
@@ -58,6 +61,27 @@ def test_countdown_eta_task_id_and_priority(route: Route) -> None:
     assert result.id == task_id and request["id"] == task_id
     assert request["priority"] == 7  # carried to the task's delivery_info
     assert request["hostname"].startswith("coda-")  # run by a Coda worker
+
+
+def test_a_signal_handler_forwarding_its_kwargs_runs_on_coda_and_names_what_was_dropped(
+    route: Route, caplog: pytest.LogCaptureFixture
+) -> None:
+    route({"tests.apps.celery_app.*": 1.0})
+    sent: list[AsyncResult] = []
+
+    def forward(sender: object = None, **kwargs: object) -> None:
+        sent.append(tasks.request_info.apply_async((1,), **kwargs))
+
+    refunded = Signal(name="order_refunded")
+    refunded.connect(forward, weak=False)
+    with caplog.at_level(logging.WARNING, logger="coda.compat.kombu"):
+        refunded.send(sender="shop", refund_of=object())
+        refunded.send(sender="shop", refund_of=object())
+    infos = [result.get(timeout=30) for result in sent]
+    assert [info["args"] for info in infos] == [[1], [1]]
+    assert all(info["hostname"].startswith("coda-") for info in infos)
+    dropped = [r.getMessage() for r in caplog.records if "'refund_of'" in r.getMessage()]
+    assert len(dropped) == 1 and "dropped" in dropped[0], dropped
 
 
 def test_queues_follow_celery_routing(route: Route) -> None:

@@ -27,6 +27,7 @@ from coda.compat.celery.limits import limits_for
 from coda.compat.celery.message import ENVELOPE, CeleryMessage, parse_job_args
 from coda.compat.celery.producer import MessageProducer
 from coda.compat.celery.rollout import Rollout
+from coda.compat.kombu.canvas_shapes import nested, tracked_ids
 from coda.errors import CodaError, ConfigurationError
 
 app = Celery("units", broker="memory://", backend="cache+memory://", set_as_current=False)
@@ -205,3 +206,16 @@ def test_unsupported_canvases_are_left_to_celery() -> None:
 def test_the_bridges_errors_are_coda_errors() -> None:
     assert issubclass(UnsupportedCanvas, CodaError)
     assert issubclass(StepFailed, CodaError)
+
+
+def test_the_result_ids_a_chained_group_or_chord_is_waited_on_by() -> None:
+    steps = group(chain(add.s(1), add.s(2)), chord([add.s(3)], add.s(4)), add.s(5))
+    frozen = steps.freeze()
+    expected = [r.id for r in frozen.results]
+    assert list(tracked_ids(dict(steps))) == expected and len(expected) == 3
+    assert list(tracked_ids(dict(chord([add.s(6)], steps)))) == expected
+
+
+def test_flat_chord_values_take_the_shape_of_the_header() -> None:
+    header = group(add.s(1), chain(add.s(2), group(add.s(3), add.s(4)))).freeze()
+    assert nested(header.results, iter([1, 3, 4])) == [1, [3, 4]]

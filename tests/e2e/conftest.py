@@ -16,6 +16,19 @@ def supervisor() -> Iterator[SupervisorProcess]:
         yield sup
 
 
+@pytest.fixture(scope="module")
+def steer_supervisor() -> Iterator[SupervisorProcess]:
+    """A supervisor of the runs an operator steers (tests/apps/steer.py)."""
+    with SupervisorProcess(["tests.apps.steer"], workers=2) as sup:
+        wait_until(lambda: len(sup.status()["workers"]) == 2, what="both workers")
+        yield sup
+
+
+@pytest.fixture
+def journal(tmp_path: Path) -> str:
+    return str(tmp_path / "journal.log")
+
+
 @pytest.fixture
 def client(supervisor: SupervisorProcess):  # type: ignore[no-untyped-def]
     with supervisor.client() as client:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,32 +15,20 @@ from tests.apps.journal import lines
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture(scope="module")
-def supervisor() -> Iterator[SupervisorProcess]:
-    with SupervisorProcess(["tests.apps.steer"], workers=2) as sup:
-        wait_until(lambda: len(sup.status()["workers"]) == 2, what="both workers")
-        yield sup
-
-
-@pytest.fixture
-def journal(tmp_path: Path) -> str:
-    return str(tmp_path / "journal.log")
-
-
 def settled(sup: SupervisorProcess) -> bool:
     return sup.status()["jobs_in_flight"] == 0
 
 
 def test_cancelling_a_workflow_cancels_its_await_runs_its_finally_and_stops_its_task(
-    supervisor: SupervisorProcess, journal: str
+    steer_supervisor: SupervisorProcess, journal: str
 ) -> None:
-    with supervisor.client() as client:
+    with steer_supervisor.client() as client:
         handle = client.submit(steer.cancellable, {"journal": journal})
         wait_until(lambda: "sleeps began" in lines(journal), what="the spawned task to begin")
         assert client.cancel(handle.run_id) == "cancelling"
         with pytest.raises(coda.Cancelled):
             handle.result(timeout=30)
-        wait_until(lambda: settled(supervisor), what="nothing left in flight")
+        wait_until(lambda: settled(steer_supervisor), what="nothing left in flight")
         # (the task may run on the other worker: the two stop in either order)
         assert sorted(lines(journal)) == [
             "sleeps began",
@@ -54,9 +41,9 @@ def test_cancelling_a_workflow_cancels_its_await_runs_its_finally_and_stops_its_
 
 
 def test_a_queued_task_is_cancelled_before_it_runs(
-    supervisor: SupervisorProcess, journal: str
+    steer_supervisor: SupervisorProcess, journal: str
 ) -> None:
-    with supervisor.client() as client:
+    with steer_supervisor.client() as client:
         handle = client.submit(steer.parked, {"journal": journal})  # nobody consumes "parked"
         assert client.cancel(handle.run_id) == "cancelled"
         with pytest.raises(coda.Cancelled):
@@ -65,10 +52,10 @@ def test_a_queued_task_is_cancelled_before_it_runs(
 
 
 def test_terminate_stops_a_running_sync_task_by_replacing_its_worker(
-    supervisor: SupervisorProcess, journal: str, tmp_path: Path
+    steer_supervisor: SupervisorProcess, journal: str, tmp_path: Path
 ) -> None:
     gate = tmp_path / "gate"
-    with supervisor.client() as client:
+    with steer_supervisor.client() as client:
         restarts = client.status()["supervisor"]["worker_restarts"]
         handle = client.submit(steer.blocks, {"journal": journal, "gate": str(gate)})
         wait_until(lambda: "blocks began" in lines(journal), what="the sync task to begin")
@@ -86,9 +73,9 @@ def test_terminate_stops_a_running_sync_task_by_replacing_its_worker(
 
 
 def test_cancel_refuses_a_finished_or_unknown_run_and_changes_nothing(
-    supervisor: SupervisorProcess, journal: str
+    steer_supervisor: SupervisorProcess, journal: str
 ) -> None:
-    with supervisor.client() as client:
+    with steer_supervisor.client() as client:
         handle = client.submit(steer.step, {"journal": journal, "name": "x"})
         assert handle.result(timeout=30) == "x"
         with pytest.raises(RequestRefusedError, match="already succeeded; nothing was changed"):
@@ -99,9 +86,9 @@ def test_cancel_refuses_a_finished_or_unknown_run_and_changes_nothing(
 
 
 def test_show_tells_cached_steps_from_executed_ones(
-    supervisor: SupervisorProcess, journal: str
+    steer_supervisor: SupervisorProcess, journal: str
 ) -> None:
-    with supervisor.client() as client:
+    with steer_supervisor.client() as client:
         handle = client.submit(steer.two_steps_then_fails_once, {"journal": journal})
         assert handle.result(timeout=30) == "ab"
         run, steps = client.show(handle.run_id)
@@ -113,8 +100,10 @@ def test_show_tells_cached_steps_from_executed_ones(
         assert lines(journal) == ["step a", "step b"]
 
 
-def test_runs_filters_and_refuses_a_bad_filter(supervisor: SupervisorProcess, journal: str) -> None:
-    with supervisor.client() as client:
+def test_runs_filters_and_refuses_a_bad_filter(
+    steer_supervisor: SupervisorProcess, journal: str
+) -> None:
+    with steer_supervisor.client() as client:
         for name in "pq":
             client.run(steer.step, {"journal": journal, "name": name}, timeout=30)
         recent = client.runs(name="tests.apps.steer.step", state="succeeded", limit=2)
@@ -129,9 +118,9 @@ def test_runs_filters_and_refuses_a_bad_filter(supervisor: SupervisorProcess, jo
 
 
 def test_purge_drops_the_jobs_waiting_in_a_queue(
-    supervisor: SupervisorProcess, journal: str
+    steer_supervisor: SupervisorProcess, journal: str
 ) -> None:
-    with supervisor.client() as client:
+    with steer_supervisor.client() as client:
         handles = [client.submit(steer.parked, {"journal": journal}) for _ in range(3)]
         assert client.purge("parked") == 3
         for handle in handles:

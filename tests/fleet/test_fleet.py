@@ -159,3 +159,39 @@ def test_any_supervisor_cancels_a_run_another_one_holds(store_url: str, tmp_path
     finally:
         a.close()
         Path(gate).touch()
+
+
+def test_a_schedule_ticks_once_across_the_fleet(store_url: str, tmp_path: Path) -> None:
+    """Every supervisor runs the scheduler; each tick is still one run, run once."""
+    journal = tmp_path / "ticks.log"
+    env = {"CODA_TEST_SCHEDULE_JOURNAL": str(journal)}
+    task = "tests.apps.scheduled.every_second"
+
+    def ticks() -> list[str]:
+        return [line for line in lines(str(journal)) if line.startswith(task + "@")]
+
+    with contextlib.ExitStack() as stack:
+        members = [
+            stack.enter_context(
+                SupervisorProcess(
+                    ["tests.apps.scheduled"],
+                    workers=1,
+                    store=store_url,
+                    env=env,
+                    extra_args=["--fleet-lease", LEASE],
+                )
+            )
+            for _ in range(2)
+        ]
+        wait_until(lambda: len(members[0].status()["fleet"]["members"]) == 2, what="both joined")
+        first = len(ticks())
+        wait_until(lambda: len(ticks()) >= first + 5, timeout=60, what="five ticks with both up")
+        recorded = ticks()
+        with members[1].client() as client:
+            runs = client.runs(name=task, limit=1000)
+    assert len(recorded) == len(set(recorded))  # no tick ran twice
+    submitted = [run.id for run in runs]
+    assert len(submitted) == len(set(submitted))  # no tick was submitted twice
+    assert set(recorded) <= set(submitted)  # each tick that ran is one run of the fleet
+    succeeded = {run.id for run in runs if run.state == "succeeded"}
+    assert succeeded <= set(recorded)  # a run the store calls done ran (once, above)

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from coda.messages import Failure, Payload
 from coda.supervisor.jobs import Job, JobState
 from coda.supervisor.stores import Store
+from coda.supervisor.stores.base import ScheduleMark
 from tests.stores.conftest import StoreUnderTest
 
 ARGS = Payload("application/x-msgpack", "binary", b"\x80")
@@ -283,3 +284,21 @@ def test_children_are_what_a_run_spawned_oldest_first(subject: StoreUnderTest) -
     subject.committed()
     assert [job.id for job in store.children("run")] == ["first", "second"]
     assert store.children("nobody") == []
+
+
+def test_schedule_marks_never_move_back_and_outlive_a_restart(subject: StoreUnderTest) -> None:
+    store = subject.store
+    assert store.schedule_marks() == {}
+    store.save_schedule_mark("hourly", ScheduleMark(covered=100.0))
+    store.save_schedule_mark("hourly", ScheduleMark(covered=200.0, last_tick=180.0))
+    store.save_schedule_mark("daily", ScheduleMark(covered=50.0, last_tick=40.0))
+    subject.committed()
+    store.save_schedule_mark("hourly", ScheduleMark(covered=150.0, last_tick=120.0))  # older
+    store.save_schedule_mark("daily", ScheduleMark(covered=60.0))  # no tick run since
+    subject.committed()
+    expected = {
+        "hourly": ScheduleMark(covered=200.0, last_tick=180.0),
+        "daily": ScheduleMark(covered=60.0, last_tick=40.0),
+    }
+    for opened in now_and_reopened(subject):
+        assert opened.schedule_marks() == expected

@@ -45,7 +45,9 @@ def clock() -> ManualClock:
 
 @pytest.fixture
 def store(path: str, clock: ManualClock) -> Iterator[SqliteStore]:
-    opened = SqliteStore(path, clock=clock)
+    """Every commit on the commit thread, as under load (the loop's own
+    small commits are tested apart, below)."""
+    opened = SqliteStore(path, clock=clock, commit_on_loop=False)
     try:
         yield opened
     finally:

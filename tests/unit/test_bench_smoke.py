@@ -33,7 +33,8 @@ def test_every_benchmark_yields_rows_at_toy_size(redis_url: str) -> None:
     for fragment in fragments:
         assert any(fragment in name for name in names), (fragment, names)
     assert all(row.coda > 0 for row in rows)
-    throughput = [row for row in rows if row.name.startswith("no-op tasks, 2 x 10 in flight")]
+    blocking = "no-op tasks, 2 x 10, 2 workers, blocking"
+    throughput = [row for row in rows if row.name.startswith(blocking)]
     assert throughput and throughput[0].baseline is not None  # Celery really ran
     judged = [row for row in rows if row.goal is not None]
     assert throughput[0] in judged and any(row.name.startswith("cache hit") for row in judged)

@@ -144,3 +144,23 @@ def test_cancel_refuses_unknown_and_finished_runs_and_changes_nothing(
     assert "succeeded; nothing was changed" in refusals[0].message
     job = engine.store.get_job("done")
     assert job is not None and job.state is JobState.SUCCEEDED and job.result == RESULT
+
+
+def test_queue_depths_leave_out_cancelled_and_purged_jobs(
+    engine: Engine, clock: ManualClock
+) -> None:
+    """Nobody consumes "other": its cancelled jobs are never popped from the
+    queue, and must not be counted as waiting there."""
+    for i in range(4):
+        engine.submit(FakePeer(), Submit(req_id=i, name="other_q", args=ARGS, run_id=f"r{i}"))
+    clock.settle()
+    assert engine.status()["queues"] == {"other": {"tasks": 4}}
+    engine.cancel(FakePeer(), CancelRun(req_id=9, run_id="r0"))
+    assert engine.status()["queues"] == {"other": {"tasks": 3}}
+    assert engine.queries.purge_queue("other") == 3
+    assert engine.status()["queues"] == {"other": {"tasks": 0}}
+    w = worker(engine, 1, queues=("other",))
+    engine.submit(FakePeer(), Submit(req_id=10, name="other_q", args=ARGS, run_id="r10"))
+    clock.settle()
+    assert [run.job_id for run in runs(w)] == ["r10"]
+    assert engine.status()["queues"] == {"other": {"tasks": 0}}

@@ -22,7 +22,7 @@ NO_ARGS = encode_value({}, "msgpack")
 def test_every_error_in_coda_errors_derives_from_coda_error() -> None:
     errors = [getattr(coda.errors, name) for name in coda.errors.__all__]
     not_errors = [cls.__name__ for cls in errors if not issubclass(cls, CodaError)]
-    assert not_errors == ["RetryRequested"]
+    assert not_errors == ["RequeueRequested", "RetryRequested"]
 
 
 def test_retry_requested_is_neither_a_coda_error_nor_an_exception() -> None:

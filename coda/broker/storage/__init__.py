@@ -2,9 +2,9 @@
 
 The broker shares the supervisor's ``--store``: ``memory://`` keeps nothing
 past the process; ``sqlite:///...`` puts the broker's tables in the same
-file as the engine's state. On ``postgresql://`` (a fleet) the broker keeps
-its state in memory until a PostgreSQL implementation of ``BrokerStore``
-exists.
+file as the engine's state. On ``postgresql://`` (a fleet) one supervisor
+serves the broker from the database's tables (``postgres``, see
+``coda.broker.fleet``) and the others relay to it.
 """
 
 from __future__ import annotations
@@ -51,11 +51,7 @@ def open_broker_store(url: str, clock: Clock | None = None) -> BrokerStore:
     if url.startswith("sqlite:"):
         return SqliteBrokerStore.from_url(url, clock)
     if url.startswith(("postgresql:", "postgres:")):
-        log.warning(
-            "the coda:// broker keeps its queues and results in memory with a PostgreSQL "
-            "store (its PostgreSQL tables are not written yet): a restart loses them"
-        )
-        return MemoryBrokerStore()
+        return MemoryBrokerStore()  # a fleet: its leader opens PostgresBrokerStore (fleet.py)
     raise ConfigurationError(
         f"the coda:// broker cannot keep its state in {url!r}: use memory:// or "
         "sqlite:///path/to/file.sqlite3"

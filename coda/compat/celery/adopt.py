@@ -15,6 +15,8 @@ worker (``role="worker"``), where each task's Coda function is
 - ``coda://`` is registered with kombu here, in the supervisor and in every
   worker, so an app on that broker needs no ``import coda.compat.kombu`` to
   be adopted (its stock Celery workers still do, or ``broker_transport``).
+- With ``beat=True`` (``--celery-beat``, in the supervisor) the entries of
+  the app's ``beat_schedule`` are registered as schedules (``beat``).
 - The spec's ``timeout`` is the hard limit (the supervisor's fallback kill),
   its serializer the app's ``result_serializer``, and it runs on the worker's
   main thread, one at a time (``--workers N`` is ``-c N``). Coda's own retry
@@ -57,12 +59,13 @@ def load_app(path: str) -> Any:
         raise ConfigurationError(f"cannot load the Celery app {path!r}: {exc}") from exc
 
 
-def adopt_app_path(path: str, role: str = "supervisor") -> list[str]:
-    return adopt(load_app(path), role=role)
+def adopt_app_path(path: str, role: str = "supervisor", *, beat: bool = False) -> list[str]:
+    return adopt(load_app(path), role=role, beat=beat)
 
 
-def adopt(app: Any, *, role: str = "supervisor") -> list[str]:
-    """Register the app's tasks with Coda; return their names."""
+def adopt(app: Any, *, role: str = "supervisor", beat: bool = False) -> list[str]:
+    """Register the app's tasks with Coda (and with ``beat`` its
+    ``beat_schedule`` as schedules); return the tasks' names."""
     if role not in ("supervisor", "worker"):
         raise ConfigurationError(f"role must be 'supervisor' or 'worker', not {role!r}")
     app.loader.import_default_modules()
@@ -80,6 +83,11 @@ def adopt(app: Any, *, role: str = "supervisor") -> list[str]:
 
     register_canvas_units(app, executor)
     register_control_units(app, executor)
+    if beat:
+        from .beat import beat_schedules
+
+        for scheduled in beat_schedules(app):
+            registry.register_schedule(scheduled)
     if executor is not None:
         signals.worker_process_init.send(sender=None)
     log.info("adopted %d Celery tasks from %s", len(names), app.main or app)

@@ -17,6 +17,11 @@ as in Celery. Around the tracer this module does what Celery's worker does:
   task is not rerun.
 - task events (``events``): ``task-received``/``-started`` and the outcome's
   event, when the app sets ``worker_send_task_events``.
+- ``Reject(requeue=True)``: the job is handed back unchanged
+  (``RequeueRequested``) and its next delivery has ``redelivered`` True, as
+  a broker's requeue; the supervisor backs off a task that keeps rejecting
+  (``coda.supervisor.requeues``). Without ``acks_late`` too: a Celery worker
+  would have acked the message before the task ran, and the reject would lose it.
 - time limits (``limits``), and ``self.retry()``: the republished message is
   captured (``scope``) and becomes the next Coda attempt
   (``coda.errors.RetryRequested`` with the new message as arguments and its
@@ -41,7 +46,7 @@ from celery.exceptions import Reject, Retry, SoftTimeLimitExceeded, TaskRevokedE
 from kombu.serialization import prepare_accept_content
 
 from coda.context import TaskInfo, task_info
-from coda.errors import RetryRequested
+from coda.errors import RequeueRequested, RetryRequested
 
 from .events import TaskEvents
 from .limits import TimeLimits
@@ -75,20 +80,21 @@ class CeleryExecutor:
             _record_unreadable(task, job_args, exc)
             raise
         info = task_info()
-        redelivered = bool(info is not None and info.redelivered)
+        lost = bool(info is not None and info.redelivered)
         self.events.received(task, call)
         expires = call.expires
         if expires is not None and time.time() > expires:
             report_revoked(task, call, expired=True)
             self.events.revoked(task, call, terminated=False, expired=True)
             raise TaskRevokedError("expired")
-        if redelivered and not (task.acks_late or self.app.conf.task_acks_late):
-            lost = WorkerLostError("the Coda worker running this task died")
-            report_failure(task, call, lost)
-            self.events.failed(task, call, lost, "")
-            raise lost
+        if lost and not (task.acks_late or self.app.conf.task_acks_late):
+            error = WorkerLostError("the Coda worker running this task died")
+            report_failure(task, call, error)
+            self.events.failed(task, call, error, "")
+            raise error
+        requeued = bool(info is not None and info.requeued)
         self.events.started(task, call)
-        return self._trace(task, call, info, redelivered)
+        return self._trace(task, call, info, lost or requeued)
 
     def _trace(self, task: Any, call: CeleryCall, info: TaskInfo | None, redelivered: bool) -> Any:
         scope = ExecScope(call.task_id)
@@ -151,7 +157,7 @@ class CeleryExecutor:
             return None
         if state == states.REJECTED and isinstance(exc, Reject):
             if exc.requeue:
-                raise RetryRequested(0.0, cause=exc)
+                raise RequeueRequested(cause=exc)
             report_failure(task, call, exc, hooks=False)
         if isinstance(exc, BaseException):
             raise exc

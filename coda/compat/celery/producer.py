@@ -14,7 +14,8 @@ inside a Coda worker).
 Celery also publishes its ``task-sent`` event (``task_send_sent_event``)
 through the producer it was given, after the task message. Such a message
 is not a task: it goes to ``events`` (``events.EventForwarder``, to the
-app's broker), never to the sink.
+app's broker), never to the sink. Without ``events`` (the supervisor's beat
+ticks: it must not publish from its event loop) it is not sent.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from typing import Any
 from kombu.connection import Connection
 from kombu.entity import Exchange
 from kombu.messaging import Producer
+
+from coda.compat.kombu.properties import kept_properties
 
 from .events import is_event
 from .message import CeleryMessage
@@ -40,7 +43,7 @@ class MessageProducer(Producer):
     """``publish()`` serializes like kombu and calls ``sink(CeleryMessage)``
     for a task message, ``events(...)`` for anything else."""
 
-    def __init__(self, sink: Sink, events: EventSink) -> None:  # no channel: no broker
+    def __init__(self, sink: Sink, events: EventSink | None = None) -> None:  # no broker
         self._sink = sink
         self._events = events
         self._connection: Connection | None = None
@@ -87,12 +90,14 @@ class MessageProducer(Producer):
         headers = {} if headers is None else headers
         exchange_name = exchange.name if isinstance(exchange, Exchange) else (exchange or "")
         if is_event(headers):
-            self._events(body, exchange_name, routing_key, headers, serializer)
+            if self._events is not None:
+                self._events(body, exchange_name, routing_key, headers, serializer)
             return
         payload, content_type, content_encoding = self._prepare(
             body, serializer, content_type, content_encoding, compression, headers
         )
-        properties = dict(properties, priority=priority, delivery_mode=delivery_mode)
+        properties = kept_properties(properties)  # as AMQP: no signal=<Signal> from **kwargs
+        properties.update(priority=priority, delivery_mode=delivery_mode)
         if expiration is not None:
             properties["expiration"] = str(round(expiration * 1000))
         properties["delivery_info"] = {"exchange": exchange_name, "routing_key": routing_key}

@@ -58,11 +58,18 @@ from .producer import MessageProducer
 from .results import result_class_for
 from .rollout import Rollout, RolloutSource
 
-__all__ = ["CodaRouter", "SupervisorUnreachable", "install", "uninstall"]
+__all__ = ["CodaRouter", "SupervisorUnreachable", "install", "message_queue", "uninstall"]
 
 log = logging.getLogger("coda.compat.celery")
 
 ON_UNREACHABLE = ("raise", "celery")
+
+
+def message_queue(app: Any, message: CeleryMessage) -> str | None:
+    """The Coda queue of a Celery message: its routing key when it goes to
+    the default exchange, else None (the task's own queue)."""
+    exchange = (message.properties.get("delivery_info") or {}).get("exchange")
+    return coda_queue(app, message.routing_key) if not exchange else None
 
 
 class SupervisorUnreachable(ConnectionLostError, OperationalError):
@@ -123,8 +130,7 @@ class CodaRouter:
 
     def submit(self, message: CeleryMessage) -> None:
         """The producer's sink: hand one message to the supervisor."""
-        exchange = (message.properties.get("delivery_info") or {}).get("exchange")
-        queue = coda_queue(self.app, message.routing_key) if not exchange else None
+        queue = message_queue(self.app, message)
         self._submit(message.name, message.to_job_args(), message.task_id, queue, message.eta)
 
     def submit_workflow(self, name: str, job_args: dict[str, Any], run_id: str) -> bool:

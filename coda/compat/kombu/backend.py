@@ -17,7 +17,10 @@ key-value backend such as Redis:
 
 Metas are stored as opaque bytes in the app's ``result_serializer``, with a
 time to live of ``result_expires`` (the supervisor's ``--result-ttl`` when
-unset). Nested groups inside a chord header are joined flat.
+unset). A chord header that holds a group (a chain ending in a group) is
+saved as a group result, as Redis does, and its values reach the body nested
+as Celery nests them; groups nested directly in a header are unrolled by
+Celery itself.
 
 Reconnecting: when the supervisor goes away (a restart, a crash), every
 request, and every wait in progress, connects again and is sent again, for
@@ -41,7 +44,7 @@ from celery import states
 from celery.backends.base import BaseBackend
 from celery.exceptions import ChordError, TaskRevokedError
 from celery.exceptions import TimeoutError as CeleryTimeoutError
-from celery.result import GroupResult, ResultBase, result_from_tuple
+from celery.result import GroupResult, result_from_tuple
 from celery.utils.functional import maybe_list
 from kombu.utils.encoding import bytes_to_str, ensure_bytes
 
@@ -60,6 +63,7 @@ from ...broker.messages import (
 )
 from ...errors import ConnectionLostError, RequestRefusedError, ResultTimeoutError
 from ...messages import Error, WireMessage
+from .canvas_shapes import chained_waits, leaf_ids, nested
 from .link import Link, tls_context
 from .transport import DEFAULT_PORT
 
@@ -80,16 +84,6 @@ def address_from_url(url: str | None) -> tuple[str, str]:
     if parts.path and parts.path != "/":
         return parts.path, token
     return f"127.0.0.1:{DEFAULT_PORT}", token
-
-
-def _leaf_ids(results: Any) -> Iterator[str]:
-    for result in results:
-        if isinstance(result, GroupResult):
-            yield from _leaf_ids(result.results)
-        elif isinstance(result, ResultBase):
-            yield result.id
-        else:
-            yield str(result)
 
 
 class CodaBackend(BaseBackend):  # type: ignore[misc]  # Celery ships no types: Any
@@ -199,6 +193,28 @@ class CodaBackend(BaseBackend):  # type: ignore[misc]  # Celery ships no types: 
             }
         return {"status": states.PENDING, "result": None}
 
+    def mark_as_failure(
+        self,
+        task_id: str,
+        exc: BaseException,
+        traceback: str | None = None,
+        request: Any = None,
+        store_result: bool = True,
+        call_errbacks: bool = True,
+        state: str = states.FAILURE,
+    ) -> None:
+        """Celery's, then what callers of the groups and chords chained after the
+        failed task wait on fails too. Celery fails a chained group by its own id
+        only, so its ``GroupResult.get()`` waited forever (on Redis too: Celery
+        issue #6437); now it raises the failed step's exception."""
+        super().mark_as_failure(
+            task_id, exc, traceback, request, store_result, call_errbacks, state
+        )
+        if request is None or not store_result or state not in states.PROPAGATE_STATES:
+            return
+        for waited_on in chained_waits(getattr(request, "chain", None)):
+            self.store_result(waited_on, exc, state, traceback=traceback)
+
     def _forget(self, task_id: str) -> None:
         self._request(lambda r: ResultForget(r, bytes_to_str(task_id)))
 
@@ -253,8 +269,9 @@ class CodaBackend(BaseBackend):  # type: ignore[misc]  # Celery ships no types: 
         on_interval: Callable[[], None] | None,
     ) -> Iterator[tuple[str, dict[str, Any]]]:
         """Yield (id, meta) as each task becomes ready; raise Celery's
-        TimeoutError past ``timeout``. ``on_interval`` (a parent-failure check)
-        still runs every ``interval`` while waiting."""
+        TimeoutError past ``timeout``. ``on_interval`` (the parents' errors)
+        runs after every wait, as in Celery's drain loop, answer or not: a
+        chord whose header failed raises the header's exception, as on Redis."""
         if not ids:
             return
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -285,7 +302,10 @@ class CodaBackend(BaseBackend):  # type: ignore[misc]  # Celery ships no types: 
                     raise RequestRefusedError(reply.code, reply.message)
                 assert isinstance(reply, ResultValues), reply
                 task_id = waiting.pop(reply.req_id)
-                yield task_id, self._meta(reply.entries[0])
+                meta = self._meta(reply.entries[0])
+                if on_interval is not None:
+                    on_interval()  # a failed parent wins over the answer, as in Celery
+                yield task_id, meta
         finally:
             link.abandon(set(waiting))
 
@@ -325,9 +345,14 @@ class CodaBackend(BaseBackend):  # type: ignore[misc]  # Celery ships no types: 
     # -- chords, joined in the supervisor -------------------------------------------
 
     def apply_chord(self, header_result_args: Any, body: Any, **kwargs: Any) -> None:
+        """Register the header's tasks with the supervisor, flat. A header that
+        holds groups (a chain ending in a group) is also saved as a group, as
+        Redis does, so the body gets its values nested the same way."""
         self.ensure_chords_allowed()
         group_id, results = header_result_args[0], list(header_result_args[1])
-        members = list(_leaf_ids(results))
+        if any(isinstance(result, GroupResult) for result in results):
+            self._save_group(group_id, GroupResult(group_id, results, app=self.app))
+        members = list(leaf_ids(results))
         reply = self._request(lambda r: ChordStart(r, group_id, members, self._ttl()))
         assert isinstance(reply, BrokerOk)
 
@@ -353,6 +378,9 @@ class CodaBackend(BaseBackend):  # type: ignore[misc]  # Celery ships no types: 
         except ChordError as exc:
             self.chord_error_from_stack(callback, exc)
             return
+        saved = self._restore_group(group_id)
+        if saved is not None:  # a header that holds groups: nest the values as it does
+            values = nested(saved["result"].results, iter(values))
         try:
             callback.delay(values)
         except Exception as exc:

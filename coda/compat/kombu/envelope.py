@@ -14,6 +14,9 @@ decodes; what it needs is read here, once:
   supervisor's store; 2 (persistent, kombu's default) puts it there when its
   queue is durable.
 
+Properties that are not AMQP's are dropped on the way, as AMQP clients do
+(``properties``).
+
 On delivery the supervisor's delivery tag and ``redelivered`` flag are put
 where kombu and Celery read them: ``properties.delivery_tag`` and
 ``properties.delivery_info.redelivered``.
@@ -27,6 +30,7 @@ from typing import Any
 import msgspec
 
 from ...broker.messages import Deliver, Publish
+from .properties import kept_properties
 
 __all__ = ["decode_delivery", "encode_publish", "parse_time"]
 
@@ -72,8 +76,9 @@ def encode_publish(
     message: dict[str, Any], exchange: str, routing_key: str, *, req_id: int | None = None
 ) -> Publish:
     """The frame for one ``basic_publish`` of a kombu-prepared message
-    (``req_id``: ask for a confirm)."""
-    properties = message.setdefault("properties", {})
+    (``req_id``: ask for a confirm), its properties cut down to AMQP's
+    (``properties``)."""
+    properties = message["properties"] = kept_properties(message.get("properties") or {})
     properties.pop("delivery_tag", None)
     delivery_info = properties.setdefault("delivery_info", {})
     delivery_info["exchange"] = exchange

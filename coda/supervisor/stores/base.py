@@ -20,12 +20,29 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 from ..jobs import Job
 
-__all__ = ["CacheKey", "Store"]
+__all__ = ["CacheKey", "ScheduleMark", "Store"]
 
 CacheKey = tuple[str, str, bytes]  # (workflow run id, task or workflow name, encoded key)
+
+
+@dataclass(frozen=True)
+class ScheduleMark:
+    """How far a schedule's ticks have been handled (``coda.supervisor.scheduler``):
+    every tick at or before ``covered`` was submitted or deliberately skipped;
+    ``last_tick`` is the latest one submitted. Both only move forward."""
+
+    covered: float
+    last_tick: float | None = None
+
+    def merged(self, other: ScheduleMark) -> ScheduleMark:
+        """The later of two marks, field by field (two supervisors of a fleet
+        may save marks of the same schedule)."""
+        ticks = [t for t in (self.last_tick, other.last_tick) if t is not None]
+        return ScheduleMark(max(self.covered, other.covered), max(ticks) if ticks else None)
 
 
 class Store(abc.ABC):
@@ -72,6 +89,18 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def children(self, run_id: str) -> list[Job]:
         """The recorded jobs a run spawned, oldest first."""
+
+    @abc.abstractmethod
+    def schedule_marks(self) -> dict[str, ScheduleMark]:
+        """The mark of every schedule that ever saved one, by schedule name.
+        Marks never expire: a schedule's ticks must not run twice however
+        long ago they were."""
+
+    @abc.abstractmethod
+    def save_schedule_mark(self, name: str, mark: ScheduleMark) -> None:
+        """Record a schedule's mark, in the same commit as the jobs saved in
+        the same turn (a tick's run and its mark land together). A mark
+        never moves back: the saved one is merged with the one recorded."""
 
     @abc.abstractmethod
     def expire(self, finished_before: float) -> int:

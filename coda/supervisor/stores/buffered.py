@@ -33,12 +33,20 @@ from typing import Generic, Protocol, TypeVar
 from ...messages import Payload
 from ..clock import Clock
 from ..jobs import Job
-from .base import CacheKey, Store
+from .base import CacheKey, ScheduleMark, Store
 from .codec import decode_job
-from .commits import CommitPipeline
+from .commits import Batch, CommitPipeline
 from .recent import RecentJobs
 
-__all__ = ["EXPIRE_BATCH", "RECENT_BYTES", "RECENT_JOBS", "BufferedStore", "Cursor", "RowsLike"]
+__all__ = [
+    "EXPIRE_BATCH",
+    "RECENT_BYTES",
+    "RECENT_JOBS",
+    "BufferedStore",
+    "Cursor",
+    "RowBatch",
+    "RowsLike",
+]
 
 log = logging.getLogger("coda.store")
 
@@ -60,22 +68,30 @@ class RowsLike(Protocol[C_contra]):
 
     def add_cache(self, key: CacheKey, job_id: str) -> None: ...
 
+    def add_mark(self, name: str, mark: ScheduleMark) -> None: ...
+
     def write(self, db: C_contra) -> object:
         """On the commit thread, in one transaction."""
         ...
 
 
 @dataclass(eq=False)
-class _Batch(Generic[C]):
+class RowBatch(Generic[C]):
     """The dirty rows of one flush, on their way to the database."""
 
     store: BufferedStore[C]
     jobs: dict[str, tuple[Job, bool]]
     cache: dict[CacheKey, str]
+    marks: dict[str, ScheduleMark]
     rows: RowsLike[C]
     # per job, the args written if it was unfinished when encoded (None if
     # finished): the job object may change again before the commit is done
     written: dict[str, Payload | None] = field(default_factory=dict)
+    payload_bytes: int = 0  # arguments and results in the rows, about
+
+    @property
+    def row_count(self) -> int:
+        return len(self.jobs) + len(self.cache) + len(self.marks)
 
     def write(self, db: C) -> object:
         return self.rows.write(db)
@@ -93,11 +109,16 @@ class BufferedStore(Store, Generic[C]):
     def __init__(self, db: C, clock: Clock | None) -> None:
         self._dirty: dict[str, tuple[Job, bool]] = {}
         self._dirty_cache: dict[CacheKey, str] = {}
-        self._inflight: _Batch[C] | None = None
+        self._dirty_marks: dict[str, ScheduleMark] = {}
+        self._inflight: RowBatch[C] | None = None
         self._written_args: dict[str, Payload] = {}  # unfinished jobs written -> their args
         self._recent = RecentJobs(RECENT_JOBS, RECENT_BYTES)
         self._commits: CommitPipeline[C] = CommitPipeline(
-            db, clock, self._take_batch, lambda: bool(self._dirty or self._dirty_cache)
+            db,
+            clock,
+            self._take_batch,
+            self._pending,
+            inline=self._commit_inline if self._commits_on_loop else None,
         )
 
     # -- what a subclass brings ------------------------------------------------
@@ -130,7 +151,16 @@ class BufferedStore(Store, Generic[C]):
     def _read_children(self, run_id: str) -> list[Job]: ...
 
     @abc.abstractmethod
+    def _read_marks(self) -> dict[str, ScheduleMark]: ...
+
+    @abc.abstractmethod
     def _expire_batch(self, db: C, before: float, roots: int, after: Cursor) -> ExpiryResult: ...
+
+    _commits_on_loop = False  # a store whose small commits are quick enough (see commits.py)
+
+    def _commit_inline(self, batch: Batch[C]) -> bool:
+        """Is this batch small enough to commit on the engine's thread?"""
+        return False
 
     def _counted(self, result: object) -> None:
         """What a batch's ``write`` returned, once committed."""
@@ -164,6 +194,12 @@ class BufferedStore(Store, Generic[C]):
         written already: its later changes are updates, never inserts."""
         self._written_args[job.id] = job.args
 
+    def save_schedule_mark(self, name: str, mark: ScheduleMark) -> None:
+        if not self._refuse_write(f"the mark of schedule {name}"):
+            known = self._dirty_marks.get(name)
+            self._dirty_marks[name] = mark if known is None else known.merged(mark)
+            self._commits.request()
+
     def after_commit(self, callback: Callable[[], None]) -> None:
         self._commits.after_commit(callback)
 
@@ -180,20 +216,28 @@ class BufferedStore(Store, Generic[C]):
             log.warning("store closed: %s not saved (its last saved state stands)", what)
         return self._commits.closed
 
-    def _take_batch(self) -> _Batch[C] | None:
-        if not (self._dirty or self._dirty_cache):
+    def _pending(self) -> bool:
+        return bool(self._dirty or self._dirty_cache or self._dirty_marks)
+
+    def _take_batch(self) -> RowBatch[C] | None:
+        if not self._pending():
             return None
-        batch = _Batch(self, self._dirty, self._dirty_cache, self._new_rows())
-        self._dirty, self._dirty_cache = {}, {}
+        batch = RowBatch(self, self._dirty, self._dirty_cache, self._dirty_marks, self._new_rows())
+        self._dirty, self._dirty_cache, self._dirty_marks = {}, {}, {}
         for job, with_args in batch.jobs.values():
             batch.rows.add_job(job, self._written_args.get(job.id), with_args)
             batch.written[job.id] = None if job.state.finished else job.args
+            batch.payload_bytes += len(job.args.body) + (
+                0 if job.result is None else len(job.result.body)
+            )
         for key, job_id in batch.cache.items():
             batch.rows.add_cache(key, job_id)
+        for name, mark in batch.marks.items():
+            batch.rows.add_mark(name, mark)
         self._inflight = batch
         return batch
 
-    def _landed(self, batch: _Batch[C], result: object) -> None:
+    def _landed(self, batch: RowBatch[C], result: object) -> None:
         self._inflight = None
         self._counted(result)
         for job_id, args in batch.written.items():
@@ -205,10 +249,13 @@ class BufferedStore(Store, Generic[C]):
             if job.state.finished:
                 self._recent.add(job)
 
-    def _put_back(self, batch: _Batch[C]) -> None:
+    def _put_back(self, batch: RowBatch[C]) -> None:
         self._inflight = None
         self._dirty = {**batch.jobs, **self._dirty}
         self._dirty_cache = {**batch.cache, **self._dirty_cache}
+        for name, mark in batch.marks.items():
+            newer = self._dirty_marks.get(name)
+            self._dirty_marks[name] = mark if newer is None else mark.merged(newer)
 
     # -- reads: pending changes first, then the database ------------------------
 
@@ -277,6 +324,14 @@ class BufferedStore(Store, Generic[C]):
             runs += [job for job in page if name is None or job.name == name]
             cursor = (page[-1].created_at, page[-1].id)
         return [self._in_memory(job.id) or job for job in runs[:limit]]
+
+    def schedule_marks(self) -> dict[str, ScheduleMark]:
+        self._commits.flush()
+        marks = self._read_marks()
+        for name, mark in self._dirty_marks.items():  # saved while the flush ran
+            known = marks.get(name)
+            marks[name] = mark if known is None else known.merged(mark)
+        return marks
 
     def children(self, run_id: str) -> list[Job]:
         return [self._in_memory(job.id) or job for job in self._read_children(run_id)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from ..jobs import Job
-from .base import CacheKey, Store
+from .base import CacheKey, ScheduleMark, Store
 
 __all__ = ["MemoryStore"]
 
@@ -17,6 +17,7 @@ class MemoryStore(Store):
         self._jobs: dict[str, Job] = {}
         self._cache: dict[str, dict[tuple[str, bytes], str]] = {}  # by workflow run
         self._children: dict[str, list[str]] = {}
+        self._marks: dict[str, ScheduleMark] = {}
 
     def save_job(self, job: Job, *, with_args: bool = True) -> None:
         if job.id not in self._jobs and job.parent_run is not None:
@@ -66,6 +67,13 @@ class MemoryStore(Store):
         found = [self._jobs[i] for i in self._children.get(run_id, ()) if i in self._jobs]
         found.sort(key=lambda job: job.created_at)
         return found
+
+    def schedule_marks(self) -> dict[str, ScheduleMark]:
+        return dict(self._marks)
+
+    def save_schedule_mark(self, name: str, mark: ScheduleMark) -> None:
+        known = self._marks.get(name)
+        self._marks[name] = mark if known is None else known.merged(mark)
 
     def expire(self, finished_before: float) -> int:
         roots = [

@@ -18,7 +18,7 @@ from psycopg_pool import ConnectionPool
 
 from ....messages import Payload
 from ...jobs import Job
-from ..base import CacheKey
+from ..base import CacheKey, ScheduleMark
 from ..codec import NO_ARGS, encode_args, encode_body, finished_at
 from .schema import Connection
 
@@ -27,14 +27,14 @@ __all__ = ["CACHED_STEPS", "Cursor", "Pool", "Rows", "expire_batch", "notify_chu
 Pool = ConnectionPool[Connection]
 Cursor = tuple[float, str]  # (finished_at, id) of the last root examined
 
+# A job this store never wrote is inserted; if another supervisor inserted
+# the same id first (two submits of one run id at once: a schedule's tick on
+# two supervisors), theirs stands: the run is one.
 UPSERT_JOB = """
 INSERT INTO coda_jobs (id, parent_run, kind, queue, state, owner, epoch, ready_at,
                        finished_at, created_at, args, body)
 VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
-ON CONFLICT (id) DO UPDATE SET
-    state = excluded.state, owner = excluded.owner, epoch = excluded.epoch,
-    ready_at = excluded.ready_at, finished_at = excluded.finished_at,
-    args = excluded.args, body = excluded.body
+ON CONFLICT (id) DO NOTHING
 """
 UPDATE_JOB = """
 UPDATE coda_jobs SET state = %s, owner = %s, epoch = %s, ready_at = %s, finished_at = %s,
@@ -50,6 +50,13 @@ NOTIFY_PAYLOAD = 7000  # bytes per notification (PostgreSQL's limit is 8000)
 UPSERT_CACHE = """
 INSERT INTO coda_cache (run_id, name, key, job_id) VALUES (%s, %s, %s, %s)
 ON CONFLICT (run_id, name, key) DO UPDATE SET job_id = excluded.job_id
+"""
+# a mark never moves back (ScheduleMark.merged); GREATEST ignores NULLs
+SAVE_MARK = """
+INSERT INTO coda_schedules (name, covered, last_tick) VALUES (%s, %s, %s)
+ON CONFLICT (name) DO UPDATE SET
+    covered = GREATEST(coda_schedules.covered, excluded.covered),
+    last_tick = GREATEST(coda_schedules.last_tick, excluded.last_tick)
 """
 CACHED_STEPS = """
 SELECT coda_cache.name, coda_cache.key, coda_cache.job_id, coda_jobs.body, coda_jobs.args
@@ -101,6 +108,7 @@ class Rows:
     updates: list[tuple[Any, ...]] = dataclasses.field(default_factory=list)
     updates_args: list[tuple[Any, ...]] = dataclasses.field(default_factory=list)
     cache: list[tuple[Any, ...]] = dataclasses.field(default_factory=list)
+    marks: list[tuple[Any, ...]] = dataclasses.field(default_factory=list)
     work: set[str] = dataclasses.field(default_factory=set)  # queues with new unheld jobs
     done: list[str] = dataclasses.field(default_factory=list)  # jobs that ended
 
@@ -126,6 +134,9 @@ class Rows:
     def add_cache(self, key: CacheKey, job_id: str) -> None:
         self.cache.append((*key, job_id))
 
+    def add_mark(self, name: str, mark: ScheduleMark) -> None:
+        self.marks.append((name, mark.covered, mark.last_tick))
+
     def write(self, pool: Pool) -> set[str]:
         """Write the batch in one transaction; return the ids of the jobs
         whose update was fenced off (another supervisor holds them now)."""
@@ -139,6 +150,8 @@ class Rows:
                     updated |= _returned_ids(cursor)
             if self.cache:
                 cursor.executemany(UPSERT_CACHE, self.cache)
+            if self.marks:
+                cursor.executemany(SAVE_MARK, self.marks)
             notes = [(self.channels["work"], queue) for queue in sorted(self.work)]
             notes += [(self.channels["done"], chunk) for chunk in notify_chunks(self.done)]
             if notes:

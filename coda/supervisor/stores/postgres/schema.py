@@ -70,6 +70,11 @@ CREATE TABLE IF NOT EXISTS coda_cache (
     job_id text NOT NULL,
     PRIMARY KEY (run_id, name, key)
 );
+CREATE TABLE IF NOT EXISTS coda_schedules (
+    name text PRIMARY KEY,
+    covered double precision NOT NULL,
+    last_tick double precision
+);
 CREATE TABLE IF NOT EXISTS coda_supervisors (
     id text PRIMARY KEY,
     host text NOT NULL,

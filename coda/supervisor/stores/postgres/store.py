@@ -22,7 +22,7 @@ from psycopg_pool import ConnectionPool
 
 from ...clock import Clock
 from ...jobs import Job
-from ..base import CacheKey
+from ..base import CacheKey, ScheduleMark
 from ..buffered import BufferedStore, Cursor, ExpiryResult
 from ..codec import decode_job
 from .rows import CACHED_STEPS, Pool, Rows, expire_batch
@@ -125,6 +125,13 @@ class PostgresStore(BufferedStore[Pool]):
             "SELECT body, args FROM coda_jobs WHERE parent_run = %s ORDER BY created_at", (run_id,)
         )
         return [decode_job(*_bytes(row)) for row in rows]
+
+    def _read_marks(self) -> dict[str, ScheduleMark]:
+        rows = self._query("SELECT name, covered, last_tick FROM coda_schedules", ())
+        return {
+            str(name): ScheduleMark(float(str(covered)), None if last is None else float(str(last)))
+            for name, covered, last in rows
+        }
 
     def _expire_batch(self, db: Pool, before: float, roots: int, after: Cursor) -> ExpiryResult:
         return expire_batch(db, before, roots, after)

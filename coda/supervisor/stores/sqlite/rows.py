@@ -12,7 +12,7 @@ from typing import Any
 
 from ....messages import Payload
 from ...jobs import Job
-from ..base import CacheKey
+from ..base import CacheKey, ScheduleMark
 from ..codec import NO_ARGS, decode_job, encode_args, encode_body, finished_at
 
 __all__ = ["CACHED_STEPS", "Rows", "decode_job"]  # decode_job: re-exported for the store
@@ -33,6 +33,14 @@ WHERE cache.run_id = ?
 """
 INSERT_CACHE = "INSERT OR IGNORE INTO cache (run_id, name, key, job_id) VALUES (?, ?, ?, ?)"
 UPDATE_CACHE = "UPDATE cache SET job_id = ? WHERE run_id = ? AND name = ? AND key = ?"
+# a mark never moves back (ScheduleMark.merged); SQLite's max() of a NULL is NULL
+SAVE_MARK = """
+INSERT INTO schedules (name, covered, last_tick) VALUES (?, ?, ?)
+ON CONFLICT (name) DO UPDATE SET
+    covered = max(covered, excluded.covered),
+    last_tick = max(coalesce(last_tick, excluded.last_tick),
+                    coalesce(excluded.last_tick, last_tick))
+"""
 
 
 @dataclasses.dataclass
@@ -43,6 +51,7 @@ class Rows:
     updates: list[tuple[Any, ...]] = dataclasses.field(default_factory=list)
     updates_args: list[tuple[Any, ...]] = dataclasses.field(default_factory=list)
     cache: list[tuple[Any, ...]] = dataclasses.field(default_factory=list)
+    marks: list[tuple[Any, ...]] = dataclasses.field(default_factory=list)
 
     def add_job(self, job: Job, written_args: Payload | None, with_args: bool = True) -> None:
         """``written_args``: the args last written for this job (None: not in
@@ -60,6 +69,9 @@ class Rows:
     def add_cache(self, key: CacheKey, job_id: str) -> None:
         self.cache.append((*key, job_id))
 
+    def add_mark(self, name: str, mark: ScheduleMark) -> None:
+        self.marks.append((name, mark.covered, mark.last_tick))
+
     def write(self, db: sqlite3.Connection) -> tuple[int, int]:
         """Write the batch in one transaction; return how many jobs and
         cache entries are new in the file."""
@@ -76,4 +88,5 @@ class Rows:
                 new_cache = db.executemany(INSERT_CACHE, self.cache).rowcount
                 if new_cache < len(self.cache):  # a key moved on (its job had failed)
                     db.executemany(UPDATE_CACHE, [(r[3], r[0], r[1], r[2]) for r in self.cache])
+            db.executemany(SAVE_MARK, self.marks)
         return new_jobs, new_cache

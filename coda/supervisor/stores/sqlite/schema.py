@@ -49,6 +49,11 @@ CREATE TABLE IF NOT EXISTS cache (
     job_id TEXT NOT NULL,
     PRIMARY KEY (run_id, name, key)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS schedules (
+    name TEXT PRIMARY KEY,
+    covered REAL NOT NULL,
+    last_tick REAL
+) WITHOUT ROWID;
 """
 
 
@@ -135,7 +140,8 @@ def check_integrity(db: sqlite3.Connection, path: str) -> None:
 
 def connect(path: str, synchronous: str, *, writer: bool) -> sqlite3.Connection:
     """The writer creates the schema and is used from the store's commit
-    thread; the reader serves the event loop's point reads."""
+    thread (and for small commits from the loop, never at the same time);
+    the reader serves the event loop's point reads."""
     db = sqlite3.connect(path, isolation_level=None, check_same_thread=not writer)
     db.execute("PRAGMA busy_timeout = 5000")
     if not writer:
