@@ -50,6 +50,9 @@ class Spec:
     # event loop then runs on another thread): what signal-based time limits
     # such as Celery's soft_time_limit need.
     main_thread: bool = False
+    # At least this many seconds between two starts of this task, per
+    # supervisor (an adopted Celery task's ``rate_limit``); None: no limit.
+    min_interval: float | None = None
 
     def retry_in(self, exc: BaseException, attempt: int) -> float | None:
         """The wait before another attempt after ``exc``, or None to fail now."""

@@ -34,7 +34,7 @@ from __future__ import annotations
 import itertools
 import logging
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from ..errors import BrokerError
@@ -128,6 +128,10 @@ class Broker:
 
     def size(self, name: str) -> int:
         return len(self.topology.queue(name))
+
+    def held_messages(self) -> Iterator[tuple[BrokerQueue, Envelope, float]]:
+        """The messages held until their ETA, soonest first (``inspect scheduled``)."""
+        return self._held.entries()
 
     # -- publishing ---------------------------------------------------------
 

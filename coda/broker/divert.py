@@ -33,7 +33,7 @@ from .messages import BrokerOk, Publish
 if TYPE_CHECKING:  # a Celery producer imports ENVELOPE; it needs no supervisor
     from ..supervisor.extension import ClientPeer
 
-__all__ = ["ENVELOPE", "DivertRules", "Diverter"]
+__all__ = ["ENVELOPE", "NOBODY", "DivertRules", "Diverter"]
 
 log = logging.getLogger("coda.broker")
 
@@ -51,6 +51,10 @@ class _Nobody:
 
     def send(self, message: WireMessage) -> None:
         pass
+
+
+NOBODY = _Nobody()
+"""The peer of a job the broker submits on its own (no client waits for it)."""
 
 
 class _Confirm:
@@ -133,7 +137,7 @@ class Diverter:
             log.warning("not diverting task %s (%s): %s", task, msg.task_id, exc)
             return False
         job = Submit(req_id=0, name=task, args=args, run_id=msg.task_id, not_before=msg.eta)
-        submitter: ClientPeer = _Nobody()
+        submitter: ClientPeer = NOBODY
         if confirm_to is not None and msg.req_id is not None:
             submitter = _Confirm(confirm_to, msg.req_id)
         self._submit(submitter, job)

@@ -5,9 +5,10 @@ every ``BROKER_REQUESTS`` message a client connection sends; this module only
 wires the parts to what the supervisor offers (``ExtensionHost``): its clock
 for ETAs, expiries and group commits, ``--store`` (the broker keeps its
 durable state in the same file as the engine's: ``storage``),
-``--result-ttl`` for results stored without a time to live, and, with
-``--celery-divert``, the submission of Celery messages as Coda jobs
-(``divert``).
+``--result-ttl`` for results stored without a time to live, with
+``--celery-divert`` the submission of Celery messages as Coda jobs
+(``divert``), and for the Celery node (``control``: ``celery inspect``,
+revoke, purge) its views of the jobs and workers, cancel and submit.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 from ..errors import ConfigurationError
 from ..messages import WireMessage
 from ..supervisor.extension import ClientPeer, ExtensionHost
+from .control import ControlNode
 from .divert import Diverter, DivertRules
 from .fleet import BrokerFleet
 from .messages import BROKER_REQUESTS
@@ -55,12 +57,14 @@ class BrokerExtension:
             self.service = self._service(open_broker_store(config.store, host.clock))
 
     def _service(self, store: BrokerStore) -> BrokerService:
-        return BrokerService(
+        service = BrokerService(
             result_ttl=self._host.config.result_ttl,
             clock=self._host.clock,
             divert=self._diverter,
             store=store,
         )
+        service.node = ControlNode(self._host, service.broker)
+        return service
 
     def _serve_from(self, store: BrokerStore) -> None:
         """This supervisor leads the fleet's broker from now on."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from ..supervisor.clock import Clock, Timer
@@ -43,6 +43,12 @@ class HeldMessages:
 
     def __len__(self) -> int:
         return len(self._heap)
+
+    def entries(self) -> Iterator[tuple[BrokerQueue, Envelope, float]]:
+        """Every message still held, with its queue and due time, soonest first."""
+        for held in sorted(self._heap):
+            if held.generation == held.queue.generation:
+                yield held.queue, held.envelope, held.due
 
     def hold(self, queue: BrokerQueue, envelope: Envelope, due: float) -> None:
         heapq.heappush(self._heap, _Held(due, next(self._order), queue, queue.generation, envelope))

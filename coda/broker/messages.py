@@ -26,6 +26,8 @@ Who sends what::
     client → supervisor  ResultSave, ResultForget, ResultFetch, ResultWait,
                          ChordStart, ChordPart
     supervisor → client  ResultValues, ChordReply, BrokerOk
+    client → supervisor  ControlRequest (Celery remote control, from install())
+    supervisor → client  ControlReply
 
 Times are seconds: ``ttl`` relative to arrival, ``eta`` and ``expires``
 absolute (wall clock, since the epoch).
@@ -33,7 +35,7 @@ absolute (wall clock, since the epoch).
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
@@ -53,6 +55,8 @@ __all__ = [
     "ChordReply",
     "ChordStart",
     "Consume",
+    "ControlReply",
+    "ControlRequest",
     "Deliver",
     "ExchangeDeclare",
     "ExchangeDelete",
@@ -331,6 +335,31 @@ class ChordReply(_BrokerMessage, tag="chord_reply", frozen=True):
     values: list[bytes] = []
 
 
+# -- Celery's remote control, without a pidbox ----------------------------------
+
+
+class ControlRequest(_BrokerMessage, tag="control_request", frozen=True):
+    """A Celery remote-control command for the supervisor's Celery node
+    (``coda.broker.control``), sent directly by ``install()``'s router when
+    the app's broker is not this supervisor: ``method`` and ``arguments`` as
+    in a pidbox broadcast. Answered by ``ControlReply``."""
+
+    req_id: int
+    method: str
+    arguments: dict[str, Any] = {}
+    destination: list[str] | None = None
+    pattern: str | None = None
+    matcher: str | None = None
+
+
+class ControlReply(_BrokerMessage, tag="control_reply", frozen=True):
+    """The node's answer (``reply`` None when the command named other nodes)."""
+
+    req_id: int
+    node: str
+    reply: Any = None
+
+
 BROKER_REQUESTS: tuple[type[WireMessage], ...] = (
     ExchangeDeclare,
     ExchangeDelete,
@@ -354,10 +383,17 @@ BROKER_REQUESTS: tuple[type[WireMessage], ...] = (
     ResultWait,
     ChordStart,
     ChordPart,
+    ControlRequest,
 )
 """Messages a client connection may send to the supervisor's broker."""
 
-BROKER_REPLIES: tuple[type[WireMessage], ...] = (BrokerOk, Deliver, ResultValues, ChordReply)
+BROKER_REPLIES: tuple[type[WireMessage], ...] = (
+    BrokerOk,
+    Deliver,
+    ResultValues,
+    ChordReply,
+    ControlReply,
+)
 """Messages the broker sends to a client connection."""
 
 CLIENT_CODEC: MessageCodec[WireMessage] = MessageCodec((Welcome, Error, *BROKER_REPLIES))

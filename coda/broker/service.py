@@ -27,6 +27,7 @@ from ..messages import Error, WireMessage
 from ..supervisor.clock import Clock, LoopClock
 from ..supervisor.extension import ClientPeer
 from .broker import Broker
+from .control import ControlCommand, ControlNode
 from .messages import (
     Ack,
     BasicGet,
@@ -36,6 +37,8 @@ from .messages import (
     ChordPart,
     ChordStart,
     Consume,
+    ControlReply,
+    ControlRequest,
     ExchangeDeclare,
     ExchangeDelete,
     Publish,
@@ -80,6 +83,7 @@ class BrokerService:
         self.results = ResultStore(clock, default_ttl=result_ttl, store=self.store)
         self.broker = Broker(clock, on_expired=self.results.mark_revoked, store=self.store)
         self.divert = divert
+        self.node: ControlNode | None = None  # the Celery node, set by the extension
 
     def restore(self) -> None:
         """Load what the store holds (once, before any client connects)."""
@@ -141,7 +145,10 @@ class BrokerService:
                 broker.unbind(message)
                 self._answer(peer, BrokerOk(req_id=req_id))
             case QueuePurge(req_id=req_id):
-                self._answer(peer, BrokerOk(req_id, message_count=broker.purge(peer, message)))
+                count = broker.purge(peer, message)
+                if self.node is not None:  # and what Coda workers were to run from it
+                    count += self.node.purge_queue(message.queue)
+                self._answer(peer, BrokerOk(req_id, message_count=count))
             case QueueDelete(req_id=req_id):
                 count = broker.delete_queue(peer, message)
                 self._answer(peer, BrokerOk(req_id, message_count=count))
@@ -162,10 +169,14 @@ class BrokerService:
                 "store_unavailable",
                 f"the supervisor cannot store messages now ({reason}); publish again later",
             )
-        divert = self.divert
+        node, divert = self.node, self.divert
         destinations = self.broker.destinations(message)
         if divert is not None and divert(message, destinations, peer if confirm else None):
+            if node is not None and message.task_id is not None:
+                node.after_divert(message.task_id)  # a revoke that came first
             return  # confirmed once the job is accepted
+        if node is not None and node.wants(message):
+            node.on_publish(message)  # and to the stock workers' mailboxes, below
         self.broker.publish(message)
         if message.req_id is not None:
             self._answer(peer, BrokerOk(req_id=message.req_id))
@@ -188,15 +199,32 @@ class BrokerService:
                 self._answer(peer, BrokerOk(req_id=req_id))
             case ChordPart():
                 self._answer(peer, results.chord_part(message))
+            case ControlRequest():
+                self._answer(peer, self._control(message))
             case _:
                 raise BrokerError("not_allowed", f"unexpected {type(message).__name__}")
+
+    def _control(self, message: ControlRequest) -> ControlReply:
+        if self.node is None:
+            raise BrokerError("not_allowed", "this supervisor has no Celery node")
+        command = ControlCommand(
+            method=message.method,
+            arguments=message.arguments,
+            destination=message.destination,
+            pattern=message.pattern,
+            matcher=message.matcher,
+        )
+        return ControlReply(message.req_id, self.node.name, self.node.request(command))
 
     def disconnected(self, peer: ClientPeer) -> None:
         self.broker.disconnected(peer)
         self.results.disconnected(peer)
 
     def statistics(self) -> dict[str, Any]:
-        return {**self.broker.statistics(), "results": self.results.statistics()}
+        stats = {**self.broker.statistics(), "results": self.results.statistics()}
+        if self.node is not None:
+            stats["celery_node"] = self.node.statistics()
+        return stats
 
     def close(self) -> None:
         self.store.close()

@@ -66,6 +66,13 @@ class SupervisorConfig:
             raise ConfigurationError(f"--workers must be >= 0, got {self.workers}")
         if self.concurrency < 1 or self.workflow_slots < 1:
             raise ConfigurationError("--concurrency and --workflow-slots must be >= 1")
+        if self.celery_app and self.concurrency > 1:
+            raise ConfigurationError(
+                f"--concurrency {self.concurrency} with --celery-app: a Coda worker runs one "
+                "Celery task at a time, on its main thread (as a prefork child does, for "
+                f"soft time limits); to run {self.concurrency} at once, use "
+                f"--workers {self.concurrency} (Celery's -c {self.concurrency})"
+            )
         if not self.fleet_lease >= 1:
             raise ConfigurationError(f"--fleet-lease must be >= 1 second, got {self.fleet_lease}")
         if self.prefetch is not None and self.prefetch < 0:

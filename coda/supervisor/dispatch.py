@@ -24,6 +24,13 @@ to its queue without counting as a loss (it cannot have killed the worker)
 and without ``redelivered`` (an early-acked Celery task must not be failed
 as lost when it never ran).
 
+Rate limits: a task whose name has a ``min_interval`` is sent to a worker
+at most once per interval (per supervisor). One found ready too early is
+given a start time, the interval after the previous one, and handed back to
+the engine (``on_rate_limited``), which holds it until then: a burst of N
+such tasks starts at 0, i, 2i ... without anyone polling, while other tasks
+keep flowing past them.
+
 Isolation: a job suspected, together with others, of killing its worker
 too often (see ``Engine.worker_left``) is *isolated*: it is given only to a
 worker that holds no other job of its kind, and that worker gets no other
@@ -73,6 +80,11 @@ class NameInfo(Protocol):
     @property
     def is_async(self) -> bool: ...
 
+    @property
+    def min_interval(self) -> float | None:
+        """Seconds between two starts of this name (a rate limit), or None."""
+        ...
+
 
 @dataclass(eq=False)
 class WorkerHandle:
@@ -112,6 +124,7 @@ class Dispatcher:
         on_timeout: Callable[[Job, WorkerHandle], None],
         on_pause: Callable[[], None],
         timeout_grace: float,
+        on_rate_limited: Callable[[Job, float], None] = lambda job, due: None,
     ) -> None:
         self._save = save
         self._clock = clock
@@ -121,6 +134,9 @@ class Dispatcher:
         self._on_timeout = on_timeout
         self._on_pause = on_pause
         self._timeout_grace = timeout_grace
+        self._on_rate_limited = on_rate_limited
+        self._next_start: dict[str, float] = {}  # rate-limited name -> its next free start
+        self._start_at: dict[str, float] = {}  # job id -> the start it was given
         self.workers: dict[int, WorkerHandle] = {}
         self.paused = False
         self._ready: dict[tuple[str, str], deque[Job]] = {}
@@ -318,7 +334,35 @@ class Dispatcher:
             job = self._pop_ready(self._ready, worker.queues, kind)
             if job is None:
                 return
+            if kind == "task" and not self._admit(job):
+                continue
             start(worker, job)
+
+    def _admit(self, job: Job) -> bool:
+        """Whether a task may start now under its name's rate limit; if not,
+        it is handed to ``on_rate_limited`` with the start it was given."""
+        try:
+            interval = self._lookup(job.name).min_interval
+        except CodaError:
+            return True
+        if interval is None:
+            return True
+        now = self._clock.time()
+        given = self._start_at.pop(job.id, None)
+        if given is not None and given <= now:
+            return True
+        free = self._next_start.get(job.name, 0.0)
+        if given is None and free <= now:
+            self._next_start[job.name] = now + interval
+            return True
+        start = given if given is not None else free
+        if given is None:
+            self._next_start[job.name] = free + interval
+        if len(self._start_at) > 10_000:  # forget the starts of jobs cancelled meanwhile
+            self._start_at = {i: t for i, t in self._start_at.items() if i in self._live}
+        self._start_at[job.id] = start
+        self._on_rate_limited(job, start)
+        return False
 
     def _pop_ready(
         self, waiting: dict[tuple[str, str], deque[Job]], queues: tuple[str, ...], kind: str

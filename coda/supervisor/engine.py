@@ -92,6 +92,7 @@ class Engine:
             on_timeout=self._timed_out,
             on_pause=self._check_idle,
             timeout_grace=timeout_grace,
+            on_rate_limited=self._hold_until,
         )
         self.cancellations = Cancellations(
             self._live,
@@ -301,6 +302,10 @@ class Engine:
             on_idle, self._on_idle = self._on_idle, None
             on_idle()
 
+    def live_jobs(self) -> Mapping[str, Job]:
+        """Every unfinished job by id (read only: extensions' views)."""
+        return self._live
+
     def status(self) -> dict[str, object]:
         queues = self.dispatch.queued()
         delayed = sum(1 for job in self._live.values() if job.state is JobState.DELAYED)
@@ -315,6 +320,11 @@ class Engine:
         }
 
     # -- internals --------------------------------------------------------
+
+    def _hold_until(self, job: Job, start: float) -> None:
+        """A rate-limited task waits for the start the dispatcher gave it."""
+        self.jobs.delay(job, start)
+        self.steps.save(job)
 
     def _timed_out(self, job: Job, worker: WorkerHandle) -> None:
         message = f"task {job.name!r} exceeded its timeout"

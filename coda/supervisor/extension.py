@@ -18,18 +18,22 @@ core's is refused when the supervisor starts. Workers' connections never
 reach an extension.
 
 The host is deliberately small: the clock, the supervisor's configuration,
-submitting a job as a client would, and asking whether a name is a task.
+submitting a job as a client would, asking whether a name is a task,
+cancelling and purging as an operator would, and read-only views of the
+unfinished jobs and the workers (what the broker's Celery node reports to
+``celery inspect``).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any, Protocol
 
 from ..errors import ConfigurationError
-from ..messages import Submit, WireMessage
+from ..messages import Kind, Payload, Submit, WireMessage
 from ..protocol import CORE_CODEC, MessageCodec
 from .clock import Clock
 from .config import SupervisorConfig
@@ -40,7 +44,9 @@ __all__ = [
     "ExtensionFactory",
     "ExtensionHost",
     "Extensions",
+    "JobSummary",
     "SupervisorExtension",
+    "WorkerSummary",
     "discover_extensions",
 ]
 
@@ -58,6 +64,37 @@ class ClientPeer(Protocol):
     def send(self, message: WireMessage) -> None:
         """Queue a message for the client (written at the end of this loop turn)."""
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class JobSummary:
+    """One unfinished job, as an extension may see it.
+
+    ``state`` is ``queued``, ``delayed`` (held for a retry, an ETA or a
+    rate limit until ``ready_at``) or ``running``; a running task the worker
+    holds back (prefetched) and has not started yet has ``started`` False."""
+
+    id: str
+    kind: Kind
+    name: str
+    queue: str
+    state: str
+    args: Payload
+    attempt: int
+    parent_run: str | None
+    ready_at: float | None
+    started_at: float | None
+    worker_pid: int | None
+    started: bool
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSummary:
+    id: int
+    pid: int
+    queues: tuple[str, ...]
+    task_slots: int
+    running_tasks: int
 
 
 class ExtensionHost(Protocol):
@@ -100,6 +137,31 @@ class ExtensionHost(Protocol):
 
     def purge(self, queue: str) -> int:
         """Cancel every job waiting in a queue (``coda purge``); how many."""
+        ...
+
+    def cancel_waiting(self, run_id: str) -> bool:
+        """Cancel the job if it has not started (queued, delayed, or held
+        back by a worker, which then drops it); whether it was."""
+        ...
+
+    def job(self, run_id: str) -> JobSummary | None:
+        """The unfinished job of that id, if any."""
+        ...
+
+    def jobs(self, kind: Kind = "task") -> list[JobSummary]:
+        """Every unfinished job of a kind, oldest first."""
+        ...
+
+    def workers(self) -> list[WorkerSummary]:
+        """The connected workers."""
+        ...
+
+    def task_names(self) -> list[str]:
+        """The tasks this supervisor can run, sorted."""
+        ...
+
+    def counts(self) -> Mapping[str, Mapping[str, int]]:
+        """Per name, how many ended succeeded, failed, cancelled, retried."""
         ...
 
 

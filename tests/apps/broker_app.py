@@ -32,6 +32,8 @@ app.conf.update(
     broker_connection_retry_on_startup=True,
     worker_hijack_root_logger=False,
     task_send_sent_event=False,
+    # the -E of the Coda workers (the Flower test turns it on)
+    worker_send_task_events=os.environ.get("CODA_TEST_TASK_EVENTS") == "1",
 )
 if BROKER_URL.startswith("redis://"):
     _prefix = {"global_keyprefix": os.environ["CODA_TEST_CELERY_PREFIX"]}

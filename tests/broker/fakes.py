@@ -1,14 +1,17 @@
-"""Fake peers and a hand-driven clock for the broker's unit tests."""
+"""Fake peers, a hand-driven clock and a recorded supervisor host for the
+broker's unit tests."""
 
 from __future__ import annotations
 
 import heapq
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from coda.broker.messages import Deliver
-from coda.messages import WireMessage
+from coda.messages import Kind, Submit, WireMessage
+from coda.supervisor import SupervisorConfig
+from coda.supervisor.extension import ClientPeer, JobSummary, WorkerSummary
 
 
 @dataclass
@@ -63,3 +66,49 @@ class FakeClock:
     @property
     def pending(self) -> int:
         return sum(1 for t in self._timers if not t[2].cancelled)
+
+
+@dataclass
+class FakeHost:
+    """What a supervisor offers the broker's Celery node, recorded."""
+
+    config: SupervisorConfig = field(default_factory=SupervisorConfig)
+    clock: FakeClock = field(default_factory=FakeClock)
+    live: dict[str, JobSummary] = field(default_factory=dict)
+    cancelled: list[tuple[str, bool]] = field(default_factory=list)
+    submitted: list[Submit] = field(default_factory=list)
+
+    def submit(self, peer: ClientPeer, message: Submit) -> None:
+        self.submitted.append(message)
+
+    def is_task(self, name: str) -> bool:
+        return True
+
+    def cancel(self, run_id: str, terminate: bool = False) -> str | None:
+        self.cancelled.append((run_id, terminate))
+        return "cancelled" if self.live.pop(run_id, None) else None
+
+    def purge(self, queue: str) -> int:
+        return 0
+
+    def cancel_waiting(self, run_id: str) -> bool:
+        job = self.live.get(run_id)
+        if job is None or job.started:
+            return False
+        self.cancel(run_id)
+        return True
+
+    def job(self, run_id: str) -> JobSummary | None:
+        return self.live.get(run_id)
+
+    def jobs(self, kind: Kind = "task") -> list[JobSummary]:
+        return [job for job in self.live.values() if job.kind == kind]
+
+    def workers(self) -> list[WorkerSummary]:
+        return [WorkerSummary(1, 4242, ("default",), 1, 1)]
+
+    def task_names(self) -> list[str]:
+        return ["proj.add"]
+
+    def counts(self) -> Mapping[str, Mapping[str, int]]:
+        return {"proj.add": {"succeeded": 3, "failed": 1}}

@@ -11,9 +11,10 @@ import msgspec.inspect as mi
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from coda.broker.control import ControlNode
 from coda.broker.messages import BROKER_REQUESTS
 from coda.broker.service import BrokerService
-from tests.broker.fakes import FakeClock, FakePeer
+from tests.broker.fakes import FakeClock, FakeHost, FakePeer
 
 NAMES = st.sampled_from(["", "q", "x", "celery", "amq.direct", "amq.fanout", "a.b.*", "#"])
 ODD_FLOATS = st.one_of(
@@ -40,6 +41,10 @@ def strategy(info: mi.Type) -> st.SearchStrategy[Any]:
         return st.lists(strategy(info.item_type), max_size=5)
     if isinstance(info, mi.UnionType):
         return st.one_of(*(strategy(t) for t in info.types))
+    if isinstance(info, mi.AnyType):
+        return st.one_of(st.none(), st.booleans(), NAMES, st.lists(NAMES, max_size=3))
+    if isinstance(info, mi.DictType):
+        return st.dictionaries(strategy(info.key_type), strategy(info.value_type), max_size=3)
     raise AssertionError(f"no strategy for {info}")
 
 
@@ -59,6 +64,7 @@ def test_odd_but_valid_messages_never_break_the_service(
 ) -> None:
     clock = FakeClock()
     service = BrokerService(result_ttl=60, clock=clock)
+    service.node = ControlNode(FakeHost(clock=clock), service.broker)  # type: ignore[arg-type]
     peers = [FakePeer(), FakePeer(), FakePeer()]
     for who, msg, advance in steps:
         service.handle(peers[who], msg)

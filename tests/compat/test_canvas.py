@@ -15,6 +15,7 @@ from celery.result import AsyncResult, GroupResult
 from coda.compat.celery import uninstall
 from coda.testing import SupervisorProcess, wait_until
 from tests.apps import celery_app as tasks
+from tests.apps.celery_app import lines
 from tests.apps.celery_workflows import add_then_double
 from tests.compat.conftest import Route
 
@@ -103,6 +104,31 @@ def test_failed_chain_step_fails_the_rest_with_the_original_exception(
             last.get(timeout=30)
         assert last.state == "FAILURE"
         assert result.parent.parent.get(timeout=30) == 2
+
+
+def test_a_step_that_failed_for_good_runs_once_as_in_a_chain(
+    route: Route, coda_supervisor: SupervisorProcess, log_path: str
+) -> None:
+    """Issue 13 item 4: a Celery chain runs a failing step once; the canvas
+    workflow must not rerun it (nor itself) after the failure."""
+    route(ALL)
+    before = coda_supervisor.status()["names"].get(CANVAS, {})
+    result = chain(
+        tasks.add.s(1, 1), tasks.hooked.si(path=log_path, mode="fail"), tasks.add.s(1)
+    ).apply_async()
+    with pytest.raises(KeyError):
+        AsyncResult(result.id, app=tasks.app).get(timeout=30)
+    wait_until(
+        lambda: canvas_counts(coda_supervisor).get("failed", 0) == before.get("failed", 0) + 1,
+        what="the canvas workflow to fail",
+    )
+    assert canvas_counts(coda_supervisor).get("retried", 0) == before.get("retried", 0)
+    assert lines(log_path) == ["on_failure KeyError"]  # the step ran once
+
+
+def canvas_counts(sup: SupervisorProcess) -> dict[str, int]:
+    counts: dict[str, int] = sup.status()["names"].get(CANVAS, {})
+    return counts
 
 
 def test_chord_header_failure_skips_the_body_with_chord_error(

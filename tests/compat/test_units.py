@@ -45,7 +45,9 @@ def tsum(values: list[int]) -> int:
 
 def captured(**options: Any) -> CeleryMessage:
     messages: list[CeleryMessage] = []
-    app.send_task(add.name, (1, 2), producer=MessageProducer(messages.append), **options)
+    events: list[tuple[Any, ...]] = []
+    producer = MessageProducer(messages.append, lambda *event: events.append(event))
+    app.send_task(add.name, (1, 2), producer=producer, **options)
     (message,) = messages
     return message
 
@@ -98,6 +100,29 @@ def test_producer_captures_celerys_own_message() -> None:
     assert message.properties["priority"] == 3
     assert message.routing_key == "celery"
     assert message.content_type == "application/json"
+
+
+def test_the_task_sent_event_is_forwarded_not_taken_for_the_task() -> None:
+    """``task_send_sent_event`` publishes the event through the same producer,
+    after the task: the sink must get the task, the event its own way (the
+    cause of the ``self.retry()`` hang of issue 13)."""
+    messages: list[CeleryMessage] = []
+    events: list[tuple[Any, ...]] = []
+    producer = MessageProducer(messages.append, lambda *event: events.append(event))
+    app.conf.task_send_sent_event = True
+    try:
+        app.send_task(add.name, (1, 2), producer=producer)
+    finally:
+        app.conf.task_send_sent_event = False
+    (message,) = messages
+    assert message.name == add.name
+    ((body, exchange, routing_key, _headers, _serializer),) = events
+    assert (body["type"], body["uuid"], exchange, routing_key) == (
+        "task-sent",
+        message.task_id,
+        "celeryev",
+        "task.sent",
+    )
 
 
 def test_job_args_round_trip_into_the_tracer_request() -> None:

@@ -38,6 +38,7 @@ class Info:
     queue: str = "default"
     timeout: float | None = None
     is_async: bool = False
+    min_interval: float | None = None
 
 
 NAMES = {
@@ -46,6 +47,7 @@ NAMES = {
     "w": Info("workflow"),
     "other_q": Info("task", queue="other"),
     "slow": Info("task", timeout=5.0),
+    "limited": Info("task", min_interval=10.0),
 }
 
 

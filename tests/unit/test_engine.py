@@ -154,6 +154,32 @@ def test_a_retry_waits_its_delay_then_runs_the_next_attempt(
     assert engine.status()["delayed"] == 0
 
 
+def test_a_rate_limited_name_starts_once_per_interval_while_others_flow(
+    engine: Engine, clock: ManualClock
+) -> None:
+    """``min_interval`` 10 s: three at once start at 0, 10 and 20 s, each
+    held by the supervisor meanwhile; an unlimited task is not held up."""
+    w = worker(engine, 1, tasks=8)
+    for i in range(3):
+        engine.submit(FakePeer(), Submit(req_id=i, name="limited", args=ARGS, run_id=f"l{i}"))
+    engine.submit(FakePeer(), Submit(req_id=9, name="t", args=ARGS, run_id="free"))
+    clock.settle()
+    assert [run.job_id for run in runs(w)] == ["l0", "free"]
+    assert engine.status()["delayed"] == 2
+    clock.advance(5.0)
+    assert sent(w) == []
+    clock.advance(5.0)
+    assert [run.job_id for run in runs(w)] == ["l1"]
+    clock.advance(10.0)
+    assert [run.job_id for run in runs(w)] == ["l2"]
+    assert "retried" not in engine.counts.get("limited", {})  # not a retry
+    engine.submit(FakePeer(), Submit(req_id=5, name="limited", args=ARGS, run_id="l3"))
+    clock.settle()
+    assert sent(w) == []  # the next free start is 30 s
+    clock.advance(10.0)
+    assert [run.job_id for run in runs(w)] == ["l3"]
+
+
 def test_retry_args_replace_the_next_attempts_arguments(engine: Engine, clock: ManualClock) -> None:
     w = worker(engine, 1)
     engine.submit(FakePeer(), Submit(req_id=1, name="t", args=ARGS, run_id="job-1"))

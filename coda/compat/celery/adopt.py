@@ -21,6 +21,10 @@ worker (``role="worker"``), where each task's Coda function is
   its serializer the app's ``result_serializer``, and it runs on the worker's
   main thread, one at a time (``--workers N`` is ``-c N``). Coda's own retry
   policy stays off: Celery code decides retries.
+- ``rate_limit`` (the task's, from ``task_annotations`` or
+  ``task_default_rate_limit``; off with ``worker_disable_rate_limits``) is
+  the spec's ``min_interval``: the supervisor starts the task at most that
+  often, across all its workers, as one Celery worker instance does.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from typing import Any
 
 from celery import signals
 from celery.app.utils import find_app
+from celery.utils.time import rate
 
 import coda.compat.kombu  # noqa: F401 - an adopted app's coda:// URL works without its own import
 from coda import registry
@@ -74,8 +79,10 @@ def adopt(app: Any, *, role: str = "supervisor", beat: bool = False) -> list[str
         registry.register(_spec(app, name, task, executor))
         names.append(name)
     from .canvas_flow import register_canvas_units
+    from .control import register_control_units
 
     register_canvas_units(app, executor)
+    register_control_units(app, executor)
     if beat:
         from .beat import beat_schedules
 
@@ -124,7 +131,22 @@ def _spec(app: Any, name: str, task: Any, executor: Any) -> Spec:
         retry=RetryPolicy(max_retries=0),
         serializer=app.conf.result_serializer,
         main_thread=True,
+        min_interval=_min_interval(app, task),
     )
+
+
+def _min_interval(app: Any, task: Any) -> float | None:
+    """Seconds between two starts under the task's ``rate_limit``, if any."""
+    if app.conf.worker_disable_rate_limits or not task.rate_limit:
+        return None
+    try:
+        per_second = float(rate(task.rate_limit))
+    except (TypeError, ValueError) as exc:
+        raise ConfigurationError(
+            f"task {task.name!r}: rate_limit {task.rate_limit!r} is not a rate "
+            "(use '10/s', '100/m' or '1000/h')"
+        ) from exc
+    return 1.0 / per_second if per_second > 0 else None
 
 
 def _entry(name: str, executor: Any) -> Any:

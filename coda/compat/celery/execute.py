@@ -15,6 +15,8 @@ as in Celery. Around the tracer this module does what Celery's worker does:
   ``worker_deduplicate_successful_tasks`` works); without it Celery would
   have acked the message already, so ``WorkerLostError`` is stored and the
   task is not rerun.
+- task events (``events``): ``task-received``/``-started`` and the outcome's
+  event, when the app sets ``worker_send_task_events``.
 - ``Reject(requeue=True)``: the job is handed back unchanged
   (``RequeueRequested``) and its next delivery has ``redelivered`` True, as
   a broker's requeue; the supervisor backs off a task that keeps rejecting
@@ -46,6 +48,7 @@ from kombu.serialization import prepare_accept_content
 from coda.context import TaskInfo, task_info
 from coda.errors import RequeueRequested, RetryRequested
 
+from .events import TaskEvents
 from .limits import TimeLimits
 from .message import ENVELOPE, CeleryCall, parse_job_args
 from .reports import report_failure, report_revoked
@@ -64,7 +67,8 @@ class CeleryExecutor:
         self.hostname = hostname or f"coda-{os.getpid()}@{socket.gethostname()}"
         setup_worker_optimizations(app, self.hostname)
         self.accept = prepare_accept_content(app.conf.accept_content)
-        self.limits = TimeLimits()
+        self.events = TaskEvents(app, self.hostname)
+        self.limits = TimeLimits(on_hard_limit=self._hard_limit_event)
         self._tracers: dict[str, Tracer] = {}
 
     def run(self, name: str, **job_args: Any) -> Any:
@@ -77,15 +81,19 @@ class CeleryExecutor:
             raise
         info = task_info()
         lost = bool(info is not None and info.redelivered)
+        self.events.received(task, call)
         expires = call.expires
         if expires is not None and time.time() > expires:
             report_revoked(task, call, expired=True)
+            self.events.revoked(task, call, terminated=False, expired=True)
             raise TaskRevokedError("expired")
         if lost and not (task.acks_late or self.app.conf.task_acks_late):
             error = WorkerLostError("the Coda worker running this task died")
             report_failure(task, call, error)
+            self.events.failed(task, call, error, "")
             raise error
         requeued = bool(info is not None and info.requeued)
+        self.events.started(task, call)
         return self._trace(task, call, info, lost or requeued)
 
     def _trace(self, task: Any, call: CeleryCall, info: TaskInfo | None, redelivered: bool) -> Any:
@@ -103,6 +111,7 @@ class CeleryExecutor:
         finally:
             scope_var.reset(token)
         retval, trace_info = traced[0], traced[1]
+        self._send_outcome(task, call, traced, scope)
         return self._outcome(task, call, retval, trace_info, scope)
 
     def _tracer(self, name: str, task: Any) -> Tracer:
@@ -111,6 +120,25 @@ class CeleryExecutor:
             tracer = build_tracer(name, task, self.app.loader, self.hostname, app=self.app)
             self._tracers[name] = tracer
         return tracer
+
+    def _send_outcome(self, task: Any, call: CeleryCall, traced: Any, scope: ExecScope) -> None:
+        """The event a Celery worker sends for this outcome (``worker/request.py``)."""
+        retval, trace_info, runtime = traced[0], traced[1], traced[2]
+        events = self.events
+        if trace_info is None:
+            events.succeeded(task, call, retval, runtime)
+            return
+        traceback = str(getattr(retval, "traceback", "") or "")
+        state, exc = trace_info.state, trace_info.retval
+        if scope.captured is not None or state == states.RETRY:
+            events.retried(task, call, exc.exc if isinstance(exc, Retry) else exc, traceback)
+        elif state == states.REJECTED and isinstance(exc, Reject):
+            events.rejected(task, call, bool(exc.requeue))
+        elif state == states.FAILURE:
+            events.failed(task, call, exc, traceback)
+
+    def _hard_limit_event(self, task: Any, call: CeleryCall, exc: BaseException) -> None:
+        self.events.failed(task, call, exc, "")
 
     def _outcome(
         self, task: Any, call: CeleryCall, retval: Any, trace_info: Any, scope: ExecScope

@@ -17,6 +17,7 @@ import functools
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from .events import EventForwarder
 from .producer import MessageProducer
 from .scope import current_scope
 
@@ -36,15 +37,16 @@ class Router(Protocol):
 class SendTaskHook:
     """Installed as ``app.send_task``; ``original`` is the app's bound method."""
 
-    def __init__(self, original: SendTask) -> None:
+    def __init__(self, original: SendTask, app: Any) -> None:
         self.original = original
+        self.events = EventForwarder(app)  # task-sent events of captured retries
         self.router: Router | None = None
         functools.update_wrapper(self, original)
 
     def __call__(self, name: str, args: Any = None, kwargs: Any = None, **options: Any) -> Any:
         scope = current_scope()
         if scope is not None and options.get("task_id") == scope.task_id:
-            options["producer"] = MessageProducer(scope.capture)
+            options["producer"] = MessageProducer(scope.capture, self.events)
             return self.original(name, args, kwargs, **options)
         if self.router is not None and not name.startswith("celery."):
             return self.router.send(self.original, name, args, kwargs, options)
@@ -56,6 +58,6 @@ def hook_for(app: Any) -> SendTaskHook:
     hook = app.__dict__.get("send_task")
     if isinstance(hook, SendTaskHook):
         return hook
-    hook = SendTaskHook(app.send_task)
+    hook = SendTaskHook(app.send_task, app)
     app.send_task = hook
     return hook

@@ -28,7 +28,7 @@ import contextlib
 import logging
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
@@ -58,7 +58,12 @@ def limits_for(app: Any, task: Any, headers: Any) -> tuple[float | None, float |
 class TimeLimits:
     """Arms the two timers around one task; create it on the main thread."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self, on_hard_limit: Callable[[Any, CeleryCall, BaseException], None] | None = None
+    ) -> None:
+        """``on_hard_limit(task, call, exc)``: after the hard limit is reported
+        (the executor sends its ``task-failed`` event there)."""
+        self._on_hard_limit = on_hard_limit
         self._main = threading.main_thread().ident
         self._lock = threading.Lock()
         self._current: object | None = None
@@ -114,6 +119,8 @@ class TimeLimits:
         exc = TimeLimitExceeded(hard)
         try:
             report_failure(task, call, exc)
+            if self._on_hard_limit is not None:
+                self._on_hard_limit(task, call, exc)
         except Exception:
             log.exception("could not record the hard time limit of %s", call.task_id)
         if info is not None:

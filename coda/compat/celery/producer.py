@@ -10,6 +10,12 @@ with Celery's own ids, eta, expires, limits and headers, and never opens the
 broker. What happens to the message is the ``sink``'s business: submit it
 to a supervisor (routing), or keep it as the next attempt (``self.retry()``
 inside a Coda worker).
+
+Celery also publishes its ``task-sent`` event (``task_send_sent_event``)
+through the producer it was given, after the task message. Such a message
+is not a task: it goes to ``events`` (``events.EventForwarder``, to the
+app's broker), never to the sink. Without ``events`` (the supervisor's beat
+ticks: it must not publish from its event loop) it is not sent.
 """
 
 from __future__ import annotations
@@ -23,18 +29,23 @@ from kombu.messaging import Producer
 
 from coda.compat.kombu.properties import kept_properties
 
+from .events import is_event
 from .message import CeleryMessage
 
 __all__ = ["MessageProducer"]
 
 Sink = Callable[[CeleryMessage], None]
+# (body, exchange, routing key, headers, serializer) of a message that is not a task
+EventSink = Callable[[Any, str, "str | None", dict[str, Any], "str | None"], None]
 
 
 class MessageProducer(Producer):
-    """``publish()`` serializes like kombu and calls ``sink(CeleryMessage)``."""
+    """``publish()`` serializes like kombu and calls ``sink(CeleryMessage)``
+    for a task message, ``events(...)`` for anything else."""
 
-    def __init__(self, sink: Sink) -> None:  # no channel: never touches a broker
+    def __init__(self, sink: Sink, events: EventSink | None = None) -> None:  # no broker
         self._sink = sink
+        self._events = events
         self._connection: Connection | None = None
         self.exchange = Exchange("")
         self.routing_key = ""
@@ -77,10 +88,14 @@ class MessageProducer(Producer):
         **properties: Any,
     ) -> None:
         headers = {} if headers is None else headers
+        exchange_name = exchange.name if isinstance(exchange, Exchange) else (exchange or "")
+        if is_event(headers):
+            if self._events is not None:
+                self._events(body, exchange_name, routing_key, headers, serializer)
+            return
         payload, content_type, content_encoding = self._prepare(
             body, serializer, content_type, content_encoding, compression, headers
         )
-        exchange_name = exchange.name if isinstance(exchange, Exchange) else (exchange or "")
         properties = kept_properties(properties)  # as AMQP: no signal=<Signal> from **kwargs
         properties.update(priority=priority, delivery_mode=delivery_mode)
         if expiration is not None:

@@ -9,6 +9,7 @@ effects: the result backend's meta, the task's hooks and the signals.
 
 from __future__ import annotations
 
+import signal
 from typing import Any
 
 from billiard.einfo import ExceptionInfo
@@ -52,11 +53,18 @@ def report_failure(task: Any, call: CeleryCall, exc: BaseException, *, hooks: bo
         task.request_stack.pop()
 
 
-def report_revoked(task: Any, call: CeleryCall, *, expired: bool) -> None:
-    """REVOKED in the backend and ``task_revoked``, as for a message past ``expires``."""
+def report_revoked(
+    task: Any, call: CeleryCall, *, expired: bool = False, terminated: bool = False
+) -> None:
+    """REVOKED in the backend and ``task_revoked``, as a Celery worker reports
+    a message past ``expires``, a revoked one, or one it terminated."""
     context = context_for(call)
-    reason = "expired" if expired else "revoked"
+    reason = "expired" if expired else "terminated" if terminated else "revoked"
     task.backend.mark_as_revoked(call.task_id, reason, request=context)
     signals.task_revoked.send(
-        sender=task, request=context, terminated=False, signum=None, expired=expired
+        sender=task,
+        request=context,
+        terminated=terminated,
+        signum=signal.SIGTERM if terminated else None,
+        expired=expired,
     )

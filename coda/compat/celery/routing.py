@@ -27,6 +27,10 @@ a warning, counts it in ``router.fallbacks`` and publishes to Celery's broker
 instead. Never a silent drop. A submission is retried once on a fresh
 connection first (safe: the run id makes it idempotent).
 
+**Remote control**: ``app.control`` reaches Coda too (``control``):
+``revoke`` cancels a Coda-held task, ``purge`` drops the Coda jobs of the
+app's queues, ``inspect``/``ping`` include the supervisor's node.
+
 Call ``install`` where the app is defined, so producers, Celery workers (for
 chain continuations and callbacks) and Coda workers route alike.
 """
@@ -46,6 +50,8 @@ from coda.client import Client
 from coda.errors import ConfigurationError, ConnectionLostError, HandshakeError
 
 from .adopt import coda_queue
+from .control import ControlHooks
+from .events import EventForwarder
 from .hook import SendTask, hook_for
 from .message import CeleryMessage
 from .producer import MessageProducer
@@ -94,6 +100,8 @@ class CodaRouter:
         self._client_pid = 0
         self._lock = threading.Lock()
         self.result_cls = result_class_for(app, self)
+        self.events = EventForwarder(app)  # task-sent events (task_send_sent_event)
+        self.control = ControlHooks(app, self)  # revoke, purge, inspect reach Coda
 
     def send(
         self, send_task: SendTask, name: str, args: Any, kwargs: Any, options: dict[str, Any]
@@ -105,7 +113,11 @@ class CodaRouter:
             coda_options["result_cls"] = self.result_cls
         try:
             result = send_task(
-                name, args, kwargs, producer=MessageProducer(self.submit), **coda_options
+                name,
+                args,
+                kwargs,
+                producer=MessageProducer(self.submit, self.events),
+                **coda_options,
             )
         except SupervisorUnreachable as exc:
             if self.on_unreachable == "raise":
@@ -169,6 +181,7 @@ class CodaRouter:
 
     def close(self) -> None:
         self._drop_client()
+        self.control.close()
 
 
 def install(
@@ -197,6 +210,7 @@ def install(
     if hook.router is not None:
         hook.router.close()
     hook.router = router
+    router.control.install()
     from .canvas_route import patch_canvas
 
     patch_canvas()
@@ -206,6 +220,8 @@ def install(
 def uninstall(app: Any) -> None:
     """Send every call to Celery's broker again."""
     hook = hook_for(app)
+    if isinstance(hook.router, CodaRouter):
+        hook.router.control.uninstall()
     if hook.router is not None:
         hook.router.close()
     hook.router = None
