@@ -24,12 +24,7 @@ to its queue without counting as a loss (it cannot have killed the worker)
 and without ``redelivered`` (an early-acked Celery task must not be failed
 as lost when it never ran).
 
-Rate limits: a task whose name has a ``min_interval`` is sent to a worker
-at most once per interval (per supervisor). One found ready too early is
-given a start time, the interval after the previous one, and handed back to
-the engine (``on_rate_limited``), which holds it until then: a burst of N
-such tasks starts at 0, i, 2i ... without anyone polling, while other tasks
-keep flowing past them.
+Rate limits: see ``ratelimit``.
 
 Isolation: a job suspected, together with others, of killing its worker
 too often (see ``Engine.worker_left``) is *isolated*: it is given only to a
@@ -50,6 +45,7 @@ from ..errors import CodaError
 from ..messages import CachedStep, Kind, Message, RunTask, RunWorkflow
 from .clock import Clock, Timer
 from .jobs import Job, JobState
+from .ratelimit import RateLimits
 
 __all__ = ["Dispatcher", "NameInfo", "Peer", "WorkerHandle"]
 
@@ -134,9 +130,7 @@ class Dispatcher:
         self._on_timeout = on_timeout
         self._on_pause = on_pause
         self._timeout_grace = timeout_grace
-        self._on_rate_limited = on_rate_limited
-        self._next_start: dict[str, float] = {}  # rate-limited name -> its next free start
-        self._start_at: dict[str, float] = {}  # job id -> the start it was given
+        self._rate_limits = RateLimits(lookup, clock, live, on_rate_limited)
         self.workers: dict[int, WorkerHandle] = {}
         self.paused = False
         self._ready: dict[tuple[str, str], deque[Job]] = {}
@@ -334,35 +328,9 @@ class Dispatcher:
             job = self._pop_ready(self._ready, worker.queues, kind)
             if job is None:
                 return
-            if kind == "task" and not self._admit(job):
+            if kind == "task" and not self._rate_limits.admit(job):
                 continue
             start(worker, job)
-
-    def _admit(self, job: Job) -> bool:
-        """Whether a task may start now under its name's rate limit; if not,
-        it is handed to ``on_rate_limited`` with the start it was given."""
-        try:
-            interval = self._lookup(job.name).min_interval
-        except CodaError:
-            return True
-        if interval is None:
-            return True
-        now = self._clock.time()
-        given = self._start_at.pop(job.id, None)
-        if given is not None and given <= now:
-            return True
-        free = self._next_start.get(job.name, 0.0)
-        if given is None and free <= now:
-            self._next_start[job.name] = now + interval
-            return True
-        start = given if given is not None else free
-        if given is None:
-            self._next_start[job.name] = free + interval
-        if len(self._start_at) > 10_000:  # forget the starts of jobs cancelled meanwhile
-            self._start_at = {i: t for i, t in self._start_at.items() if i in self._live}
-        self._start_at[job.id] = start
-        self._on_rate_limited(job, start)
-        return False
 
     def _pop_ready(
         self, waiting: dict[tuple[str, str], deque[Job]], queues: tuple[str, ...], kind: str
