@@ -118,6 +118,8 @@ def test_out_of_descriptors_a_dead_worker_is_replaced_and_the_log_stays_quiet(
     loop: str, tmp_path: Path
 ) -> None:
     log_path = tmp_path / "supervisor.log"
+    if loop == "uvloop":
+        import uvloop  # noqa: F401  (the test extra installs it: this case must not run asyncio)
     env = without_uvloop(tmp_path) if loop == "asyncio" else None
     with (
         log_path.open("wb") as log,
