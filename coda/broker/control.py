@@ -42,7 +42,6 @@ import json
 import logging
 import re
 import socket
-import time
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -102,8 +101,8 @@ class ControlNode:
         self.name = f"coda@{socket.gethostname()}"
         self.revoked: dict[str, None] = {}  # an ordered set, oldest first
         self.counts: Counter[str] = Counter()
-        self._started_at = time.time()
-        self._clock = itertools.count(1)
+        self._started_at = host.clock.time()
+        self._lamport = itertools.count(1)  # kombu's message clock
         self._handlers: dict[str, Handler] = {
             "ping": lambda _: {"ok": "pong"},
             "active": lambda _: replies.active(host),
@@ -111,7 +110,7 @@ class ControlNode:
             "scheduled": lambda _: replies.scheduled(host, broker.held_messages()),
             "revoked": lambda _: list(self.revoked),
             "registered": lambda _: replies.registered(host),
-            "stats": lambda _: replies.stats(host, self._started_at, next(self._clock)),
+            "stats": lambda _: replies.stats(host, self._started_at, next(self._lamport)),
             "active_queues": lambda _: replies.active_queues(host),
             "revoke": self._revoke,
             "purge": self._purge,
@@ -131,7 +130,7 @@ class ControlNode:
             self.counts["unreadable"] += 1
             return
         command, content_type, expires = parsed
-        if expires and time.time() > expires:
+        if expires and self.host.clock.time() > expires:
             return
         answer = self.request(command)
         if answer is not None and command.reply_to is not None:
@@ -191,7 +190,7 @@ class ControlNode:
             "body": body,
             "content-type": content_type,
             "content-encoding": encoding,
-            "headers": {"ticket": command.ticket, "clock": next(self._clock)},
+            "headers": {"ticket": command.ticket, "clock": next(self._lamport)},
             "properties": {
                 "delivery_mode": 1,
                 "priority": 0,

@@ -92,7 +92,7 @@ def broadcast(method: str, content_type: str = "application/json", **fields: Any
         "body": body,
         "content-type": content_type,
         "content-encoding": "utf-8",
-        "headers": {"clock": 1, "expires": 0},
+        "headers": {"clock": 1, "expires": fields.pop("expires", 0)},
         "properties": {},
     }
     return Publish("celery.pidbox", "", msgspec.msgpack.encode(kombu))
@@ -145,6 +145,16 @@ def test_patterns_address_nodes_as_kombu_matches_them_and_a_bad_one_addresses_no
     service.handle(caller, broadcast("ping", pattern="coda@*", matcher="no-such-matcher"))
     assert replies(service, caller) == [{node.name: {"ok": "pong"}}] * 2
     assert node.counts["unreadable"] == 4
+
+
+def test_a_command_past_its_expiry_by_the_hosts_clock_is_not_answered() -> None:
+    service, host, caller = setup()
+    now = host.clock.time()
+    service.handle(caller, broadcast("ping", expires=now - 1))
+    service.handle(caller, broadcast("ping", expires=now + 1))
+    node = service.node
+    assert node is not None
+    assert replies(service, caller) == [{node.name: {"ok": "pong"}}]
 
 
 def test_revoke_cancels_a_waiting_job_and_has_it_reported_revoked() -> None:
