@@ -158,6 +158,14 @@ def _split_queues(values: tuple[str, ...]) -> tuple[str, ...]:
     "the others take over its jobs. It stops itself after three quarters of that.",
 )
 @click.option(
+    "--fleet-poll",
+    type=click.FloatRange(min=0, min_open=True),
+    default=_default("fleet_poll"),
+    show_default=True,
+    help="With a postgresql:// store: new work and results wake supervisors through "
+    "LISTEN/NOTIFY; after this many seconds without a notification, look for work anyway.",
+)
+@click.option(
     "--shutdown-grace",
     type=click.FloatRange(min=0),
     default=_default("shutdown_grace"),
@@ -210,6 +218,7 @@ def supervisor(
     store: str,
     shutdown_grace: float,
     fleet_lease: float,
+    fleet_poll: float,
     celery_app: str | None,
     celery_divert: tuple[str, ...],
     celery_beat: bool,
@@ -244,6 +253,7 @@ def supervisor(
         store=store,
         shutdown_grace=shutdown_grace,
         fleet_lease=fleet_lease,
+        fleet_poll=fleet_poll,
         celery_app=celery_app,
         celery_divert=celery_divert,
         celery_beat=celery_beat,

@@ -55,6 +55,8 @@ class SupervisorConfig:
     # on a shared (PostgreSQL) store: seconds without a heartbeat after which the
     # fleet reclaims this supervisor's jobs
     fleet_lease: float = 30.0
+    # seconds without a LISTEN/NOTIFY wake-up after which it looks for work anyway
+    fleet_poll: float = 5.0
     celery_app: str | None = None  # "module:attribute" of a Celery app whose tasks to adopt
     # coda:// messages of adopted tasks that Coda workers take: "*", "queue:NAME", task names
     celery_divert: tuple[str, ...] = ()
@@ -75,6 +77,8 @@ class SupervisorConfig:
             )
         if not self.fleet_lease >= 1:
             raise ConfigurationError(f"--fleet-lease must be >= 1 second, got {self.fleet_lease}")
+        if not self.fleet_poll > 0:
+            raise ConfigurationError(f"--fleet-poll must be > 0 seconds, got {self.fleet_poll}")
         if self.prefetch is not None and self.prefetch < 0:
             raise ConfigurationError(f"--prefetch must be >= 0, got {self.prefetch}")
         if self.listen is None and self.unix_socket is None:

@@ -101,7 +101,13 @@ class SharedStore(Protocol):
     on_fenced: Callable[[set[str]], None]
 
     def fleet(
-        self, clock: Any, *, supervisor_id: str, queues: tuple[str, ...], lease: float
+        self,
+        clock: Any,
+        *,
+        supervisor_id: str,
+        queues: tuple[str, ...],
+        lease: float,
+        poll: float,
     ) -> FleetMember: ...
 
 

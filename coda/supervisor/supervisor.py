@@ -131,7 +131,11 @@ class Supervisor:
         if not isinstance(self.store, SharedStore):
             return None
         member = self.store.fleet(
-            self.clock, supervisor_id=self.id, queues=config.queues, lease=config.fleet_lease
+            self.clock,
+            supervisor_id=self.id,
+            queues=config.queues,
+            lease=config.fleet_lease,
+            poll=config.fleet_poll,
         )
         self.engine.join_fleet(Fleet(member, self.engine, config.queues, self._lost_lease))
         self.store.on_fenced = self.engine.jobs.fenced_off

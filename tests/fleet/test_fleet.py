@@ -25,9 +25,11 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 LEASE = "3"  # seconds: a dead supervisor's jobs are reclaimed after this
 
 
-def member(url: str, queues: str = "", lease: str = LEASE) -> SupervisorProcess:
+def member(
+    url: str, queues: str = "", lease: str = LEASE, extra: tuple[str, ...] = ()
+) -> SupervisorProcess:
     """One supervisor of the fleet on ``url``, two workers, its workers up."""
-    args = ["--fleet-lease", lease] + (["--queues", queues] if queues else [])
+    args = ["--fleet-lease", lease, *extra] + (["--queues", queues] if queues else [])
     apps = ["tests.apps.basic", "tests.apps.durable"]
     sup = SupervisorProcess(apps, workers=2, store=url, extra_args=args)
     wait_until(lambda: len(sup.status()["workers"]) == 2, what="its workers")
@@ -36,13 +38,17 @@ def member(url: str, queues: str = "", lease: str = LEASE) -> SupervisorProcess:
 
 @contextlib.contextmanager
 def fleet(
-    url: str, count: int = 3, queues: list[str] | None = None, lease: str = LEASE
+    url: str,
+    count: int = 3,
+    queues: list[str] | None = None,
+    lease: str = LEASE,
+    extra: tuple[str, ...] = (),
 ) -> Iterator[list[SupervisorProcess]]:
     """``count`` supervisors on one store; ``queues[i]`` is the ``--queues``
-    of the i-th (default: default)."""
+    of the i-th (default: default); ``extra``: more options for each."""
     with contextlib.ExitStack() as stack:
         yield [
-            stack.enter_context(member(url, (queues or [""] * count)[i], lease))
+            stack.enter_context(member(url, (queues or [""] * count)[i], lease, extra))
             for i in range(count)
         ]
 
@@ -88,6 +94,23 @@ def test_a_dedicated_queue_runs_only_on_the_supervisor_that_consumes_it(store_ur
         for other in (a, b):
             with other.client() as client:
                 assert "tests.apps.basic.special_add" not in client.status()["names"]
+
+
+def test_work_and_results_cross_the_fleet_by_notification_not_by_polling(
+    store_url: str,
+) -> None:
+    """With the fallback poll an hour away, a job only c's workers consume
+    still reaches c at once (NOTIFY on the work channel), and its result the
+    client waiting on a (NOTIFY on the done channel)."""
+    no_polling = ("--fleet-poll", "3600")
+    with (
+        fleet(store_url, 2, queues=["", "special"], extra=no_polling) as (a, c),
+        a.client() as ca,
+    ):
+        for i in range(3):  # each one a new notification, after the fleet is idle
+            assert ca.run("tests.apps.basic.special_add", {"x": i, "y": 1}, timeout=30) == i + 1
+        with c.client() as cc:
+            assert cc.status()["names"]["tests.apps.basic.special_add"]["succeeded"] == 3
 
 
 def test_killing_one_supervisor_loses_no_run_and_reruns_no_cached_step(

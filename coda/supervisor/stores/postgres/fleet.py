@@ -53,6 +53,7 @@ log = logging.getLogger("coda.fleet")
 T = TypeVar("T")
 
 FALLBACK_POLL = 5.0  # seconds without a notification before looking for work anyway
+STOP_CHECK = 0.25  # seconds the listener waits on its socket between looks at stop()
 NOW = "extract(epoch from clock_timestamp())"
 
 CLAIM = f"""
@@ -141,11 +142,13 @@ class PostgresFleet:
         supervisor_id: str,
         queues: tuple[str, ...],
         lease: float,
+        poll: float = FALLBACK_POLL,
     ) -> None:
         self.store = store
         self.id = supervisor_id
         self.queues = list(queues)
         self.lease = lease
+        self.poll = poll  # seconds without a notification before looking for work anyway
         self._clock = clock
         self._events: FleetEvents | None = None
         self._stopping = threading.Event()
@@ -321,13 +324,18 @@ class PostgresFleet:
                 log.warning("fleet: listener reconnecting: %s", exc)
 
     def _relay(self, conn: Connection, channels: dict[str, str]) -> None:
+        """Pass notifications on; after ``poll`` seconds without one, look for
+        work anyway. It waits on the socket in short slices (no query is
+        sent) so that ``stop()`` is not held up by a long ``poll``."""
         by_channel = {channel: name for name, channel in channels.items()}
+        last = time.monotonic()
         while not self._stopping.is_set():
-            got = False
-            for note in conn.notifies(timeout=FALLBACK_POLL, stop_after=64):
-                got = True
+            wait = min(STOP_CHECK, max(0.0, last + self.poll - time.monotonic()))
+            for note in conn.notifies(timeout=wait, stop_after=64):
+                last = time.monotonic()
                 self._notified(by_channel.get(note.channel), note.payload)
-            if not got:
+            if time.monotonic() - last >= self.poll:
+                last = time.monotonic()
                 self._tell(lambda events: events.work_available())
 
     def _notified(self, name: str | None, payload: str) -> None:

@@ -137,12 +137,20 @@ class PostgresStore(BufferedStore[Pool]):
         return expire_batch(db, before, roots, after)
 
     def fleet(
-        self, clock: Clock, *, supervisor_id: str, queues: tuple[str, ...], lease: float
+        self,
+        clock: Clock,
+        *,
+        supervisor_id: str,
+        queues: tuple[str, ...],
+        lease: float,
+        poll: float,
     ) -> PostgresFleet:
         """This supervisor's membership of the fleet on this database."""
         from .fleet import PostgresFleet
 
-        return PostgresFleet(self, clock, supervisor_id=supervisor_id, queues=queues, lease=lease)
+        return PostgresFleet(
+            self, clock, supervisor_id=supervisor_id, queues=queues, lease=lease, poll=poll
+        )
 
     # -- lifecycle -------------------------------------------------------------
 
