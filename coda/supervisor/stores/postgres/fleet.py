@@ -35,7 +35,8 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FuturesTimeout
 from typing import Protocol, TypeVar, cast
 
 import psycopg
@@ -107,6 +108,10 @@ ASK_CANCEL = """
 UPDATE coda_jobs SET cancel_requested = true WHERE id = %s AND finished_at IS NULL
 RETURNING owner
 """
+
+
+class LeaseGone(Exception):
+    """The fleet removed this supervisor: its lease had expired."""
 
 
 class Database(Protocol):
@@ -280,26 +285,49 @@ class PostgresFleet:
         return jobs
 
     def _heartbeats(self) -> None:
-        while not self._stopping.wait(self.lease / 4):
-            try:
-                with self.store.pool.connection() as conn, conn.transaction():
-                    if conn.execute(HEARTBEAT, (self.lease, self.id)).fetchone() is None:
-                        self._lost("the fleet removed it (its lease had expired)")
-                        return
-                    freed = [str(row[0]) for row in conn.execute(RECLAIM).fetchall()]
-                    for queue in freed:
-                        notify = "SELECT pg_notify(%s, %s)"
-                        conn.execute(notify, (self.store.channels["work"], queue))
-                self.last_heartbeat = time.monotonic()
-                if freed:
-                    self.reclaimed += 1
-                    log.warning("fleet: reclaimed the jobs of a supervisor whose lease expired")
-            except psycopg.Error as exc:
-                silent = time.monotonic() - self.last_heartbeat
-                if silent > 0.75 * self.lease:
-                    self._lost(f"no heartbeat reached the database for {silent:.0f}s ({exc})")
+        """Every quarter lease, a heartbeat; the beat runs on a thread of its
+        own and is waited for a quarter lease at most, so that a database
+        that hangs (a dead link, no error) stops this supervisor after three
+        quarters of its lease as surely as one that fails, before the others
+        take over its jobs."""
+        beats = ThreadPoolExecutor(1, thread_name_prefix="coda-fleet-beat")
+        pending: Future[None] | None = None
+        try:
+            while not self._stopping.wait(self.lease / 4):
+                if pending is None or pending.done():
+                    pending = beats.submit(self._beat)
+                give_up = self.last_heartbeat + 0.75 * self.lease - time.monotonic()
+                try:
+                    pending.result(timeout=max(0.0, min(self.lease / 4, give_up)))
+                except FuturesTimeout:
+                    pass  # still waiting on the database: judged by the silence below
+                except LeaseGone:
+                    self._lost("the fleet removed it (its lease had expired)")
                     return
-                log.warning("fleet: heartbeat failed (%.0fs without one): %s", silent, exc)
+                except Exception as exc:  # the database's error, or a bug: said, not fatal
+                    log.warning("fleet: heartbeat failed: %s", exc)
+                silent = time.monotonic() - self.last_heartbeat
+                if silent >= 0.75 * self.lease:
+                    why = "no answer" if not pending.done() else "errors"
+                    self._lost(f"no heartbeat reached the database for {silent:.0f}s ({why})")
+                    return
+        finally:
+            beats.shutdown(wait=False, cancel_futures=True)
+
+    def _beat(self) -> None:
+        """One heartbeat, and the reclaim of the jobs of members whose lease
+        ran out (announced on the work channel)."""
+        with self.store.pool.connection() as conn, conn.transaction():
+            if conn.execute(HEARTBEAT, (self.lease, self.id)).fetchone() is None:
+                raise LeaseGone
+            freed = [str(row[0]) for row in conn.execute(RECLAIM).fetchall()]
+            for queue in freed:
+                notify = "SELECT pg_notify(%s, %s)"
+                conn.execute(notify, (self.store.channels["work"], queue))
+        self.last_heartbeat = time.monotonic()
+        if freed:
+            self.reclaimed += 1
+            log.warning("fleet: reclaimed the jobs of a supervisor whose lease expired")
 
     def _lost(self, reason: str) -> None:
         events = self._events
