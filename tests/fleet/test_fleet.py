@@ -150,16 +150,28 @@ def killed_mid_run(
             assert recorded.count(f"g{i}") in (1, 2)  # at least once: it may have been cut
 
 
-def test_a_postgresql_restart_mid_run_loses_nothing() -> None:
+def test_a_postgresql_restart_mid_run_loses_nothing(tmp_path: Path) -> None:
     url = "{}?schema=fleet"
+    journal, gate = str(tmp_path / "journal"), str(tmp_path / "gate")
     with private_postgres() as server, fleet(url.format(server.url), 2, lease="30") as (a, b):
         with a.client() as ca:
+            held = [
+                ca.submit(
+                    "tests.apps.durable.held", {"path": journal, "label": f"h{i}", "gate": gate}
+                )
+                for i in range(2)
+            ]
             first = [ca.submit("tests.apps.basic.add", {"x": i, "y": 1}).run_id for i in range(20)]
+            # steps are running (and more are queued) when the database goes
+            started = lambda: [line for line in lines(journal) if line.endswith("-start")]  # noqa: E731
+            wait_until(lambda: len(started()) == 2, what="2 held steps running")
             server.restart()  # connections cut; the supervisors carry on
             second = [
                 submit_until_accepted(ca, "tests.apps.basic.add", {"x": i, "y": 2})
                 for i in range(20)
             ]
+            Path(gate).touch()
+            assert sorted(h.result(timeout=60) for h in held) == ["h0", "h1"]
         with b.client() as cb:
             assert [cb.handle(i).result(timeout=60) for i in first] == list(range(1, 21))
             assert [cb.handle(i).result(timeout=60) for i in second] == list(range(2, 22))
