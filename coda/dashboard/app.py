@@ -60,11 +60,11 @@ def create_app(
         Route("/api/runs/{run_id}", api.run),
         Route("/api/runs/{run_id}/cancel", api.cancel, methods=["POST"]),
         *extra_routes,
-        Route("/api/{rest:path}", _no_such_endpoint, methods=["GET", "POST"]),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     middleware = [Middleware(AccessMiddleware, token=token, throttle=throttle)]
-    return Starlette(routes=routes, middleware=middleware)
+    handlers = {404: _not_found, 405: _not_allowed}
+    return Starlette(routes=routes, middleware=middleware, exception_handlers=handlers)
 
 
 def _page(name: str) -> Callable[[Request], Awaitable[Response]]:
@@ -76,8 +76,17 @@ def _page(name: str) -> Callable[[Request], Awaitable[Response]]:
     return page
 
 
-async def _no_such_endpoint(request: Request) -> Response:
-    return error_response(request, 404, "not_found", f"no endpoint {request.url.path}")
+async def _not_found(request: Request, exc: Exception) -> Response:
+    return error_response(request, 404, "not_found", f"nothing at {request.url.path}")
+
+
+async def _not_allowed(request: Request, exc: Exception) -> Response:
+    return error_response(
+        request,
+        405,
+        "method_not_allowed",
+        f"{request.method} is not accepted at {request.url.path} (a change is a POST)",
+    )
 
 
 class _Api:
