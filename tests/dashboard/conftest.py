@@ -15,8 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from playwright.sync_api import expect
 
 from coda.testing import SupervisorProcess, wait_until
+
+expect.set_options(timeout=15_000)  # a loaded machine; each check still ends as soon as it holds
 
 ARTIFACTS = Path(
     os.environ.get("CODA_TEST_ARTIFACTS") or Path(__file__).resolve().parents[1] / "artifacts"
@@ -27,9 +30,12 @@ def chromium_path() -> str | None:
     return os.environ.get("CODA_CHROMIUM") or shutil.which("chromium")
 
 
+APPS = ("tests.apps.steer", "examples.ingest.workflows")
+
+
 def start_dashboard(*extra: str, workers: int = 2) -> SupervisorProcess:
     sup = SupervisorProcess(
-        ["tests.apps.steer"],
+        APPS,
         workers=workers,
         extra_args=["--http", "127.0.0.1:0", "--log-level", "WARNING", *extra],
     )

@@ -20,6 +20,33 @@ from tests.dashboard.conftest import screenshot
 pytestmark = pytest.mark.e2e
 
 
+def test_the_example_workflow_is_watched_step_by_step(
+    dashboard: SupervisorProcess, page: Any
+) -> None:
+    """The README's tour: each step of process_event takes ``pause`` seconds."""
+    event = {"event_id": "tour-1", "Message": "  Disk almost full  "}
+    with dashboard.client() as client:
+        handle = client.submit(
+            "examples.ingest.workflows.process_event",
+            {"project_id": 42, "event_data": event, "pause": 2},
+        )
+        page.goto(dashboard.dashboard_url)
+        page.get_by_role("link", name="Runs").click()
+        page.get_by_role("link", name=handle.run_id).click()
+        steps = page.locator(".timeline .step:not(.run-row)")
+        expect(steps.nth(0)).to_have_class("step state-running")
+        expect(steps.nth(0)).to_contain_text("examples.ingest.tasks.normalize_event")
+        expect(steps).to_have_count(1)
+        screenshot(page, "example-first-step")
+        expect(steps.nth(1)).to_have_class("step state-running")
+        expect(steps.nth(1)).to_contain_text("examples.ingest.tasks.store_event")
+        expect(steps.nth(0)).to_have_class("step state-succeeded")
+        expect(page.locator("#run-state")).to_have_text("succeeded")
+        expect(steps.nth(1)).to_have_class("step state-succeeded")
+        assert handle.result(timeout=30)["key"] == "e:42:tour-1"
+    screenshot(page, "example-done")
+
+
 def test_a_submitted_run_appears_in_the_runs_list(
     dashboard: SupervisorProcess, page: Any, tmp_path: Path
 ) -> None:
