@@ -12,7 +12,7 @@ over what a ``RunSource`` answers (the supervisor's read model, in-process).
 from __future__ import annotations
 
 from .app import create_app
-from .server import DashboardServer
+from .server import DashboardServer, Tls
 from .source import RunSource
 
-__all__ = ["DashboardServer", "RunSource", "create_app"]
+__all__ = ["DashboardServer", "RunSource", "Tls", "create_app"]

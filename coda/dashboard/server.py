@@ -3,7 +3,9 @@
 The socket is bound here, before uvicorn sees it, so a busy port is one
 clear line naming the address and the flag, and ``--http HOST:0`` learns
 its port. uvicorn's signal handlers are left out: the supervisor owns
-SIGINT and SIGTERM and stops the server itself.
+SIGINT and SIGTERM and stops the server itself. With the supervisor's TLS
+options it serves HTTPS with the same certificate (and, with a CA, asks
+clients for theirs, as the protocol's listener does).
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ import contextlib
 import errno
 import logging
 import socket
+import ssl
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import uvicorn
 from starlette.types import ASGIApp
@@ -21,7 +25,7 @@ from starlette.types import ASGIApp
 from .._wire import parse_address
 from ..errors import ConfigurationError
 
-__all__ = ["DashboardServer"]
+__all__ = ["DashboardServer", "Tls"]
 
 log = logging.getLogger("coda.dashboard")
 
@@ -32,12 +36,20 @@ class _Server(uvicorn.Server):
         yield  # the supervisor's handlers stay in place
 
 
+@dataclass(frozen=True)
+class Tls:
+    cert: str
+    key: str | None = None  # None: in the certificate file
+    ca: str | None = None  # require client certificates signed by it
+
+
 class DashboardServer:
     """``await start()`` … ``await stop()``; ``url`` once started."""
 
-    def __init__(self, app: ASGIApp, address: str) -> None:
+    def __init__(self, app: ASGIApp, address: str, tls: Tls | None = None) -> None:
         self.app = app
         self.address = address
+        self.tls = tls
         self.url = ""
         self._server: _Server | None = None
         self._task: asyncio.Task[None] | None = None
@@ -47,9 +59,18 @@ class DashboardServer:
         sock = _bind(self.address)
         host, port = sock.getsockname()[:2]
         shown = f"[{host}]" if ":" in host else host
-        self.url = f"http://{shown}:{port}/"
+        self.url = f"{'https' if self.tls else 'http'}://{shown}:{port}/"
+        tls = self.tls
         config = uvicorn.Config(
-            self.app, lifespan="off", log_config=None, access_log=False, server_header=False
+            self.app,
+            lifespan="off",
+            log_config=None,
+            access_log=False,
+            server_header=False,
+            ssl_certfile=None if tls is None else tls.cert,
+            ssl_keyfile=None if tls is None else tls.key,
+            ssl_ca_certs=None if tls is None else tls.ca,
+            ssl_cert_reqs=ssl.CERT_REQUIRED if tls and tls.ca else ssl.CERT_NONE,
         )
         self._server = server = _Server(config)
         self._task = asyncio.create_task(server.serve(sockets=[sock]))

@@ -223,15 +223,21 @@ class Supervisor:
             self._servers.append(server)
 
     async def _serve_dashboard(self) -> None:
-        if self.config.http is None:
+        """``--http``: the dashboard (coda.dashboard), on this loop; its
+        routes plus ``http_routes``, behind the protocol's token."""
+        config = self.config
+        if config.http is None:
             return
-        from ..dashboard import DashboardServer, create_app  # starlette, uvicorn: only when asked
+        from ..dashboard import DashboardServer, Tls, create_app  # starlette, uvicorn: if asked
 
         source = ReadModel(self.engine, self.status, self._lookup)
         app = create_app(
-            source, token=self.config.token, throttle=self.throttle, extra_routes=self.http_routes
+            source, token=config.token, throttle=self.throttle, extra_routes=self.http_routes
         )
-        self.dashboard = DashboardServer(app, self.config.http)
+        tls = (
+            None if config.tls_cert is None else Tls(config.tls_cert, config.tls_key, config.tls_ca)
+        )
+        self.dashboard = DashboardServer(app, config.http, tls)
         await self.dashboard.start()
 
     async def _expire_periodically(self) -> None:

@@ -3,6 +3,7 @@ clear line and changes nothing; the access rules (host, origin, token)."""
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 
 from coda.testing import SupervisorProcess, wait_until
 from tests.dashboard.conftest import start_dashboard
+from tests.e2e.certs import make_pki
 
 pytestmark = pytest.mark.e2e
 
@@ -187,3 +189,19 @@ def test_with_a_token_every_request_carries_it() -> None:
             assert http.get("/runs").status_code == 200
             assert http.get("/api/runs").status_code == 200
             assert error(http.post("/api/runs/nope/cancel"))[:2] == (404, "not_found")
+
+
+def test_with_the_supervisors_tls_options_it_serves_https(tmp_path: Path) -> None:
+    pki = make_pki(tmp_path)
+    tls = ["--tls-cert", str(pki.server_cert), "--tls-key", str(pki.server_key)]
+    with start_dashboard(*tls, workers=0) as sup:
+        url = sup.dashboard_url or ""
+        assert url.startswith("https://127.0.0.1:")
+        trusting = ssl.create_default_context(cafile=str(pki.ca))
+        with httpx.Client(base_url=url, timeout=10, verify=trusting) as http:
+            assert http.get("/api/overview").status_code == 200
+        with (
+            httpx.Client(base_url=url, timeout=10) as untrusting,
+            pytest.raises(httpx.ConnectError),
+        ):
+            untrusting.get("/api/overview")
