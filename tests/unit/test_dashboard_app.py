@@ -10,7 +10,7 @@ import msgspec
 import pytest
 
 with warnings.catch_warnings():  # recent Starlette asks for "httpx2"; httpx serves these tests
-    warnings.simplefilter("ignore", DeprecationWarning)
+    warnings.simplefilter("ignore")
     from starlette.testclient import TestClient
 
 from coda.dashboard import create_app
