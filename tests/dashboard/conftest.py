@@ -30,7 +30,7 @@ def chromium_path() -> str | None:
     return os.environ.get("CODA_CHROMIUM") or shutil.which("chromium")
 
 
-APPS = ("tests.apps.steer", "examples.ingest.workflows")
+APPS = ("tests.apps.steer", "tests.apps.basic", "examples.ingest.workflows")
 
 
 def start_dashboard(*extra: str, workers: int = 2) -> SupervisorProcess:

@@ -135,6 +135,21 @@ def test_the_cancel_button_cancels_a_running_run(
     screenshot(page, "run-cancelled")
 
 
+def test_child_runs_are_linked_both_ways(dashboard: SupervisorProcess, page: Any) -> None:
+    with dashboard.client() as client:
+        handle = client.submit("tests.apps.basic.parent", {"x": 1})
+        assert handle.result(timeout=30) == {"first": 101, "both": [201, 100]}
+    page.goto(f"{dashboard.dashboard_url}runs/{handle.run_id}")
+    children = page.locator(".timeline .step:not(.run-row) a.run-link")
+    expect(children).to_have_count(3)
+    expect(children.nth(0)).to_have_text("tests.apps.basic.child")
+    children.nth(0).click()
+    expect(page.locator("#run-name")).to_have_text("tests.apps.basic.child")
+    expect(page.locator(".timeline .step:not(.run-row)")).to_contain_text("tests.apps.basic.add")
+    page.locator("#run-facts").get_by_role("link", name=handle.run_id).click()
+    expect(page.locator("#run-name")).to_have_text("tests.apps.basic.parent")
+
+
 def test_the_overview_shows_workers_queues_and_counts(
     dashboard: SupervisorProcess, page: Any, tmp_path: Path
 ) -> None:

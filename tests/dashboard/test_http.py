@@ -144,6 +144,30 @@ def test_cancel_is_post_only(
         )
 
 
+def test_the_overview_shows_what_each_worker_runs_now(
+    dashboard: SupervisorProcess, http: httpx.Client, tmp_path: Path
+) -> None:
+    with dashboard.client() as client:
+        handle = client.submit("tests.apps.steer.cancellable", {"journal": str(tmp_path / "j")})
+
+        def running() -> set[tuple[str, str, str]]:
+            workers = http.get("/api/overview").json()["workers"]
+            return {(j["name"], j["run"], j["state"]) for w in workers for j in w["running"]}
+
+        wait_until(
+            lambda: (
+                running()
+                == {
+                    ("tests.apps.steer.cancellable", handle.run_id, "running"),
+                    ("tests.apps.steer.sleeps", handle.run_id, "running"),
+                }
+            ),
+            what="the workflow and its step on the workers",
+        )
+        client.cancel(handle.run_id)
+        wait_until(lambda: running() == set(), what="the workers idle again")
+
+
 def test_a_foreign_host_name_is_refused_without_a_token(http: httpx.Client) -> None:
     """A page whose name was rebound to 127.0.0.1 sends its own Host."""
     refused = http.get("/api/overview", headers={"Host": "attacker.example"})
