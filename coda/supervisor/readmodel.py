@@ -7,8 +7,10 @@ not: what each worker runs now, throughput per name and per queue, and the
 recent failed runs.
 
 Rates are finished jobs per second over the last minute, from samples of
-the counters taken when the overview is asked for (the page polls it); a
-queue's rate adds up the rates of the names whose default queue it is.
+the counters taken when the overview is asked for (the page polls it; asked
+for seldom, a rate covers the time since the last sample at least a minute
+old); a queue's rate adds up the rates of the names whose default queue it
+is.
 """
 
 from __future__ import annotations
@@ -133,8 +135,8 @@ class ReadModel:
             for name, counts in self._engine.counts.items()
         }
         samples = self._samples
-        while samples and now - samples[0][0] > RATE_WINDOW:
-            samples.popleft()
+        while len(samples) > 1 and now - samples[1][0] >= RATE_WINDOW:
+            samples.popleft()  # the oldest kept is the last one a window or more ago
         if not samples or now - samples[-1][0] >= _SAMPLE_EVERY:
             samples.append((now, finished))
         then, before = samples[0]
