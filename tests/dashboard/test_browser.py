@@ -15,7 +15,7 @@ from playwright.sync_api import expect
 
 import coda
 from coda.testing import SupervisorProcess
-from tests.dashboard.conftest import screenshot
+from tests.dashboard.conftest import screenshot, start_dashboard
 
 pytestmark = pytest.mark.e2e
 
@@ -170,3 +170,28 @@ def test_an_unknown_run_page_says_so(dashboard: SupervisorProcess, page: Any) ->
         "no run 'no-such-run': never submitted here, or expired"
     )
     expect(page.locator("#summary")).to_be_hidden()
+
+
+def test_a_malformed_filter_shows_one_line_and_no_runs(
+    dashboard: SupervisorProcess, page: Any
+) -> None:
+    page.goto(f"{dashboard.dashboard_url}runs?since=last+tuesday")
+    expect(page.locator("#error")).to_have_text(
+        "since: 'last tuesday' is neither a date (2026-11-29, 2026-11-29T06:55, with an "
+        "optional offset) nor a duration back from now (30s, 10m, 2h, 1d, 1h30m)"
+    )
+    expect(page.locator("#runs tbody tr")).to_have_count(0)
+    expect(page.locator("input[name=since]")).to_have_value("last tuesday")
+
+
+def test_with_a_token_the_dashboard_opens_from_its_token_link(page: Any) -> None:
+    with start_dashboard("--token", "browser-token", workers=0) as sup:
+        url = sup.dashboard_url or ""
+        refused = page.goto(url)
+        assert refused is not None and refused.status == 401
+        page.goto(f"{url}?token=browser-token")
+        assert page.url == url  # the token left the address bar
+        expect(page.locator("#supervisor")).to_contain_text("supervisor ")
+        expect(page.locator("#workers tbody")).to_have_text("no workers connected")
+        cookie = next(c for c in page.context.cookies() if c["name"].startswith("coda_token_"))
+        assert (cookie["httpOnly"], cookie["sameSite"]) == (True, "Strict")
