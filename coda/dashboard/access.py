@@ -9,6 +9,9 @@
   it. Wrong tokens are throttled per address, as the protocol's are.
 - A change (a cancel) is a POST, and a browser's must come from the
   dashboard's own pages (its ``Origin`` and ``Sec-Fetch-Site`` say so).
+- No other site may frame the pages (a click on "Cancel run" through a
+  transparent frame), load anything but the dashboard's own files into
+  them, or read the address they came from (it may hold ``?token=``).
 """
 
 from __future__ import annotations
@@ -28,6 +31,12 @@ from .views import error_response
 __all__ = ["AccessMiddleware", "Throttle", "is_loopback_host"]
 
 SAFE_METHODS = frozenset({"GET", "HEAD"})
+HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'; base-uri 'none'",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
 
 
 class Throttle(Protocol):
@@ -63,12 +72,14 @@ class AccessMiddleware(BaseHTTPMiddleware):
         self.throttle = throttle
 
     async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
-        refusal = self._refusal(request)
-        if refusal is not None:
-            return refusal
-        if self.token and "token" in request.query_params and request.method in SAFE_METHODS:
-            return self._remember(request)
-        return await call_next(request)
+        response = self._refusal(request)
+        if response is None:
+            if self.token and "token" in request.query_params and request.method in SAFE_METHODS:
+                response = self._remember(request)
+            else:
+                response = await call_next(request)
+        response.headers.update(HEADERS)
+        return response
 
     def _refusal(self, request: Request) -> Response | None:
         if not self.token:

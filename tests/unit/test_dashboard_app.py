@@ -143,3 +143,10 @@ def test_a_cross_site_cancel_reaches_nothing() -> None:
     own = http.post("/api/runs/r1/cancel", headers={"Origin": "http://127.0.0.1:8080"})
     assert own.json() == {"run_id": "r1", "state": "cancelling"}
     assert source.cancelled == ["r1"]
+
+
+def test_no_other_site_may_frame_the_pages() -> None:
+    for response in (client().get("/"), client(token="t").get("/")):  # served, and refused
+        assert response.headers["x-frame-options"] == "DENY"
+        assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
+        assert response.headers["referrer-policy"] == "no-referrer"
