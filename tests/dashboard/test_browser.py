@@ -129,6 +129,9 @@ def test_the_cancel_button_cancels_a_running_run(
         page.get_by_role("button", name="Cancel run").click()
         expect(page.locator("#run-state")).to_have_text("cancelled")
         expect(page.get_by_role("button", name="Cancel run")).to_be_disabled()
+        expect(page.locator("details.run-traceback summary")).to_have_text(
+            "the run was cancelled: coda.Cancelled: cancelled on request"
+        )
         with pytest.raises(coda.errors.Cancelled):
             handle.result(timeout=30)
     assert "workflow finally" in journal.read_text().splitlines()

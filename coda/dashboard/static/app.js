@@ -251,7 +251,7 @@ function drawRun(data) {
   document.getElementById("step-count").textContent = `(${steps.length})`;
   drawTimeline(run, steps, now);
   const failure = document.getElementById("run-failure");
-  failure.replaceChildren(...(run.failure ? [failureBlock("the run", run.failure, "run-traceback")] : []));
+  failure.replaceChildren(...(run.failure ? [failureBlock("the run", run, "run-traceback")] : []));
 }
 
 function drawTimeline(run, steps, now) {
@@ -301,14 +301,16 @@ function timelineRow(job, index, origin, span, now, at) {
   const row = h("div", { class: classes.join(" "), dataset: { stepId: job.id, name: job.name } },
     label, h("div", { class: "track" }, bars));
   if (!isRun && job.failure) {
-    return h("div", { class: "step-block" }, row, failureBlock(`step ${index}`, job.failure, "traceback", job.id));
+    return h("div", { class: "step-block" }, row, failureBlock(`step ${index}`, job, "traceback", job.id));
   }
   return row;
 }
 
-function failureBlock(what, failure, cls, stepId) {
+function failureBlock(what, job, cls, stepId) {
+  const failure = job.failure;
+  const how = job.state === "cancelled" ? "was cancelled" : "failed";
   return h("details", { class: `failure ${cls}`, dataset: { stepId: stepId || "run" } },
-    h("summary", {}, `${what} failed: ${failure.type_name}: ${failure.message}`),
+    h("summary", {}, `${what} ${how}: ${failure.type_name}: ${failure.message}`),
     h("pre", {}, failure.traceback || "(no traceback)"));
 }
 
