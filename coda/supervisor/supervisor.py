@@ -322,6 +322,7 @@ class Supervisor:
             "id": self.id,
             "pid": os.getpid(),
             "addresses": self.addresses,
+            "dashboard": None if self.dashboard is None else self.dashboard.url,
             "uptime": round(time.time() - self.started_at, 1),
             "worker_processes": self.config.workers,
             "worker_restarts": self.pool.restarts,

@@ -188,6 +188,7 @@ def test_the_overview_shows_workers_queues_and_schedules(http: httpx.Client) -> 
     assert [(w["queues"], w["tasks"]) for w in data["workers"]] == [(["default"], "0/1")] * 2
     assert "default" in [q["name"] for q in data["queues"]]
     assert data["schedules"] == []
+    assert data["supervisor"]["dashboard"] == str(http.base_url)
 
 
 def test_with_a_token_every_request_carries_it() -> None:
