@@ -33,10 +33,13 @@ def chromium_path() -> str | None:
 APPS = ("tests.apps.steer", "tests.apps.basic", "examples.ingest.workflows")
 
 
-def start_dashboard(*extra: str, workers: int = 2) -> SupervisorProcess:
+def start_dashboard(
+    *extra: str, workers: int = 2, apps: tuple[str, ...] = APPS, env: dict[str, str] | None = None
+) -> SupervisorProcess:
     sup = SupervisorProcess(
-        APPS,
+        apps,
         workers=workers,
+        env=env,
         extra_args=["--http", "127.0.0.1:0", "--log-level", "WARNING", *extra],
     )
     if workers:

@@ -198,3 +198,20 @@ def test_with_a_token_the_dashboard_opens_from_its_token_link(page: Any) -> None
         expect(page.locator("#workers tbody")).to_have_text("no workers connected")
         cookie = next(c for c in page.context.cookies() if c["name"].startswith("coda_token_"))
         assert (cookie["httpOnly"], cookie["sameSite"]) == (True, "Strict")
+
+
+def test_the_overview_lists_the_schedules_and_links_their_last_run(
+    page: Any, tmp_path: Path
+) -> None:
+    env = {"CODA_TEST_SCHEDULE_JOURNAL": str(tmp_path / "ticks")}
+    with start_dashboard(workers=1, apps=("tests.apps.scheduled",), env=env) as sup:
+        page.goto(sup.dashboard_url or "")
+        rows = page.locator("#schedules tbody tr")
+        expect(rows).to_have_count(2)
+        every_second = rows.filter(has_text="tests.apps.scheduled.every_second")
+        expect(every_second).to_contain_text("* * * * * *")
+        last_run = every_second.locator("a.run-link")
+        expect(last_run).to_have_count(1)  # once it has ticked
+        screenshot(page, "overview-schedules")
+        last_run.click()
+        expect(page.locator("#run-name")).to_have_text("tests.apps.scheduled.every_second")
