@@ -1,9 +1,9 @@
 """Rate limits: a task whose name has a ``min_interval`` is sent to a
-worker at most once per interval (per supervisor, like one Celery worker). One found ready too early is
-given a start time, the interval after the previous one, and handed back to
-the engine (``on_rate_limited``), which holds it until then: a burst of N
-such tasks starts at 0, i, 2i ... without anyone polling, while other tasks
-keep flowing past them.
+worker at most once per interval (per supervisor, like one Celery worker).
+One found ready too early is given a start time, the interval after the
+previous one, and handed back to the engine (``on_rate_limited``), which
+holds it until then: a burst of N such tasks starts at 0, i, 2i ... without
+anyone polling, while other tasks keep flowing past them.
 """
 
 from __future__ import annotations
