@@ -35,6 +35,7 @@ from .extension import (
 from .fleet import Fleet, FleetMember, SharedStore
 from .gate import ConnectionGate, capacity, descriptor_limit, raise_descriptor_limit
 from .host import SupervisorHost
+from .metrics import Metrics
 from .pool import WorkerPool, WorkerSettings
 from .quiet import Quieter, QuietLoopErrors
 from .scheduler import Scheduler
@@ -110,6 +111,7 @@ class Supervisor:
             ),
             self._attach_worker,
         )
+        self.metrics = Metrics(self.engine, self._lookup, restarts=lambda: self.pool.restarts)
         self.gate = ConnectionGate(config.max_connections)  # sized to the descriptors at start
         self.throttle = TokenThrottle()
         self.quieter = Quieter()
