@@ -110,12 +110,32 @@ def run_celery_on_coda() -> None:
             worker.wait(30)
 
 
+def check_dashboard() -> None:
+    """``--http`` serves the pages and their files from the installed
+    package (package data, not a checkout)."""
+    from urllib.request import urlopen
+
+    from coda.testing import SupervisorProcess
+
+    argv = ["--http", "127.0.0.1:0", "--log-level", "WARNING"]
+    with SupervisorProcess([], workers=0, store="memory://", extra_args=argv) as sup:
+        assert sup.dashboard_url is not None
+        for path in ("", "runs", "static/app.js", "static/style.css", "api/overview"):
+            with urlopen(f"{sup.dashboard_url}{path}", timeout=10) as response:
+                assert response.status == 200, (path, response.status)
+    print("dashboard: pages, static files and the API served from the installed package")
+
+
 def main() -> None:
     check_imports()
     check_resolution()
     run_examples()
+    check_dashboard()
     run_celery_on_coda()
-    print("fresh install: ok (README command; '.[celery,redis]' alone: imports, URLs, examples)")
+    print(
+        "fresh install: ok (README command; '.[celery,redis]' alone: imports, URLs, examples, "
+        "dashboard)"
+    )
 
 
 if __name__ == "__main__":

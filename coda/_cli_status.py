@@ -56,6 +56,8 @@ def _supervisor(sup: dict[str, Any]) -> list[str]:
     ]
     if sup.get("state"):
         lines.append(f"state: {sup['state']}")
+    if sup.get("dashboard"):
+        lines.append(f"dashboard: {sup['dashboard']}")
     connections = sup.get("connections")
     if isinstance(connections, dict):
         lines.append(_connections(connections, sup.get("wrong_tokens", {})))

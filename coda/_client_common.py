@@ -9,10 +9,10 @@ from typing import Any
 
 from . import registry
 from ._outcome import decode_payload, encode_value, error_from_failure
-from .errors import ConfigurationError
+from .errors import ConfigurationError, ResultTimeoutError
 from .messages import Finished, Submit
 
-__all__ = ["DEFAULT_ADDRESS", "build_submit", "default_address", "outcome"]
+__all__ = ["DEFAULT_ADDRESS", "build_submit", "default_address", "outcome", "submit_timed_out"]
 
 DEFAULT_ADDRESS = "127.0.0.1:42069"
 
@@ -60,3 +60,13 @@ def outcome(message: Finished, accept: frozenset[str] | None = None) -> Any:
     if message.failure is not None:
         raise error_from_failure(message.failure, message.kind)
     return decode_payload(message.result, accept)
+
+
+def submit_timed_out(timeout: float) -> ResultTimeoutError:
+    """The error of a submit the supervisor did not accept in time: it may be
+    unable to commit (its log says why); the submit may still land, so a
+    retry should pass the same ``run_id``."""
+    return ResultTimeoutError(
+        f"the supervisor did not accept the submit within {timeout:g}s (it may be unable to "
+        "write to its store: see its log); retry with the same run_id to submit it only once"
+    )

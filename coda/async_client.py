@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from ssl import SSLError
 from typing import Any, TypeVar, cast
 
-from ._client_common import build_submit, default_address, outcome
+from ._client_common import build_submit, default_address, outcome, submit_timed_out
 from ._connection import (
     Answer,
     ClientConnection,
@@ -208,10 +208,17 @@ class AsyncClient:
         *,
         run_id: str | None = None,
         queue: str | None = None,
+        timeout: float | None = None,
     ) -> AsyncRunHandle:
+        """See ``Client.submit``."""
         conn = await self._connected()
         call = self._submit(conn, target, args, run_id=run_id, queue=queue, wait=False)
-        accepted = await call.accepted
+        try:
+            accepted = await asyncio.wait_for(asyncio.shield(call.accepted), timeout)
+        except TimeoutError:
+            assert timeout is not None
+            conn.forget(call.req_id)  # its answer, should it come, is dropped
+            raise submit_timed_out(timeout) from None
         assert isinstance(accepted, Accepted)
         return AsyncRunHandle(self, accepted.run_id)
 

@@ -69,6 +69,12 @@ def _split_queues(values: tuple[str, ...]) -> tuple[str, ...]:
 )
 @click.option("--unix", "unix_socket", metavar="PATH", help="Also listen on this Unix socket.")
 @click.option(
+    "--http",
+    metavar="HOST:PORT",
+    help="Serve the dashboard (runs, steps, queues, workers, schedules) on this address: "
+    "loopback, or any other with --token.",
+)
+@click.option(
     "--queues",
     multiple=True,
     metavar="Q1,Q2",
@@ -194,6 +200,7 @@ def supervisor(
     workers: int,
     listen: str,
     unix_socket: str | None,
+    http: str | None,
     queues: tuple[str, ...],
     concurrency: int,
     prefetch: int | None,
@@ -228,6 +235,7 @@ def supervisor(
         workers=workers,
         listen=None if listen.lower() == "none" else listen,
         unix_socket=unix_socket,
+        http=http,
         queues=_split_queues(queues),
         concurrency=concurrency,
         prefetch=prefetch,

@@ -25,7 +25,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
-from ._client_common import build_submit, default_address, outcome
+from ._client_common import build_submit, default_address, outcome, submit_timed_out
 from ._connection import (
     Answer,
     ClientConnection,
@@ -124,12 +124,17 @@ class Client:
         run_id: str | None = None,
         queue: str | None = None,
         not_before: float | None = None,
+        timeout: float | None = None,
     ) -> RunHandle:
-        """Start a task or workflow; return at once with its handle.
+        """Start a task or workflow; return with its handle once the
+        supervisor has accepted it (committed it to its store).
 
         ``run_id`` makes the submission idempotent (a second one with the same
-        id returns the first run); ``not_before`` (epoch seconds) delays it.
+        id returns the first run); ``not_before`` (epoch seconds) delays it;
+        ``timeout`` (seconds) bounds the wait for acceptance, which a store
+        that cannot commit would otherwise hold up.
         """
+        deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
             conn = self._connected()
             request = build_submit(
@@ -143,7 +148,11 @@ class Client:
                 not_before=not_before,
                 limit=conn.frame_limit,
             )
-            reply = self._request(request, None)
+            try:
+                reply = self._request(request, deadline)
+            except ResultTimeoutError:
+                assert timeout is not None
+                raise submit_timed_out(timeout) from None
             assert isinstance(reply, Accepted)
             handle = RunHandle(self, reply.run_id)
             handle.owed = self._owed.expect(handle, conn, request.req_id)

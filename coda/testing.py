@@ -29,6 +29,7 @@ from .supervisor import Supervisor, SupervisorConfig
 __all__ = ["InProcessSupervisor", "SupervisorProcess", "wait_until"]
 
 READY = re.compile(r"coda supervisor ready on (\S+)")
+DASHBOARD = re.compile(r"coda dashboard on (\S+)")
 
 
 def wait_until(
@@ -78,6 +79,7 @@ class SupervisorProcess:
             argv += ["--store", store]
         argv += list(extra_args)
         self.argv = argv
+        self.dashboard_url: str | None = None  # with --http: its URL, from the dashboard line
         self.process = subprocess.Popen(
             argv,
             stdout=subprocess.PIPE,
@@ -95,6 +97,9 @@ class SupervisorProcess:
         reader.start()
         reader.join(timeout)
         for line in lines:
+            dashboard = DASHBOARD.search(line)
+            if dashboard:
+                self.dashboard_url = dashboard.group(1)
             match = READY.search(line)
             if match:
                 return match.group(1)

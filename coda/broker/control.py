@@ -161,10 +161,23 @@ class ControlNode:
         if command.destination:
             return self.name in command.destination
         if command.pattern and command.matcher:
-            if command.matcher == "glob":
-                return fnmatch.fnmatch(self.name, command.pattern)
-            return re.search(command.pattern, self.name) is not None
+            return self._matches(command.pattern, command.matcher)
         return True
+
+    def _matches(self, pattern: str, matcher: str) -> bool:
+        """kombu's matchers: ``glob`` is fnmatch, ``pcre`` is ``re.match``. A
+        pattern that does not compile, or a matcher kombu does not know,
+        addresses no node (kombu would raise in the sender's own process)."""
+        if matcher == "glob":
+            return fnmatch.fnmatch(self.name, pattern)
+        if matcher == "pcre":
+            try:
+                return re.match(pattern, self.name) is not None
+            except re.error:
+                pass
+        log.warning("remote control pattern %r (matcher %r) addresses no node", pattern, matcher)
+        self.counts["unreadable"] += 1
+        return False
 
     def _reply(self, command: ControlCommand, answer: Any, content_type: str) -> None:
         assert command.reply_to is not None

@@ -14,17 +14,19 @@ revoke, purge) its views of the jobs and workers, cancel and submit.
 from __future__ import annotations
 
 from collections.abc import Collection
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigurationError
 from ..messages import WireMessage
 from ..supervisor.extension import ClientPeer, ExtensionHost
 from .control import ControlNode
 from .divert import Diverter, DivertRules
-from .fleet import BrokerFleet
 from .messages import BROKER_REQUESTS
 from .service import BrokerService
 from .storage import BrokerStore, MemoryBrokerStore, open_broker_store
+
+if TYPE_CHECKING:
+    from .fleet import BrokerFleet  # psycopg: the postgres extra, imported for a fleet only
 
 __all__ = ["BrokerExtension"]
 
@@ -44,6 +46,8 @@ class BrokerExtension:
         self._host = host
         self.fleet: BrokerFleet | None = None
         if config.store.startswith(("postgresql:", "postgres:")):  # a fleet: fleet.py
+            from .fleet import BrokerFleet
+
             self.fleet = BrokerFleet(
                 config.store,
                 host.clock,

@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 from .._outcome import CANCELLED_TYPE
-from ..errors import CodaError
+from ..errors import CodaError, RequestRefusedError
 from ..messages import CancelReply, CancelRun, Error, Failure, StopJob
 from .dispatch import Dispatcher, NameInfo, Peer
 from .jobs import Job, JobState
@@ -56,25 +56,39 @@ class Cancellations:
         # in a fleet: cancel a job held elsewhere, answer(state) later (fleet.py)
         self.elsewhere: Callable[[Job, bool, Callable[[str | None], None]], None] | None = None
 
+    def cancellable(self, run_id: str) -> Job:
+        """The run to cancel; ``RequestRefusedError`` (``not_found``,
+        ``already_finished``) for a run that is unknown or has ended."""
+        job = self._find(run_id)
+        if job is None:
+            message = f"cannot cancel run {run_id!r}: never submitted here, or expired"
+            raise RequestRefusedError("not_found", message)
+        if job.state.finished:
+            message = (
+                f"cannot cancel run {run_id!r}: it has already {job.state.value}; "
+                "nothing was changed"
+            )
+            raise RequestRefusedError("already_finished", message)
+        return job
+
+    def begin(self, job: Job, terminate: bool, answer: Callable[[str | None], None]) -> None:
+        """Cancel ``job``; ``answer(state)`` once known (at once here, later
+        for a job another supervisor of the fleet holds; None: it had ended)."""
+        if self.elsewhere is not None and job.id not in self._live:
+            self.elsewhere(job, terminate, answer)
+            return
+        self.cancel(job, terminate)
+        answer(_state(job))
+
     def request(self, peer: Peer, msg: CancelRun) -> None:
         """A client's ``CancelRun``: answered once the cancel is durable; a
         run that is unknown or has ended is refused, and nothing changes."""
-        job = self._find(msg.run_id)
-        if job is None or job.state.finished:
-            what = (
-                "never submitted here, or expired"
-                if job is None
-                else f"it has already {job.state.value}; nothing was changed"
-            )
-            code = "not_found" if job is None else "already_finished"
-            message = f"cannot cancel run {msg.run_id!r}: {what}"
-            peer.send(Error(code=code, message=message, req_id=msg.req_id))
+        try:
+            job = self.cancellable(msg.run_id)
+        except RequestRefusedError as exc:
+            peer.send(Error(code=exc.code, message=exc.message, req_id=msg.req_id))
             return
-        if self.elsewhere is not None and job.id not in self._live:
-            self.elsewhere(job, msg.terminate, lambda state: self._answer(peer, msg, state))
-            return
-        self.cancel(job, msg.terminate)
-        self._answer(peer, msg, _state(job))
+        self.begin(job, msg.terminate, lambda state: self._answer(peer, msg, state))
 
     def _answer(self, peer: Peer, msg: CancelRun, state: str | None) -> None:
         if state is None:

@@ -37,6 +37,7 @@ class SupervisorConfig:
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
     listen: str | None = DEFAULT_ADDRESS
     unix_socket: str | None = None
+    http: str | None = None  # the dashboard's HOST:PORT (coda.dashboard); None: no dashboard
     queues: tuple[str, ...] = (DEFAULT_QUEUE,)
     concurrency: int = 1
     prefetch: int | None = None  # tasks sent beyond a worker's slots; None: 4 x concurrency
@@ -86,6 +87,7 @@ class SupervisorConfig:
                     f"refusing to listen on {host!r} without a token: set --token or "
                     "CODA_TOKEN, or listen on a loopback address"
                 )
+        self._check_http()
         self._check_limits()
         if self.celery_beat and not self.celery_app:
             raise ConfigurationError(
@@ -94,6 +96,18 @@ class SupervisorConfig:
         if not queue_names_ok(self.queues):
             raise ConfigurationError(f"invalid --queues {self.queues!r}")
         check_server_options(self.tls_cert, self.tls_key, self.tls_ca, tcp=self.listen is not None)
+
+    def _check_http(self) -> None:
+        if self.http is None:
+            return
+        kind, where = parse_address(self.http)
+        if kind != "tcp":
+            raise ConfigurationError(f"--http takes HOST:PORT, got {self.http!r}")
+        if not _is_loopback(where[0]) and not self.token:
+            raise ConfigurationError(
+                f"refusing to serve the dashboard on {where[0]!r} without a token: set --token "
+                "or CODA_TOKEN, or serve it on a loopback address (--http 127.0.0.1:PORT)"
+            )
 
     def _check_limits(self) -> None:
         if not MIN_FRAME_LIMIT <= self.frame_limit <= MAX_FRAME_LIMIT:

@@ -4,12 +4,17 @@ emptying a queue (``coda runs``, ``coda show``, ``coda purge``, the dashboard).
 Each answer merges the store's record with the engine's live jobs, which are
 newer (a running step is not written until it finishes). A bad filter or an
 unknown run gets one line that says what is wrong; nothing changes.
+
+``list_runs`` and ``run`` are the answers as values (raising
+``RequestRefusedError``), which the dashboard calls in-process; ``runs`` and
+``show`` send them to a protocol peer.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
+from ..errors import RequestRefusedError
 from ..messages import (
     Error,
     JobView,
@@ -62,28 +67,49 @@ class Queries:
         self._dispatch = dispatch
         self._cancel = cancel
 
-    def runs(self, peer: Peer, msg: RunsRequest) -> None:
-        problem = _bad_filter(msg)
+    def list_runs(
+        self,
+        *,
+        state: str | None = None,
+        name: str | None = None,
+        since: float | None = None,
+        limit: int = 50,
+    ) -> list[JobView]:
+        """Root runs, newest first; ``RequestRefusedError("bad_filter")``
+        for a state that does not exist or a limit out of range."""
+        problem = _bad_filter(state, limit)
         if problem is not None:
-            peer.send(Error(code="bad_filter", message=problem, req_id=msg.req_id))
-            return
-        found = self._store.list_runs(
-            state=msg.state, name=msg.name, since=msg.since, limit=msg.limit
-        )
-        runs = [self._live.get(job.id, job) for job in found]
-        peer.send(RunsReply(req_id=msg.req_id, runs=[view(job) for job in runs]))
+            raise RequestRefusedError("bad_filter", problem)
+        found = self._store.list_runs(state=state, name=name, since=since, limit=limit)
+        return [view(self._live.get(job.id, job)) for job in found]
 
-    def show(self, peer: Peer, msg: ShowRequest) -> None:
-        run = self._live.get(msg.run_id) or self._store.get_job(msg.run_id)
+    def run(self, run_id: str) -> tuple[JobView, list[JobView]]:
+        """A run and every job it spawned, oldest first;
+        ``RequestRefusedError("not_found")`` for an unknown run."""
+        run = self._live.get(run_id) or self._store.get_job(run_id)
         if run is None:
-            message = f"no run {msg.run_id!r}: never submitted here, or expired"
-            peer.send(Error(code="not_found", message=message, req_id=msg.req_id))
-            return
+            message = f"no run {run_id!r}: never submitted here, or expired"
+            raise RequestRefusedError("not_found", message)
         steps = {job.id: job for job in self._store.children(run.id)}
         steps.update((j.id, j) for j in self._live.values() if j.parent_run == run.id)
         ordered = sorted(steps.values(), key=lambda job: job.created_at)
-        reply = ShowReply(req_id=msg.req_id, run=view(run), steps=[view(j) for j in ordered])
-        peer.send(reply)
+        return view(run), [view(j) for j in ordered]
+
+    def runs(self, peer: Peer, msg: RunsRequest) -> None:
+        try:
+            runs = self.list_runs(state=msg.state, name=msg.name, since=msg.since, limit=msg.limit)
+        except RequestRefusedError as exc:
+            peer.send(Error(code=exc.code, message=exc.message, req_id=msg.req_id))
+            return
+        peer.send(RunsReply(req_id=msg.req_id, runs=runs))
+
+    def show(self, peer: Peer, msg: ShowRequest) -> None:
+        try:
+            run, steps = self.run(msg.run_id)
+        except RequestRefusedError as exc:
+            peer.send(Error(code=exc.code, message=exc.message, req_id=msg.req_id))
+            return
+        peer.send(ShowReply(req_id=msg.req_id, run=run, steps=steps))
 
     def purge(self, peer: Peer, msg: PurgeQueue) -> None:
         reply = PurgeReply(req_id=msg.req_id, queue=msg.queue, purged=self.purge_queue(msg.queue))
@@ -97,9 +123,9 @@ class Queries:
         return len(waiting)
 
 
-def _bad_filter(msg: RunsRequest) -> str | None:
-    if msg.state is not None and msg.state not in _STATES:
-        return f"unknown state {msg.state!r}: use one of {', '.join(_STATES)}"
-    if not 1 <= msg.limit <= MAX_RUNS:
-        return f"limit must be between 1 and {MAX_RUNS}, got {msg.limit}"
+def _bad_filter(state: str | None, limit: int) -> str | None:
+    if state is not None and state not in _STATES:
+        return f"unknown state {state!r}: use one of {', '.join(_STATES)}"
+    if not 1 <= limit <= MAX_RUNS:
+        return f"limit must be between 1 and {MAX_RUNS}, got {limit}"
     return None

@@ -15,7 +15,7 @@ import sys
 import time
 import weakref
 from collections.abc import Mapping
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .. import registry
 from .._event_loop import run_event_loop
@@ -38,11 +38,17 @@ from .host import SupervisorHost
 from .metrics import Metrics
 from .pool import WorkerPool, WorkerSettings
 from .quiet import Quieter, QuietLoopErrors
+from .readmodel import ReadModel
 from .scheduler import Scheduler
 from .server import SupervisorConnection
 from .state_dir import describe_store
 from .stores import open_store
 from .throttle import TokenThrottle
+
+if TYPE_CHECKING:
+    from starlette.routing import BaseRoute
+
+    from ..dashboard import DashboardServer
 
 __all__ = ["Supervisor", "SupervisorConfig"]
 
@@ -118,6 +124,8 @@ class Supervisor:
         self.addresses: list[str] = []
         self.started_at = time.time()
         self._servers: list[asyncio.Server] = []
+        self.dashboard: DashboardServer | None = None  # with --http, once started
+        self.http_routes: list[BaseRoute] = []  # more dashboard routes (/metrics), set before start
         self._stopped = asyncio.Event()
         self._housekeeping: asyncio.Task[None] | None = None
         self._worker_conns: weakref.WeakSet[SupervisorConnection] = weakref.WeakSet()
@@ -166,6 +174,7 @@ class Supervisor:
         self.extensions.start()  # before the first client can reach one
         try:
             await self._listen(loop)
+            await self._serve_dashboard()
         except BaseException:
             for server in self._servers:
                 server.close()
@@ -215,6 +224,24 @@ class Supervisor:
             self.addresses.append(self.config.unix_socket)
             self._servers.append(server)
 
+    async def _serve_dashboard(self) -> None:
+        """``--http``: the dashboard (coda.dashboard), on this loop; its
+        routes plus ``http_routes``, behind the protocol's token."""
+        config = self.config
+        if config.http is None:
+            return
+        from ..dashboard import DashboardServer, Tls, create_app  # starlette, uvicorn: if asked
+
+        source = ReadModel(self.engine, self.status, self._lookup)
+        app = create_app(
+            source, token=config.token, throttle=self.throttle, extra_routes=self.http_routes
+        )
+        tls = (
+            None if config.tls_cert is None else Tls(config.tls_cert, config.tls_key, config.tls_ca)
+        )
+        self.dashboard = DashboardServer(app, config.http, tls)
+        await self.dashboard.start()
+
     async def _expire_periodically(self) -> None:
         interval = min(60.0, max(1.0, self.config.result_ttl / 10))
         loop = asyncio.get_running_loop()
@@ -260,6 +287,8 @@ class Supervisor:
             self.engine.drain(lambda: None)
         for server in self._servers:
             server.close()
+        if self.dashboard is not None:
+            await self.dashboard.stop()
         await self.pool.stop()
         conns = [conn for conn in self._worker_conns if not conn.closed.is_set()]
         for conn in conns:
@@ -295,6 +324,7 @@ class Supervisor:
             "id": self.id,
             "pid": os.getpid(),
             "addresses": self.addresses,
+            "dashboard": None if self.dashboard is None else self.dashboard.url,
             "uptime": round(time.time() - self.started_at, 1),
             "worker_processes": self.config.workers,
             "worker_restarts": self.pool.restarts,
@@ -332,6 +362,8 @@ class Supervisor:
         if ready_line:
             where = " and ".join(self.addresses)
             state = describe_store(self.config.store)
+            if self.dashboard is not None:
+                print(f"coda dashboard on {self.dashboard.url}", flush=True)
             print(f"coda supervisor ready on {where} (state: {state})", flush=True)
         await stopping.wait()
         stopping.clear()

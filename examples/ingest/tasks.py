@@ -9,8 +9,11 @@ import coda
 
 
 @coda.task()
-def normalize_event(project_id: int, event_data: dict[str, Any]) -> dict[str, Any]:
+def normalize_event(
+    project_id: int, event_data: dict[str, Any], pause: float = 0
+) -> dict[str, Any]:
     """Lower-case the keys, trim the message and stamp the project."""
+    time.sleep(pause)  # the workflow's pause=: a step slow enough to watch
     normalized = {key.lower(): value for key, value in event_data.items()}
     normalized["message"] = str(normalized.get("message", "")).strip()
     normalized["project_id"] = project_id
@@ -18,8 +21,9 @@ def normalize_event(project_id: int, event_data: dict[str, Any]) -> dict[str, An
 
 
 @coda.task(retry_on=(ConnectionError,), max_retries=3, retry_delay=0.2)
-def store_event(project_id: int, event_data: dict[str, Any]) -> dict[str, Any]:
+def store_event(project_id: int, event_data: dict[str, Any], pause: float = 0) -> dict[str, Any]:
     """Pretend to write the event; say where it went."""
+    time.sleep(pause)
     return {
         "stored": True,
         "key": f"e:{project_id}:{event_data['event_id']}",

@@ -133,18 +133,25 @@ def test_revoke_of_an_eta_held_diverted_task_means_it_never_runs(
     fleet: Fleet, tmp_path: Path
 ) -> None:
     path = str(tmp_path / "runs")
+    cancelled = fleet.counts("echo").get("cancelled", 0)
     result = send(fleet, "echo", 1, path, countdown=1.5)
     wait_until(lambda: fleet.supervisor.status()["delayed"] == 1, what="the held Coda job")
     fleet.app.control.revoke(result.id)
     with pytest.raises(TaskRevokedError):
         result.get(timeout=TIMEOUT)
-    time.sleep(2.5)  # a negative check: past its ETA, it must not have run
+    # the Coda job has ended cancelled (a job that ended never runs)
+    wait_until(
+        lambda: fleet.counts("echo").get("cancelled", 0) == cancelled + 1,
+        what="the held job to end cancelled",
+    )
+    assert fleet.supervisor.status()["delayed"] == 0
     assert lines(path) == [] and result.state == "REVOKED"
     assert result.id in fleet.node("revoked")
 
 
 def test_revoke_terminate_stops_a_running_diverted_task(fleet: Fleet, tmp_path: Path) -> None:
     path = str(tmp_path / "runs")
+    cancelled = fleet.counts("slow_once").get("cancelled", 0)
     result = send(fleet, "slow_once", path, 30.0)
     line = wait_until(lambda: next(iter(lines(path)), None), what="the task to start")
     pid = int(line.split()[1])
@@ -156,17 +163,22 @@ def test_revoke_terminate_stops_a_running_diverted_task(fleet: Fleet, tmp_path: 
         lambda: (p := fleet.supervisor.worker_pids()) and pid not in p,
         what="a replacement worker",
     )
-    assert "done" not in lines(path)
+    assert fleet.counts("slow_once").get("cancelled", 0) == cancelled + 1
+    assert len(lines(path)) == 1  # started once, stopped, not run again
 
 
 def test_a_revoke_sent_before_its_task_cancels_it_on_arrival(fleet: Fleet, tmp_path: Path) -> None:
     path = str(tmp_path / "runs")
+    cancelled = fleet.counts("echo").get("cancelled", 0)
     task_id = f"revoked-first-{time.time()}"
     fleet.app.control.revoke(task_id)
     result = send(fleet, "echo", 1, path, task_id=task_id)
     with pytest.raises(TaskRevokedError):
         result.get(timeout=TIMEOUT)
-    time.sleep(1.0)  # a negative check
+    wait_until(
+        lambda: fleet.counts("echo").get("cancelled", 0) == cancelled + 1,
+        what="the job to end cancelled on arrival",
+    )
     assert lines(path) == []
 
 

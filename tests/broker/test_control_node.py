@@ -78,6 +78,8 @@ def broadcast(method: str, content_type: str = "application/json", **fields: Any
         "method": method,
         "arguments": fields.pop("arguments", {}),
         "destination": fields.pop("destination", None),
+        "pattern": fields.pop("pattern", None),
+        "matcher": fields.pop("matcher", None),
         "ticket": "t-1",
         "reply_to": {"exchange": "reply.celery.pidbox", "routing_key": "oid"},
     }
@@ -127,6 +129,22 @@ def test_a_command_for_other_nodes_is_not_answered_and_unknown_ones_are_refused(
     (answer,) = replies(service, caller)
     (reply,) = answer.values()
     assert "'pool_grow' is not supported by a Coda node" in reply["error"]
+
+
+def test_patterns_address_nodes_as_kombu_matches_them_and_a_bad_one_addresses_none() -> None:
+    service, _host, caller = setup()
+    node = service.node
+    assert node is not None
+    service.handle(caller, broadcast("ping", pattern="coda@*", matcher="glob"))
+    service.handle(caller, broadcast("ping", pattern="nobody@*", matcher="glob"))
+    service.handle(caller, broadcast("ping", pattern=r"coda@.", matcher="pcre"))
+    # kombu's pcre matcher is re.match: anchored at the start of the name
+    service.handle(caller, broadcast("ping", pattern=r"@", matcher="pcre"))
+    for malformed in ("(", "[", "*+"):
+        service.handle(caller, broadcast("ping", pattern=malformed, matcher="pcre"))
+    service.handle(caller, broadcast("ping", pattern="coda@*", matcher="no-such-matcher"))
+    assert replies(service, caller) == [{node.name: {"ok": "pong"}}] * 2
+    assert node.counts["unreadable"] == 4
 
 
 def test_revoke_cancels_a_waiting_job_and_has_it_reported_revoked() -> None:

@@ -13,7 +13,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -142,8 +141,11 @@ def test_acks_on_failure_or_timeout_off_fails_once(
     result = tasks.late_fail.delay(path)
     with pytest.raises(KeyError, match="for good"):
         result.get(timeout=TIMEOUT)
-    time.sleep(1.0)  # a negative check: no second run comes
+    # the Coda job has ended failed, and a job that ended never runs again
+    counts = lambda: supervisor.status()["names"].get(f"{APP}.late_fail", {})  # noqa: E731
+    wait_until(lambda: counts().get("failed") == 1, what="the job to end failed")
     assert lines(path) == ["run"] and result.state == "FAILURE"
+    assert counts().get("retried", 0) == 0
 
 
 def test_reject_on_worker_lost_redelivers_the_task(

@@ -70,9 +70,21 @@ def test_a_file_that_is_not_a_database_is_refused(tmp_path: Path) -> None:
     assert str(store) in outcome.stderr.strip().splitlines()[-1]
 
 
-def test_a_damaged_shared_memory_index_is_rebuilt(tmp_path: Path) -> None:
+def test_a_damaged_shared_memory_index_is_replaced_at_start_not_trusted(tmp_path: Path) -> None:
+    """A damaged ``-shm`` once killed the supervisor by SIGBUS: at start,
+    holding the store's lock, the supervisor removes the old index (SQLite
+    rebuilds it from the WAL), so the damaged file is never mapped. The
+    index seen after the start is a new file, not the damaged one."""
     store = filled_store(tmp_path)
-    Path(f"{store}-shm").write_bytes(os.urandom(PAGE * 8))
+    shm = Path(f"{store}-shm")
+    shm.write_bytes(os.urandom(PAGE * 8))
+    damaged = shm.stat().st_ino
+    keep_inode_in_use = shm.open("rb")  # the inode number cannot be reused meanwhile
     url = f"sqlite:///{store}"
-    with SupervisorProcess(["tests.apps.basic"], workers=1, store=url) as sup, sup.client() as c:
-        assert c.run("tests.apps.basic.add", {"x": 2, "y": 3}, timeout=30) == 5
+    try:
+        with SupervisorProcess(["tests.apps.basic"], workers=1, store=url) as sup:
+            with sup.client() as c:
+                assert c.run("tests.apps.basic.add", {"x": 2, "y": 3}, timeout=30) == 5
+            assert shm.stat().st_ino != damaged
+    finally:
+        keep_inode_in_use.close()

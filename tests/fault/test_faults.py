@@ -131,3 +131,25 @@ def test_a_fleet_loses_nothing_when_its_supervisors_are_killed(
     report = supervisor_kills(scenario, tmp_path)
     check(report, record_property)
     assert report.kills == scenario.kill_supervisor
+
+
+def test_a_fleet_loses_nothing_when_its_workers_are_killed(
+    request: pytest.FixtureRequest, record_property: RecordProperty, tmp_path: Path
+) -> None:
+    """Three supervisors on one PostgreSQL; workers anywhere in the fleet
+    killed (some pinned mid-step) while their supervisors carry on."""
+    big = request.config.getoption("--run-slow")
+    kills, pinned = (30, 10) if big else (6, 2)
+    scenario = replace(
+        BIG if big else SMALL,
+        fleet=3,
+        workers=2,
+        workflows=200 if big else 40,
+        in_flight=12,
+        kill_workers=kills,
+        pinned_kills=pinned,
+    )
+    report = worker_kills(scenario, tmp_path)
+    check(report, record_property)
+    assert report.kills == kills
+    assert report.ledger.interrupted >= pinned

@@ -24,9 +24,11 @@ from coda.messages import (
     Message,
     StatusReply,
     StatusRequest,
+    Submit,
     Welcome,
 )
 from coda.protocol import FrameDecoder, decode_message, encode_message
+from tests.apps import basic
 
 
 class ScriptedSupervisor:
@@ -96,3 +98,30 @@ def test_the_async_client_passes_over_an_answer_it_gave_up_on(
 
     asyncio.run(scenario())
     assert [type(m) for m in scripted.received] == [Hello, Await, *[StatusRequest] * 3]
+
+
+SUBMIT_TIMEOUT = "the supervisor did not accept the submit within 0.2s"
+
+
+def test_a_blocking_submit_the_supervisor_never_accepts_times_out_with_the_reason(
+    scripted: ScriptedSupervisor,
+) -> None:
+    """Issue 11.6: a store that cannot commit held a submit forever."""
+    with coda.Client(scripted.address) as client:
+        with pytest.raises(ResultTimeoutError, match=SUBMIT_TIMEOUT):
+            client.submit(basic.add, {"x": 1, "y": 2}, timeout=0.2)
+        assert client.status() == {"late": 0}  # the connection still serves
+    assert [type(m) for m in scripted.received] == [Hello, Submit, StatusRequest]
+
+
+def test_an_async_submit_the_supervisor_never_accepts_times_out_with_the_reason(
+    scripted: ScriptedSupervisor,
+) -> None:
+    async def scenario() -> None:
+        async with coda.AsyncClient(scripted.address) as client:
+            with pytest.raises(ResultTimeoutError, match=SUBMIT_TIMEOUT):
+                await client.submit(basic.add, {"x": 1, "y": 2}, timeout=0.2)
+            assert await client.status() == {"late": 0}
+
+    asyncio.run(scenario())
+    assert [type(m) for m in scripted.received] == [Hello, Submit, StatusRequest]
