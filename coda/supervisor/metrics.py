@@ -5,7 +5,8 @@ status`` shows), read at scrape time: nothing is added to a job's path for
 them. Gauges (queue depths, live jobs, workers) are read from the engine's
 live state at scrape time too. Durations and commit latencies are observed
 as they happen, into histograms, through the engine's ``Jobs.on_end`` and
-the store's ``observe_commits``.
+the store's ``observe_commits``. With ``--http`` they are served at
+``/metrics`` by the dashboard's server, behind its access rules.
 
 Families (``runs`` are workflow runs, top-level or spawned; ``tasks`` are
 tasks, submitted or spawned), each labelled ``name``:
@@ -40,9 +41,9 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING
 
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Histogram,
     ProcessCollector,
@@ -58,9 +59,15 @@ from .dispatch import NameInfo
 from .engine import Engine
 from .jobs import Job, JobState
 
+if TYPE_CHECKING:
+    from starlette.routing import BaseRoute
+
 __all__ = ["CONTENT_TYPE", "MAX_QUEUES", "OTHER", "UNREGISTERED", "Metrics"]
 
-CONTENT_TYPE = CONTENT_TYPE_LATEST
+# The text format every Prometheus reads (what generate_latest writes for
+# names like these; prometheus_client's "latest" is 1.0.0, which older
+# servers do not know).
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 UNREGISTERED = "(unregistered)"
 OTHER = "(other)"
 MAX_QUEUES = 100
@@ -126,6 +133,18 @@ class Metrics:
     def exposition(self) -> bytes:
         """The text format a scrape gets (``CONTENT_TYPE``); on the engine's thread."""
         return generate_latest(self.registry)
+
+    def route(self) -> BaseRoute:
+        """``GET /metrics`` for the dashboard's app (``--http``): an async
+        handler, so the scrape runs on the loop, the engine's thread."""
+        from starlette.requests import Request
+        from starlette.responses import Response
+        from starlette.routing import Route
+
+        async def scrape(request: Request) -> Response:
+            return Response(self.exposition(), media_type=CONTENT_TYPE)
+
+        return Route("/metrics", scrape, methods=["GET"])
 
     def _ended(self, job: Job, runtime: float | None) -> None:
         if runtime is None:

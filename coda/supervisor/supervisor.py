@@ -125,7 +125,7 @@ class Supervisor:
         self.started_at = time.time()
         self._servers: list[asyncio.Server] = []
         self.dashboard: DashboardServer | None = None  # with --http, once started
-        self.http_routes: list[BaseRoute] = []  # more dashboard routes (/metrics), set before start
+        self.http_routes: list[BaseRoute] = []  # more dashboard routes, set before start
         self._stopped = asyncio.Event()
         self._housekeeping: asyncio.Task[None] | None = None
         self._worker_conns: weakref.WeakSet[SupervisorConnection] = weakref.WeakSet()
@@ -226,16 +226,16 @@ class Supervisor:
 
     async def _serve_dashboard(self) -> None:
         """``--http``: the dashboard (coda.dashboard), on this loop; its
-        routes plus ``http_routes``, behind the protocol's token."""
+        routes, ``/metrics`` (metrics.py) and ``http_routes``, behind the
+        protocol's token."""
         config = self.config
         if config.http is None:
             return
         from ..dashboard import DashboardServer, Tls, create_app  # starlette, uvicorn: if asked
 
         source = ReadModel(self.engine, self.status, self._lookup)
-        app = create_app(
-            source, token=config.token, throttle=self.throttle, extra_routes=self.http_routes
-        )
+        routes = [self.metrics.route(), *self.http_routes]
+        app = create_app(source, token=config.token, throttle=self.throttle, extra_routes=routes)
         tls = (
             None if config.tls_cert is None else Tls(config.tls_cert, config.tls_key, config.tls_ca)
         )
