@@ -148,8 +148,8 @@ class Jobs:
         if job.kind == "workflow":
             self.steps.run_finished(job)
         self.count(job.kind, job.name, _outcome_label(job.state))
-        self.on_end(job, None if started is None else job.finished_at - started)
         self.waiters.job_ended(job)
+        self.on_end(job, None if started is None else job.finished_at - started)
 
     def requeue(self, job: Job, failure: Failure | None) -> None:
         """The task gave its delivery back: the same arguments run again, marked

@@ -119,6 +119,33 @@ def test_task_counts_and_durations_follow_a_known_workload(
     assert buckets == {"0.25": 0, "0.5": 1, "2.5": 2, "5.0": 3, "+Inf": 3}
 
 
+def test_a_cancel_before_the_next_attempt_started_times_nothing(
+    engine: Engine, clock: ManualClock
+) -> None:
+    metrics = Metrics(engine, lookup)
+    w = worker(engine, 1, tasks=1)
+    engine.submit(FakePeer(), Submit(req_id=1, name="t", args=ARGS, run_id="r"))
+    clock.settle()
+    run_task(engine, clock, w, 1.0, Failure("ConnectionError", "again", retry_in=5.0))
+    clock.advance(5.0)
+    (again_sent,) = [m for m in sent(w) if isinstance(m, RunTask)]  # held: not started yet
+    assert engine.cancel_run("r") == "cancelling"  # the worker drops it
+    clock.advance(30.0)
+    engine.task_done(w, TaskDone(again_sent.job_id, failure=Failure("coda.Cancelled", "stop")))
+    clock.settle()
+    samples = scrape(metrics)
+    assert counted(samples, "tasks", "t") == {
+        "started": 1,
+        "succeeded": 0,
+        "failed": 0,
+        "retried": 1,
+        "cancelled": 1,
+        "requeued": 0,
+        "cache_hits": 0,
+    }
+    assert ("coda_task_duration_seconds_count", (("name", "t"),)) not in samples
+
+
 def test_runs_and_cache_hits_are_counted_per_name(engine: Engine, clock: ManualClock) -> None:
     metrics = Metrics(engine, lookup)
     w = worker(engine, 1)
