@@ -121,8 +121,10 @@ class Dispatcher:
         on_pause: Callable[[], None],
         timeout_grace: float,
         on_rate_limited: Callable[[Job, float], None] = lambda job, due: None,
+        on_start: Callable[[Job], None] = lambda job: None,
     ) -> None:
         self._save = save
+        self._on_start = on_start  # a job's attempt began on its worker
         self._clock = clock
         self._lookup = lookup
         self._live = live
@@ -219,7 +221,7 @@ class Dispatcher:
         worker.held.discard(job_id)
         job = self._live_job(job_id)
         if job is not None:
-            job.started_at = self._clock.time()
+            self._began(job)
             self._arm_timeout(worker, job)
 
     def release(self, worker: WorkerHandle, job: Job) -> bool:
@@ -350,7 +352,7 @@ class Dispatcher:
 
     def _start_workflow(self, worker: WorkerHandle, job: Job) -> None:
         worker.workflows[job.id] = None
-        job.started_at = self._clock.time()  # workflows start as they are sent
+        self._began(job)  # workflows start as they are sent
         self._lease(worker, job)
         worker.peer.send(
             RunWorkflow(
@@ -362,9 +364,14 @@ class Dispatcher:
             )
         )
 
+    def _began(self, job: Job) -> None:
+        job.started_at = self._clock.time()
+        self._on_start(job)
+
     def _start_task(self, worker: WorkerHandle, job: Job) -> None:
         worker.tasks[job.id] = None
         worker.held.add(job.id)
+        job.started_at = None  # until the worker reports it started
         self._lease(worker, job)
         worker.peer.send(
             RunTask(

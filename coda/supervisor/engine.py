@@ -22,6 +22,7 @@ import os
 import sys
 from collections.abc import Callable, Mapping
 
+from ..errors import CodaError
 from ..messages import (
     Accepted,
     Await,
@@ -93,6 +94,7 @@ class Engine:
             on_pause=self._check_idle,
             timeout_grace=timeout_grace,
             on_rate_limited=self._hold_until,
+            on_start=lambda job: self.jobs.count(job.kind, job.name, "started"),
         )
         self.cancellations = Cancellations(
             self._live,
@@ -175,7 +177,7 @@ class Engine:
         step = None if msg.cache_key is None else (msg.name, msg.cache_key)
         job = None if step is None else self.steps.answering(msg.run_id, step, parent.attempt)
         if job is not None:
-            self.jobs.count(msg.name, "cache_hits")
+            self.jobs.count(msg.kind, msg.name, "cache_hits")
         elif self.admission.store_refuses(worker.peer, msg.req_id):
             return
         else:
@@ -214,7 +216,7 @@ class Engine:
             log.info("ignoring a late end of workflow run %s", msg.run_id)
             return
         for name, hits in msg.cache_hits.items():
-            self.jobs.count(name, "cache_hits", hits)
+            self._count_cache_hits(name, hits)
         self.jobs.settle(job, msg.result, msg.failure)
 
     # -- workers coming and going -----------------------------------------
@@ -325,6 +327,18 @@ class Engine:
         """A rate-limited task waits for the start the dispatcher gave it."""
         self.jobs.delay(job, start)
         self.steps.save(job)
+
+    def _count_cache_hits(self, name: str, hits: int) -> None:
+        """Hits a worker answered from a run's history, for names known here
+        only (a worker's report must not grow the counts without bound)."""
+        if hits <= 0:
+            return
+        try:
+            kind = self._lookup(name).kind
+        except CodaError:
+            log.info("ignoring cache hits reported for an unknown name %r", name)
+            return
+        self.jobs.count(kind, name, "cache_hits", hits)
 
     def _timed_out(self, job: Job, worker: WorkerHandle) -> None:
         message = f"task {job.name!r} exceeded its timeout"

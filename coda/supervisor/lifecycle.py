@@ -7,6 +7,9 @@ outcome settles it (a retry delays it, an end records it and answers its
 waiters) or requeues it (the task gave its delivery back: requeues.py); jobs
 recovered after a restart or claimed from a fleet's queues are adopted.
 Every change goes through ``Steps.save``, which decides what is written when.
+
+What happens is counted here too, per name (``counts``, shown by ``coda
+status`` and exported by metrics.py), and each end is told to ``on_end``.
 """
 
 from __future__ import annotations
@@ -41,6 +44,10 @@ class Jobs:
         self.clock = clock
         self.live: dict[str, Job] = {}
         self.counts: dict[str, Counter[str]] = {}
+        self.kinds: dict[str, Kind] = {}  # the kind of every name in ``counts``
+        # told of every job that ends, with the runtime of its last attempt
+        # (None if it never started on a worker): metrics.py's durations
+        self.on_end: Callable[[Job, float | None], None] = _ignore
         self.fleet: Fleet | None = None
         self.steps = Steps(store, self.find)
         self.waiters = Waiters(store)
@@ -117,6 +124,7 @@ class Jobs:
         self.steps.save(job)
 
     def settle(self, job: Job, result: Payload | None, failure: Failure | None) -> None:
+        started = job.started_at if job.state is JobState.RUNNING else None
         job.worker = None
         if job.cancelling:  # however it ended, it ends cancelled
             result, failure = None, CANCELLED
@@ -124,7 +132,7 @@ class Jobs:
             job.attempt += 1
             job.requeues = 0  # a new message: its first requeue comes back at once
             job.failure = failure
-            self.count(job.name, "retried")
+            self.count(job.kind, job.name, "retried")
             self.delay(job, self.clock.time() + failure.retry_in)
             self.steps.save(job)
             return
@@ -139,8 +147,9 @@ class Jobs:
         del self.live[job.id]
         if job.kind == "workflow":
             self.steps.run_finished(job)
-        self.count(job.name, _outcome_label(job.state))
+        self.count(job.kind, job.name, _outcome_label(job.state))
         self.waiters.job_ended(job)
+        self.on_end(job, None if started is None else job.finished_at - started)
 
     def requeue(self, job: Job, failure: Failure | None) -> None:
         """The task gave its delivery back: the same arguments run again, marked
@@ -148,7 +157,7 @@ class Jobs:
         job.worker = None
         job.requeues += 1
         job.failure = failure
-        self.count(job.name, "requeued")
+        self.count(job.kind, job.name, "requeued")
         delay = requeue_delay(job.requeues)
         if delay > 0:
             self.delay(job, self.clock.time() + delay)
@@ -166,11 +175,16 @@ class Jobs:
             self.dispatch.enqueue(job)
             self.steps.save(job)
 
-    def count(self, name: str, what: str, n: int = 1) -> None:
+    def count(self, kind: Kind, name: str, what: str, n: int = 1) -> None:
         counts = self.counts.get(name)
         if counts is None:
             counts = self.counts[name] = Counter()
+            self.kinds[name] = kind
         counts[what] += n
+
+
+def _ignore(job: Job, runtime: float | None) -> None:
+    pass
 
 
 def _outcome_label(state: JobState) -> str:

@@ -35,6 +35,7 @@ from .extension import (
 from .fleet import Fleet, FleetMember, SharedStore
 from .gate import ConnectionGate, capacity, descriptor_limit, raise_descriptor_limit
 from .host import SupervisorHost
+from .metrics import Metrics
 from .pool import WorkerPool, WorkerSettings
 from .quiet import Quieter, QuietLoopErrors
 from .readmodel import ReadModel
@@ -116,6 +117,7 @@ class Supervisor:
             ),
             self._attach_worker,
         )
+        self.metrics = Metrics(self.engine, self._lookup, restarts=lambda: self.pool.restarts)
         self.gate = ConnectionGate(config.max_connections)  # sized to the descriptors at start
         self.throttle = TokenThrottle()
         self.quieter = Quieter()
@@ -123,7 +125,7 @@ class Supervisor:
         self.started_at = time.time()
         self._servers: list[asyncio.Server] = []
         self.dashboard: DashboardServer | None = None  # with --http, once started
-        self.http_routes: list[BaseRoute] = []  # more dashboard routes (/metrics), set before start
+        self.http_routes: list[BaseRoute] = []  # more dashboard routes, set before start
         self._stopped = asyncio.Event()
         self._housekeeping: asyncio.Task[None] | None = None
         self._worker_conns: weakref.WeakSet[SupervisorConnection] = weakref.WeakSet()
@@ -228,16 +230,16 @@ class Supervisor:
 
     async def _serve_dashboard(self) -> None:
         """``--http``: the dashboard (coda.dashboard), on this loop; its
-        routes plus ``http_routes``, behind the protocol's token."""
+        routes, ``/metrics`` (metrics.py) and ``http_routes``, behind the
+        protocol's token."""
         config = self.config
         if config.http is None:
             return
         from ..dashboard import DashboardServer, Tls, create_app  # starlette, uvicorn: if asked
 
         source = ReadModel(self.engine, self.status, self._lookup)
-        app = create_app(
-            source, token=config.token, throttle=self.throttle, extra_routes=self.http_routes
-        )
+        routes = [self.metrics.route(), *self.http_routes]
+        app = create_app(source, token=config.token, throttle=self.throttle, extra_routes=routes)
         tls = (
             None if config.tls_cert is None else Tls(config.tls_cert, config.tls_key, config.tls_ca)
         )

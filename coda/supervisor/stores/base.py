@@ -123,6 +123,11 @@ class Store(abc.ABC):
         """A job read back from the store (a restart, a fleet's claim) is
         recorded already: later saves update it."""
 
+    def observe_commits(self, observe: Callable[[float, bool], None]) -> None:  # noqa: B027
+        """Have ``observe(seconds, succeeded)`` called on the engine's thread
+        after each commit (metrics.py); a store that commits nothing (the
+        memory store) never calls it."""
+
     def unavailable(self) -> str | None:
         """Why the store cannot save new work right now (its last commit
         failed: disk full, read-only, I/O error), or None. The engine then

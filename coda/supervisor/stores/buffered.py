@@ -207,6 +207,9 @@ class BufferedStore(Store, Generic[C]):
         """Commit everything pending now, blocking until it is durable."""
         self._commits.flush()
 
+    def observe_commits(self, observe: Callable[[float, bool], None]) -> None:
+        self._commits.observe = observe
+
     def unavailable(self) -> str | None:
         error = self._commits.last_error
         return None if error is None else f"{type(error).__name__}: {error}"

@@ -38,6 +38,10 @@ A failed commit puts its batch back in front of what turned dirty since
 (the newer state of a job wins) and is retried after ``RETRY_AFTER``
 seconds; its callbacks wait with it, so nothing unwritten is acknowledged.
 
+Each commit's latency, from the flush that hands its batch over to the
+moment it is settled on the engine's thread (what an acknowledgement waits
+for), is told to ``observe`` with whether it succeeded (metrics.py).
+
 Other work on the file (retention) is queued on the same thread with
 ``run_on_thread``, behind the commits, so the loop never waits for it.
 
@@ -49,6 +53,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -90,6 +95,7 @@ class _InFlight(Generic[C]):
     callbacks: list[Callback]
     future: Future[object]
     handled: bool = False
+    began: float = 0.0  # time.perf_counter() at the hand-off
 
 
 @dataclass(eq=False)
@@ -124,6 +130,7 @@ class CommitPipeline(Generic[C]):
         self.commits = 0
         self.failed_commits = 0
         self.last_error: Exception | None = None  # of the last commit, None once one succeeds
+        self.observe: Callable[[float, bool], None] | None = None  # (seconds, succeeded)
 
     def request(self) -> None:
         """Something turned dirty: flush it soon."""
@@ -160,12 +167,15 @@ class CommitPipeline(Generic[C]):
             _run(callbacks)
             return
         clock = self._clock
+        began = time.perf_counter()
         if not wait and clock is not None and self._commits_inline(batch):
-            self._inflight = inflight = _InFlight(batch, callbacks, _written_here(batch, self._db))
+            written = _written_here(batch, self._db)
+            self._inflight = inflight = _InFlight(batch, callbacks, written, began=began)
             self.inline_commits += 1
             self._landed(inflight)
             return
-        inflight = _InFlight(batch, callbacks, self._thread.submit(batch.write, self._db))
+        written = self._thread.submit(batch.write, self._db)
+        inflight = _InFlight(batch, callbacks, written, began=began)
         self._inflight = inflight
         if wait or clock is None:
             self._landed(inflight, raise_errors=True)
@@ -201,6 +211,7 @@ class CommitPipeline(Generic[C]):
         try:
             result = inflight.future.result()
         except Exception as exc:  # the database's error, or a bug: either way, not committed
+            self._observe(inflight, succeeded=False)
             self.failed_commits += 1
             self.last_error = exc
             inflight.batch.put_back()
@@ -211,12 +222,17 @@ class CommitPipeline(Generic[C]):
             self._flush_requested = True
             self._clock.call_at(self._clock.time() + RETRY_AFTER, self._flush)
             return
+        self._observe(inflight, succeeded=True)
         self.commits += 1
         self.last_error = None
         inflight.batch.landed(result)
         _run(inflight.callbacks)
         if self._has_pending() or self._callbacks:
             self.request()  # what turned dirty meanwhile: the next batch
+
+    def _observe(self, inflight: _InFlight[C], succeeded: bool) -> None:
+        if self.observe is not None:
+            self.observe(time.perf_counter() - inflight.began, succeeded)
 
     def run_on_thread(self, work: Callable[[C], T], done: Callable[[Future[T]], None]) -> None:
         """Run ``work(db)`` on the commit thread, behind the commits queued
