@@ -11,6 +11,7 @@ import coda.compat.kombu  # noqa: F401  (registers coda://)
 from coda.errors import HandshakeError
 from coda.supervisor import SupervisorConfig
 from coda.testing import InProcessSupervisor
+from tests.services import RABBITMQ_ADDRESS
 
 TOKEN = "tok-5e1d"
 URL_ADVICE = "put it in the broker URL (coda://:TOKEN@HOST:PORT) or set CODA_TOKEN"
@@ -35,8 +36,8 @@ def connect(url: str) -> str:
 
 
 def test_a_coda_url_pointing_at_rabbitmq_names_it() -> None:
-    assert connect("coda://127.0.0.1:5672") == (
-        "no Coda supervisor answered at 127.0.0.1:5672: an AMQP broker (RabbitMQ?) is "
+    assert connect(f"coda://{RABBITMQ_ADDRESS}") == (
+        f"no Coda supervisor answered at {RABBITMQ_ADDRESS}: an AMQP broker (RabbitMQ?) is "
         "listening there"
     )
 

@@ -16,10 +16,11 @@ from kombu import Connection, Producer, Queue
 
 import coda.compat.kombu  # noqa: F401  (registers coda://)
 from coda.testing import SupervisorProcess
+from tests.services import RABBITMQ_URL
 
 pytestmark = pytest.mark.e2e
 
-RABBITMQ = "amqp://guest:guest@127.0.0.1:5672//"
+RABBITMQ = RABBITMQ_URL
 
 
 @pytest.fixture(scope="module")

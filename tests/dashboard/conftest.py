@@ -58,7 +58,8 @@ def dashboard() -> Iterator[SupervisorProcess]:
 def browser() -> Iterator[Any]:
     executable = chromium_path()
     if executable is None:
-        pytest.skip("no chromium on PATH (apt-get install chromium, or set CODA_CHROMIUM)")
+        # a failure, not a skip: the suite must not pass without checking the dashboard
+        pytest.fail("no chromium on PATH: apt-get install chromium (or set CODA_CHROMIUM)")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:

@@ -18,11 +18,12 @@ from coda.errors import HandshakeError
 from coda.testing import SupervisorProcess
 from tests.apps import basic
 from tests.e2e.test_cli import coda_cli
+from tests.services import RABBITMQ_ADDRESS, REDIS_ADDRESS
 
 pytestmark = pytest.mark.e2e
 
-REDIS = "127.0.0.1:6379"
-RABBITMQ = "127.0.0.1:5672"
+REDIS = REDIS_ADDRESS
+RABBITMQ = RABBITMQ_ADDRESS
 NOT_REDIS = f"no Coda supervisor answered at {REDIS} within 1s"
 NOT_RABBITMQ = (
     f"no Coda supervisor answered at {RABBITMQ}: an AMQP broker (RabbitMQ?) is listening there"
