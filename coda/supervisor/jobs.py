@@ -25,9 +25,10 @@ class JobState(enum.Enum):
     FAILED = "failed"
     CANCELLED = "cancelled"
 
-    @property
-    def finished(self) -> bool:
-        return self in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
+    finished: bool  # an end state; a plain attribute: read several times per job per turn
+
+    def __init__(self, value: str) -> None:
+        self.finished = value in ("succeeded", "failed", "cancelled")
 
 
 @dataclass(slots=True, eq=False)

@@ -43,12 +43,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING
 
-from prometheus_client import (
-    CollectorRegistry,
-    Histogram,
-    ProcessCollector,
-    generate_latest,
-)
+from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client import Counter as PromCounter
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -57,6 +52,7 @@ from ..errors import CodaError
 from ..messages import Kind
 from .dispatch import NameInfo
 from .engine import Engine
+from .histograms import Buckets, HistogramCollector
 from .jobs import Job, JobState
 
 if TYPE_CHECKING:
@@ -106,25 +102,26 @@ class Metrics:
         self.registry = CollectorRegistry()
         self._names = _Labels(lookup)
         self._durations = {
-            kind: Histogram(
+            kind: HistogramCollector(
                 f"coda_{kind if kind == 'task' else 'run'}_duration_seconds",
                 f"How long the last attempt of each {PREFIXES[kind][:-1]} that ended ran",
-                ["name"],
-                buckets=DURATION_BUCKETS,
-                registry=self.registry,
+                DURATION_BUCKETS,
+                label="name",
             )
             for kind in PREFIXES
         }
-        self._commit_seconds = Histogram(
+        self._commit_seconds = HistogramCollector(
             "coda_store_commit_seconds",
             "Store commits, from the hand-off of a batch to its commit settled",
-            buckets=COMMIT_BUCKETS,
-            registry=self.registry,
+            COMMIT_BUCKETS,
         )
+        for histogram in (*self._durations.values(), self._commit_seconds):
+            self.registry.register(histogram)
+        self._commits = self._commit_seconds.series()
         self._commit_failures = PromCounter(
             "coda_store_commit_failures", "Store commits that failed", registry=self.registry
         )
-        self._observers: dict[tuple[Kind, str], Histogram] = {}
+        self._observers: dict[tuple[Kind, str], Buckets] = {}
         self.registry.register(_EngineCollector(engine, self._names, restarts))
         ProcessCollector(registry=self.registry)
         engine.jobs.on_end = self._ended
@@ -152,12 +149,12 @@ class Metrics:
         key = (job.kind, self._names.label(job.name))
         observer = self._observers.get(key)
         if observer is None:
-            observer = self._observers[key] = self._durations[job.kind].labels(key[1])
+            observer = self._observers[key] = self._durations[job.kind].series(key[1])
         observer.observe(max(runtime, 0.0))
 
     def _committed(self, seconds: float, succeeded: bool) -> None:
         if succeeded:
-            self._commit_seconds.observe(seconds)
+            self._commits.observe(seconds)
         else:
             self._commit_failures.inc()
 
