@@ -16,7 +16,7 @@ from .._outcome import value_too_large
 from ..errors import CodaError, UnknownNameError
 from ..messages import Error, Payload
 from ..protocol import DEFAULT_FRAME_LIMIT
-from .dispatch import NameInfo, Peer
+from .peers import NameInfo, Peer
 from .stores.base import Store
 
 __all__ = ["Admission"]

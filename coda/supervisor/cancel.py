@@ -26,8 +26,9 @@ from collections.abc import Callable, Mapping
 from .._outcome import CANCELLED_TYPE
 from ..errors import CodaError, RequestRefusedError
 from ..messages import CancelReply, CancelRun, Error, Failure, StopJob
-from .dispatch import Dispatcher, NameInfo, Peer
+from .dispatch import Dispatcher
 from .jobs import Job, JobState
+from .peers import NameInfo, Peer
 
 __all__ = ["CANCELLED", "Cancellations"]
 

@@ -38,72 +38,18 @@ import contextlib
 import logging
 from collections import Counter, deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from ..errors import CodaError
-from ..messages import CachedStep, Kind, Message, RunTask, RunWorkflow
+from ..messages import CachedStep, RunTask, RunWorkflow
 from .clock import Clock, Timer
 from .jobs import Job, JobState
+from .peers import NameInfo, WorkerHandle
 from .ratelimit import RateLimits
 
-__all__ = ["Dispatcher", "NameInfo", "Peer", "WorkerHandle"]
+__all__ = ["Dispatcher"]
 
 log = logging.getLogger("coda.dispatch")
-
-
-class Peer(Protocol):
-    """A connection the engine can answer on."""
-
-    @property
-    def is_open(self) -> bool: ...
-
-    def send(self, message: Message) -> None: ...
-
-
-class NameInfo(Protocol):
-    """What the engine needs to know about a registered name."""
-
-    @property
-    def kind(self) -> Kind: ...
-
-    @property
-    def queue(self) -> str: ...
-
-    @property
-    def timeout(self) -> float | None: ...
-
-    @property
-    def is_async(self) -> bool: ...
-
-    @property
-    def min_interval(self) -> float | None:
-        """Seconds between two starts of this name (a rate limit), or None."""
-        ...
-
-
-@dataclass(eq=False)
-class WorkerHandle:
-    """One connected worker and the jobs leased to it.
-
-    ``tasks`` holds every leased task, in the order they were sent; ``held``
-    those of them the worker has not yet reported ``Started``."""
-
-    id: int
-    peer: Peer
-    pid: int
-    queues: tuple[str, ...]
-    task_slots: int
-    workflow_slots: int
-    prefetch: int = 0
-    tasks: dict[str, None] = field(default_factory=dict)  # an ordered set
-    held: set[str] = field(default_factory=set)
-    workflows: dict[str, None] = field(default_factory=dict)
-    alone: dict[str, str] = field(default_factory=dict)  # kind -> its isolated job
-
-    @property
-    def started_tasks(self) -> int:
-        return len(self.tasks) - len(self.held)
 
 
 class Dispatcher:

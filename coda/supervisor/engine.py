@@ -40,10 +40,11 @@ from .admission import Admission
 from .blame import judge
 from .cancel import CANCELLED, Cancellations
 from .clock import Clock
-from .dispatch import Dispatcher, NameInfo, Peer, WorkerHandle
+from .dispatch import Dispatcher
 from .fleet import Fleet
 from .jobs import Job, JobState
 from .lifecycle import Jobs
+from .peers import NameInfo, Peer, WorkerHandle
 from .queries import Queries
 from .stores.base import Store
 

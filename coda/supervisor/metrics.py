@@ -50,10 +50,10 @@ from prometheus_client.registry import Collector
 
 from ..errors import CodaError
 from ..messages import Kind
-from .dispatch import NameInfo
 from .engine import Engine
 from .histograms import Buckets, HistogramCollector
 from .jobs import Job, JobState
+from .peers import NameInfo
 
 if TYPE_CHECKING:
     from starlette.routing import BaseRoute

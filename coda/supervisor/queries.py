@@ -25,8 +25,9 @@ from ..messages import (
     ShowReply,
     ShowRequest,
 )
-from .dispatch import Dispatcher, Peer
+from .dispatch import Dispatcher
 from .jobs import Job, JobState
+from .peers import Peer
 from .stores.base import Store
 
 __all__ = ["MAX_RUNS", "Queries", "view"]

@@ -24,9 +24,9 @@ from typing import Any
 from .._cli_views import job_dict
 from ..errors import CodaError, RequestRefusedError
 from ..messages import JobView
-from .dispatch import NameInfo, WorkerHandle
 from .engine import Engine
 from .jobs import Job
+from .peers import NameInfo, WorkerHandle
 
 __all__ = ["RATE_WINDOW", "ReadModel"]
 

@@ -36,7 +36,7 @@ from ..messages import Error, Message, Submit
 from ..schedules import Missed, Schedule, tick_run_id
 from ..serialization import DEFAULT_SERIALIZER
 from .clock import Clock, Timer
-from .dispatch import NameInfo, Peer
+from .peers import NameInfo, Peer
 from .stores.base import ScheduleMark, Store
 
 __all__ = ["COUNT_LIMIT", "MAX_CATCH_UP", "Scheduler", "chosen_ticks"]

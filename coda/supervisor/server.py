@@ -46,7 +46,7 @@ from ..messages import (
     WorkflowDone,
 )
 from ..protocol import CORE_CODEC, HANDSHAKE_FRAME_LIMIT, check_hello, decoding_limit
-from .dispatch import WorkerHandle
+from .peers import WorkerHandle
 from .quiet import Quieter
 
 if TYPE_CHECKING:

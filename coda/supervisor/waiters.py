@@ -9,8 +9,8 @@ result a crash could still take back.
 from __future__ import annotations
 
 from ..messages import Finished
-from .dispatch import Peer
 from .jobs import Job
+from .peers import Peer
 from .stores.base import Store
 
 __all__ = ["Waiters", "finished_message"]

@@ -24,10 +24,10 @@ from coda.messages import (
     WorkflowDone,
 )
 from coda.supervisor.clock import ManualClock
-from coda.supervisor.dispatch import WorkerHandle
 from coda.supervisor.engine import Engine
 from coda.supervisor.jobs import Job
 from coda.supervisor.metrics import MAX_QUEUES, OTHER, UNREGISTERED, Metrics
+from coda.supervisor.peers import WorkerHandle
 from coda.supervisor.stores import SqliteStore, commits
 from coda.supervisor.stores.memory import MemoryStore
 from coda.supervisor.stores.sqlite import rows
