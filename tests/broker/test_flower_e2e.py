@@ -90,6 +90,8 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Supervisor
     )
     flower = None
     try:
+        # Flower's first stats must see the worker: wait for it to connect
+        wait_until(lambda: len(supervisor.status()["workers"]) == 1, what="the worker")
         flower = Flower(url, tmp_path_factory.mktemp("flower") / "flower.log")
         yield supervisor, flower
     finally:
