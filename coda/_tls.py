@@ -27,6 +27,7 @@ __all__ = [
     "client_context",
     "client_context_from_files",
     "listener_options",
+    "peer_context",
     "server_context",
     "tls_failure",
     "wrap_client_socket",
@@ -77,6 +78,25 @@ def client_context_from_files(
     try:
         context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca)
         if cert:
+            context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigurationError(f"cannot load the TLS certificate, key or CA: {exc}") from None
+    return context
+
+
+def peer_context(cert: str, key: str | None, ca: str | None) -> ssl.SSLContext:
+    """How a supervisor served with ``--tls-cert`` connects to another
+    supervisor of its fleet (the broker relay). It trusts the system's CAs,
+    ``--tls-ca`` if given, and its own certificate (a fleet that shares one
+    certificate, or a self-signed one, needs nothing more; per-host
+    certificates from a private CA need that CA in ``--tls-ca`` or the
+    system's store). With ``--tls-ca`` the others ask for a client
+    certificate, and it shows its own."""
+    try:
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca)
+        context.load_verify_locations(cert)
+        context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN  # a trusted leaf suffices
+        if ca is not None:
             context.load_cert_chain(cert, key)
     except (OSError, ssl.SSLError) as exc:
         raise ConfigurationError(f"cannot load the TLS certificate, key or CA: {exc}") from None

@@ -46,8 +46,12 @@ class BrokerExtension:
         self._host = host
         self.fleet: BrokerFleet | None = None
         if config.store.startswith(("postgresql:", "postgres:")):  # a fleet: fleet.py
+            from .._tls import peer_context
             from .fleet import BrokerFleet
 
+            tls = None
+            if config.tls_cert is not None:
+                tls = peer_context(config.tls_cert, config.tls_key, config.tls_ca)
             self.fleet = BrokerFleet(
                 config.store,
                 host.clock,
@@ -55,6 +59,7 @@ class BrokerExtension:
                 token=config.token,
                 address=host.advertised_address,
                 become_leader=self._serve_from,
+                tls=tls,
             )
             self.service = self._service(MemoryBrokerStore())  # until it leads, it relays
         else:

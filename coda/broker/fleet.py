@@ -20,9 +20,11 @@ dead leader left (unacked messages come back redelivered, as after a
 restart), and the relayed clients, whose connections drop with their
 upstream, reconnect and carry on (kombu and Celery reconnect by themselves).
 
-Relaying speaks plain TCP (the token of ``--token`` included) to the
-address the leader advertises: a supervisor listening on ``0.0.0.0``
-advertises its host name.
+Relaying speaks to the address the leader advertises (a supervisor
+listening on ``0.0.0.0`` advertises its host name), with the token of
+``--token``, and over TLS when the supervisor serves TLS (``--tls-cert``):
+the leader does too, so a plain connection would be refused. See
+``coda._tls.peer_context`` for what a relay trusts.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import ssl
 import threading
 from collections.abc import Callable
 from typing import Any, cast
@@ -77,12 +80,14 @@ class BrokerFleet:
         token: str | None,
         address: Callable[[], str | None],
         become_leader: Callable[[PostgresBrokerStore], None],
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.url = PostgresUrl(url)
         self._clock = clock
         self._id = supervisor_id
         self._token = token or ""
         self._address = address
+        self._tls = tls  # the relay's client context when the fleet serves TLS
         self._become_leader = become_leader
         self._lock_key = f"{self.url.schema}.coda_broker"
         self.leading = False
@@ -217,8 +222,15 @@ class _Upstream:
             address = await self._leader()
             _, (host, port) = parse_address(address)
             loop = asyncio.get_running_loop()
-            _, protocol = await loop.create_connection(lambda: _UpstreamProtocol(self), host, port)
-        except (OSError, CodaError, psycopg.Error) as exc:
+            tls = self._fleet._tls
+            _, protocol = await loop.create_connection(
+                lambda: _UpstreamProtocol(self),
+                host,
+                port,
+                ssl=tls,
+                server_hostname=host if tls is not None else None,
+            )
+        except (OSError, CodaError, psycopg.Error) as exc:  # ssl.SSLError is an OSError
             log.warning("broker fleet: cannot reach the leader (%s); closing the client", exc)
             self._drop_downstream()
             return

@@ -8,17 +8,21 @@ stock ``celery worker`` and a Celery producer in this process.
 from __future__ import annotations
 
 import contextlib
+import ssl
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from celery import Celery
 from celery.result import AsyncResult
+from kombu import Connection
 
 import coda.compat.kombu  # noqa: F401  (registers coda:// with kombu)
+from coda import Client
 from coda.testing import SupervisorProcess, wait_until
 from tests.apps.journal import lines
 from tests.broker.processes import CeleryWorker
+from tests.e2e.certs import make_pki
 from tests.postgres import fresh_schema
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
@@ -81,3 +85,39 @@ def test_killing_the_broker_leader_loses_no_confirmed_message(tmp_path: Path) ->
         finally:
             consumer.stop()
         assert sorted(int(line.split()[0]) for line in lines(path)) == list(range(20))
+
+
+def test_over_tls_the_relay_reaches_the_leader_over_tls(tmp_path: Path) -> None:
+    """Supervisors served with --tls-cert accept only TLS; a follower's relay
+    to the leader speaks it too (it once connected in plain TCP and every
+    relayed client was closed)."""
+    pki = make_pki(tmp_path)
+    tls = ["--tls-cert", str(pki.server_cert), "--tls-key", str(pki.server_key)]
+    trust = ssl.create_default_context(cafile=str(pki.ca))
+
+    def role(sup: SupervisorProcess) -> str:
+        with Client(sup.address, ssl=trust) as client:
+            found: str = client.status()["broker"]["fleet"]["role"]
+            return found
+
+    with fresh_schema() as url:
+        members = [
+            SupervisorProcess([], workers=0, store=url, extra_args=["--fleet-lease", "30", *tls])
+            for _ in range(2)
+        ]
+        with members[0] as a, members[1] as b:
+            leader, relay = (a, b) if role(a) == "leader" else (b, a)
+            assert role(relay) == "relay"
+            options = {"ca_certs": str(pki.ca)}
+            with Connection(f"coda://{relay.address}", ssl=options) as connection:
+                queue = connection.SimpleQueue("fleet-over-tls")
+                for i in range(5):
+                    queue.put({"i": i})
+                queue.close()
+            with Connection(f"coda://{leader.address}", ssl=options) as connection:
+                queue = connection.SimpleQueue("fleet-over-tls")
+                got = [queue.get(timeout=10) for _ in range(5)]
+                for message in got:
+                    message.ack()
+                queue.close()
+    assert [message.payload["i"] for message in got] == list(range(5))
