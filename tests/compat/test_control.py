@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from celery.exceptions import TaskRevokedError
 
+from coda.broker.control import REVOKED_TASK
 from coda.errors import Cancelled
 from coda.testing import SupervisorProcess, wait_until
 from tests.apps import celery_app as tasks
@@ -45,6 +46,27 @@ def test_revoke_of_a_countdown_task_means_it_never_runs(
         result.get(timeout=TIMEOUT)
     assert_cancelled(coda_supervisor, result.id)
     assert result.state == "REVOKED"
+
+
+def test_revoke_of_a_queued_task_means_it_never_runs(
+    route: Route, coda_supervisor: SupervisorProcess
+) -> None:
+    """Queued, not delayed: on a queue no Coda worker consumes, it waits
+    for a worker when the revoke comes. Its run ends cancelled and the node
+    lists it revoked. (Its REVOKED report is a job on the same queue, where
+    a worker with the app will run it, so, as with Celery, whose workers
+    only learn of a revoke in memory, the state stays PENDING while nobody
+    consumes that queue.)"""
+    route(ALL)
+    result = tasks.add.apply_async((2, 2), queue="nobody-consumes")
+    queued = lambda: coda_supervisor.status()["queues"].get("nobody-consumes", {})  # noqa: E731
+    wait_until(lambda: queued().get("tasks") == 1, what="the task queued")
+    tasks.app.control.revoke(result.id)
+    assert_cancelled(coda_supervisor, result.id)
+    assert result.id in tasks.app.control.inspect(timeout=2).revoked()[NODE]
+    with coda_supervisor.client() as client:  # what waits there now is its REVOKED report
+        (report,) = client.runs(name=REVOKED_TASK, state="queued")
+    assert report.queue == "nobody-consumes" and queued().get("tasks") == 1
 
 
 def test_revoke_of_a_task_waiting_for_its_retry(
