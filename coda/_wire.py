@@ -26,6 +26,7 @@ would wait on each other forever.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import socket
 from collections import deque
@@ -42,7 +43,7 @@ from .protocol import (
     encode_message_into,
 )
 
-__all__ = ["HIGH_WATER", "LOW_WATER", "FramedProtocol", "parse_address"]
+__all__ = ["HIGH_WATER", "LOW_WATER", "FramedProtocol", "bind_failure", "parse_address"]
 
 log = logging.getLogger("coda.wire")
 
@@ -213,6 +214,19 @@ class FramedProtocol(asyncio.Protocol):
         self._flush()
         if self.transport is not None:
             self.transport.close()
+
+
+def bind_failure(doing: str, address: str, flag: str, exc: OSError) -> ConfigurationError:
+    """One line for the operator when an address cannot be bound: which
+    address, why, and the flag to change (the supervisor's ``--listen``,
+    the dashboard's ``--http``)."""
+    if exc.errno == errno.EADDRINUSE:
+        why = "the address is already in use (another supervisor, or another program, holds it)"
+    else:
+        why = exc.strerror or str(exc)
+    return ConfigurationError(
+        f"cannot {doing} {address}: {why}; pick another with {flag} HOST:PORT"
+    )
 
 
 def parse_address(address: str) -> tuple[str, Any]:

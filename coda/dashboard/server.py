@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import logging
 import socket
 import ssl
@@ -22,7 +21,7 @@ from dataclasses import dataclass
 import uvicorn
 from starlette.types import ASGIApp
 
-from .._wire import parse_address
+from .._wire import bind_failure, parse_address
 from ..errors import ConfigurationError
 
 __all__ = ["DashboardServer", "Tls"]
@@ -95,12 +94,6 @@ def _bind(address: str) -> socket.socket:
     try:
         sock = socket.create_server((host, port), family=family)
     except OSError as exc:
-        if exc.errno == errno.EADDRINUSE:
-            why = "the address is already in use (another supervisor, or another program, holds it)"
-        else:
-            why = exc.strerror or str(exc)
-        raise ConfigurationError(
-            f"cannot serve the dashboard on {address}: {why}; pick another with --http HOST:PORT"
-        ) from None
+        raise bind_failure("serve the dashboard on", address, "--http", exc) from None
     sock.setblocking(False)
     return sock

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import faulthandler
 import functools
 import logging
@@ -21,8 +20,8 @@ from .. import registry
 from .._event_loop import run_event_loop
 from .._malloc import return_large_blocks
 from .._tls import listener_options
-from .._wire import parse_address
-from ..errors import CodaError, ConfigurationError
+from .._wire import bind_failure, parse_address
+from ..errors import CodaError
 from ..serialization import registry as serializers
 from .clock import LoopClock
 from .config import SupervisorConfig
@@ -215,7 +214,7 @@ class Supervisor:
                     lambda: SupervisorConnection(self), host, port, **tls
                 )
             except OSError as exc:
-                raise _cannot_listen(self.config.listen, exc) from None
+                raise bind_failure("listen on", self.config.listen, "--listen", exc) from None
             bound = server.sockets[0].getsockname()
             self.addresses.append(f"{bound[0]}:{bound[1]}")
             self._servers.append(server)
@@ -383,17 +382,6 @@ class Supervisor:
         again.cancel()
         await self.stop()
         sys.stdout.flush()
-
-
-def _cannot_listen(address: str, exc: OSError) -> ConfigurationError:
-    """One line for the operator: which address, why, and the flag to change."""
-    if exc.errno == errno.EADDRINUSE:
-        why = "the address is already in use (another supervisor, or another program, holds it)"
-    else:
-        why = exc.strerror or str(exc)
-    return ConfigurationError(
-        f"cannot listen on {address}: {why}; pick another with --listen HOST:PORT"
-    )
 
 
 def _resolve(future: asyncio.Future[T], value: T) -> None:

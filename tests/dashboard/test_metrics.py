@@ -11,41 +11,29 @@ from pathlib import Path
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 import coda
 from coda.testing import SupervisorProcess, wait_until
 from tests.apps import metered
 from tests.apps.journal import lines
+from tests.metric_samples import Samples, counted, parse, value
 
 pytestmark = pytest.mark.e2e
 
 APP = "tests.apps.metered"
 TOKEN = "s3cret-metrics-token"
-OUTCOMES = ("started", "succeeded", "failed", "retried", "cancelled", "requeued", "cache_hits")
-
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
 def scrape(url: str, headers: dict[str, str] | None = None) -> Samples:
     response = httpx.get(f"{url}metrics", headers=headers, timeout=10)
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
-    found: Samples = {}
-    for family in text_string_to_metric_families(response.text):
-        for sample in family.samples:
-            found[sample.name, tuple(sorted(sample.labels.items()))] = sample.value
-    return found
+    return parse(response.text)
 
 
-def value(samples: Samples, sample: str, **labels: str) -> float:
-    return samples[sample, tuple(sorted(labels.items()))]
-
-
-def counted(samples: Samples, prefix: str, name: str) -> dict[str, float]:
+def outcomes(samples: Samples, prefix: str, name: str) -> dict[str, float]:
     """Every outcome counted for ``name``, zeros left out."""
-    found = {what: value(samples, f"coda_{prefix}_{what}_total", name=name) for what in OUTCOMES}
-    return {what: count for what, count in found.items() if count}
+    return {what: count for what, count in counted(samples, prefix, name).items() if count}
 
 
 def durations(samples: Samples, family: str, name: str) -> float:
@@ -111,7 +99,7 @@ def test_metrics_count_a_known_workload_exactly(
     samples = scrape(url)
 
     assert {
-        short: counted(samples, "tasks", f"{APP}.{short}")
+        short: outcomes(samples, "tasks", f"{APP}.{short}")
         for short in ("succeeds", "fails", "flaky", "step", "sleeps")
     } == {
         "succeeds": {"started": 5, "succeeded": 5},
@@ -121,7 +109,7 @@ def test_metrics_count_a_known_workload_exactly(
         "sleeps": {"started": 1, "cancelled": 1},
     }
     assert {
-        short: counted(samples, "runs", f"{APP}.{short}")
+        short: outcomes(samples, "runs", f"{APP}.{short}")
         for short in ("fails_once_after_two_steps", "waits_on_a_sleeper")
     } == {
         "fails_once_after_two_steps": {"started": 2, "retried": 1, "succeeded": 1},

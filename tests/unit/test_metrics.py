@@ -11,7 +11,6 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from coda.messages import (
     Failure,
@@ -31,6 +30,7 @@ from coda.supervisor.peers import WorkerHandle
 from coda.supervisor.stores import SqliteStore, commits
 from coda.supervisor.stores.memory import MemoryStore
 from coda.supervisor.stores.sqlite import rows
+from tests.metric_samples import Samples, counted, parse, value
 from tests.stores.committed import wait_committed
 from tests.unit.engine_fakes import (
     ARGS,
@@ -43,25 +43,10 @@ from tests.unit.engine_fakes import (
     worker,
 )
 
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-OUTCOMES = ("started", "succeeded", "failed", "retried", "cancelled", "requeued", "cache_hits")
-
 
 def scrape(metrics: Metrics) -> Samples:
     """Every sample of the exposition, by name and labels."""
-    found: Samples = {}
-    for family in text_string_to_metric_families(metrics.exposition().decode()):
-        for sample in family.samples:
-            found[sample.name, tuple(sorted(sample.labels.items()))] = sample.value
-    return found
-
-
-def value(samples: Samples, sample: str, **labels: str) -> float:
-    return samples[sample, tuple(sorted(labels.items()))]
-
-
-def counted(samples: Samples, prefix: str, name: str) -> dict[str, float]:
-    return {what: value(samples, f"coda_{prefix}_{what}_total", name=name) for what in OUTCOMES}
+    return parse(metrics.exposition().decode())
 
 
 def run_task(
