@@ -16,12 +16,12 @@ The hierarchy::
     │   ├── DecodeError
     │   └── ValueTooLargeError    an argument or result above the supervisor's --frame-limit
     ├── ConnectionLostError       the supervisor went away mid-request
-    │   └── SupervisorUnreachable (coda.compat.celery) also kombu's OperationalError
+    │   └── SupervisorUnreachable (the Celery bridge) also kombu's OperationalError
     ├── ResultTimeoutError        a result did not arrive in time (also a TimeoutError)
     ├── RequestRefusedError       the supervisor answered a request with an error
     ├── BrokerError               a kombu-style broker operation was refused (no such queue, ...)
-    ├── UnsupportedCanvas         (coda.compat.celery) a canvas shape left to Celery
-    ├── StepFailed                (coda.compat.celery) a canvas leaf failed inside its workflow
+    ├── UnsupportedCanvas         (the Celery bridge) a canvas shape left to Celery
+    ├── StepFailed                (the Celery bridge) a canvas leaf failed inside its workflow
     ├── Cancelled                 the run was cancelled on request (client.cancel)
     └── RemoteError               user code failed in a worker; carries the remote
         ├── TaskFailed            type name, message and traceback

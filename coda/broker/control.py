@@ -62,7 +62,7 @@ __all__ = ["REVOKED_TASK", "ControlCommand", "ControlNode", "ReplyTo"]
 
 log = logging.getLogger("coda.broker")
 
-REVOKED_TASK = "coda.compat.celery.revoked"
+REVOKED_TASK = "celery.coda.revoked"  # registered by the Celery bridge
 """The internal task (registered by the Celery bridge) that reports a task
 revoked in the app's result backend, with its signal and event."""
 

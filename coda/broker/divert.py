@@ -2,7 +2,7 @@
 
 When the supervisor adopts a Celery app (``--celery-app``), a message for one
 of its tasks can skip the broker queues and become a Coda job, so Coda
-workers execute it with Celery's semantics (``coda.compat.celery``) while
+workers execute it with Celery's semantics (through the Celery bridge) while
 stock Celery workers keep consuming everything else from the same traffic.
 Producers change nothing. Which messages: ``--celery-divert`` rules, each
 ``*`` (every adopted task), ``queue:NAME`` (messages routed to that broker

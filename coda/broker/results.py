@@ -1,6 +1,6 @@
 """The supervisor's Celery result store: states, saved groups, chord joins.
 
-The ``coda://`` result backend (``coda.compat.kombu.backend``) keeps Celery's
+The ``coda://`` result backend (the Celery bridge's ``CodaBackend``) keeps Celery's
 task metas here as opaque bytes in the app's result serializer, next to the
 state they carry (SUCCESS, FAILURE, ...), which is all the supervisor reads.
 Three things a key-value store cannot do well are done here instead:
