@@ -15,7 +15,14 @@ from typing import Any
 
 from coda.testing import SupervisorProcess, wait_until
 
-__all__ = ["CeleryWorker", "RestartableBroker", "broker_queue", "free_port"]
+__all__ = [
+    "CeleryWorker",
+    "RestartableBroker",
+    "broker_queue",
+    "free_port",
+    "start_logged",
+    "stop_group",
+]
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -60,15 +67,7 @@ class CeleryWorker:
         ]
         env = {**os.environ, "CODA_BROKER_URL": f"coda://{address}", **(env or {})}
         env.pop("CODA_RESULT_BACKEND", None)
-        with open(log, "wb") as out:
-            self.process = subprocess.Popen(
-                argv,
-                cwd=ROOT,
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        self.process = start_logged(argv, env, log)
         wait_until(self._ready, timeout=60, interval=0.05, what=f"celery worker ready ({log})")
 
     def _ready(self) -> bool:
@@ -90,12 +89,28 @@ class CeleryWorker:
         self.process.wait(10)
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.process.wait(15)
-        self.kill()
+        stop_group(self.process)
+
+
+def start_logged(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """``argv`` from the checkout's root, in a process group of its own (so
+    its children can be stopped with it), stdout and stderr into ``log``."""
+    with open(log, "wb") as out:
+        return subprocess.Popen(
+            argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+
+def stop_group(process: subprocess.Popen[bytes], grace: float = 15) -> None:
+    """SIGTERM to the process group, then SIGKILL if it is not gone within ``grace``."""
+    if process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(grace)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait(10)
 
 
 def free_port() -> int:

@@ -12,9 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import socket
-import subprocess
 import sys
 import urllib.error
 import urllib.request
@@ -27,7 +25,7 @@ from celery import Celery
 
 import coda.compat.kombu  # noqa: F401  (registers coda://)
 from coda.testing import SupervisorProcess, wait_until
-from tests.broker.processes import ROOT, free_port
+from tests.broker.processes import free_port, start_logged, stop_group
 
 pytestmark = pytest.mark.e2e
 
@@ -43,15 +41,7 @@ class Flower:
         argv += ["--address=127.0.0.1", f"--port={self.port}", "--inspect_timeout=5000"]
         env = {**os.environ, "CODA_BROKER_URL": broker_url, "FLOWER_UNAUTHENTICATED_API": "true"}
         self.log = log
-        with open(log, "wb") as out:
-            self.process = subprocess.Popen(
-                argv,
-                cwd=ROOT,
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        self.process = start_logged(argv, env, log)
         wait_until(self._ready, timeout=60, interval=0.2, what=f"flower to answer ({log})")
 
     def _ready(self) -> bool:
@@ -68,13 +58,7 @@ class Flower:
         return json.loads(body) if answer.headers.get_content_type() == "application/json" else body
 
     def stop(self) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
+        stop_group(self.process)
 
 
 @pytest.fixture(scope="module")
