@@ -81,23 +81,41 @@ class Cancellations:
         self.cancel(job, terminate)
         answer(_state(job))
 
+    def begin_durably(
+        self,
+        job: Job,
+        terminate: bool,
+        answer: Callable[[str | RequestRefusedError], None],
+    ) -> None:
+        """Cancel ``job``; ``answer(state)`` once the cancel is durable, or
+        ``answer(refusal)`` if the run ended meanwhile (nothing changed).
+        What a client's ``CancelRun`` and the dashboard's cancel both do."""
+
+        def known(state: str | None) -> None:
+            if state is None:
+                message = f"cannot cancel run {job.id!r}: it has already ended; nothing was changed"
+                answer(RequestRefusedError("already_finished", message))
+            else:
+                self._after_commit(lambda: answer(state))
+
+        self.begin(job, terminate, known)
+
     def request(self, peer: Peer, msg: CancelRun) -> None:
         """A client's ``CancelRun``: answered once the cancel is durable; a
         run that is unknown or has ended is refused, and nothing changes."""
+
+        def answer(outcome: str | RequestRefusedError) -> None:
+            if isinstance(outcome, RequestRefusedError):
+                peer.send(Error(code=outcome.code, message=outcome.message, req_id=msg.req_id))
+            else:
+                peer.send(CancelReply(req_id=msg.req_id, run_id=msg.run_id, state=outcome))
+
         try:
             job = self.cancellable(msg.run_id)
         except RequestRefusedError as exc:
-            peer.send(Error(code=exc.code, message=exc.message, req_id=msg.req_id))
+            answer(exc)
             return
-        self.begin(job, msg.terminate, lambda state: self._answer(peer, msg, state))
-
-    def _answer(self, peer: Peer, msg: CancelRun, state: str | None) -> None:
-        if state is None:
-            message = f"cannot cancel run {msg.run_id!r}: it has already ended; nothing was changed"
-            peer.send(Error(code="already_finished", message=message, req_id=msg.req_id))
-            return
-        reply = CancelReply(req_id=msg.req_id, run_id=msg.run_id, state=state)
-        self._after_commit(lambda: peer.send(reply))
+        self.begin_durably(job, msg.terminate, answer)
 
     def cancel_run(self, run_id: str, terminate: bool = False) -> str | None:
         """Cancel a run by id; its state after the request, or None if it is

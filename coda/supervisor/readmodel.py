@@ -93,23 +93,21 @@ class ReadModel:
         return self._engine.queries.run(run_id)
 
     async def cancel(self, run_id: str) -> str:
+        """As ``coda cancel``: answered once the cancel is durable."""
         cancellations = self._engine.cancellations
         job = cancellations.cancellable(run_id)
-        answered: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+        answered: asyncio.Future[str] = asyncio.get_running_loop().create_future()
 
-        def answer(state: str | None) -> None:
-            def resolve() -> None:
-                if not answered.done():
-                    answered.set_result(state)
+        def answer(outcome: str | RequestRefusedError) -> None:
+            if answered.done():
+                return
+            if isinstance(outcome, RequestRefusedError):
+                answered.set_exception(outcome)
+            else:
+                answered.set_result(outcome)
 
-            self._engine.store.after_commit(resolve)  # answered once durable
-
-        cancellations.begin(job, False, answer)
-        state = await answered
-        if state is None:
-            message = f"cannot cancel run {run_id!r}: it has already ended; nothing was changed"
-            raise RequestRefusedError("already_finished", message)
-        return state
+        cancellations.begin_durably(job, False, answer)
+        return await answered
 
     # -- workers and rates --------------------------------------------------
 
